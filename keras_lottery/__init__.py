@@ -1,0 +1,28 @@
+"""keras_lottery: lottery tickets for TensorFlow/Keras (Keras 2, via tf_keras), on tfmot.
+
+Public API:
+
+* `prune_low_magnitude`, `strip_pruning`, `prune`: wrap a model, compute masks, strip.
+* `OneShot`, `Iterative`, `lth_prune_rates`: pruning schedules and LTH's per-layer rates.
+* `UpdateMasks`, `RewindCallback`: Keras callbacks for schedules and rewinding.
+* `controls`: random_reinit, random_prune, signed_constant.
+* `imp`: the iterative magnitude pruning loop (`imp.ImpConfig`, `imp.run`).
+* `keras`: the Keras 2 package (`tf_keras`) every model must be built with.
+"""
+
+from keras_lottery.compat import keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from keras_lottery import controls  # noqa: F401
+from keras_lottery import masks  # noqa: F401
+from keras_lottery.callbacks import RewindCallback, UpdateMasks, reset_optimizer  # noqa: F401
+from keras_lottery.schedules import Iterative, OneShot, lth_prune_rates  # noqa: F401
+from keras_lottery.wrappers import (  # noqa: F401
+    PruneLowMagnitude,
+    custom_objects,
+    get_masks,
+    prune,
+    prune_low_magnitude,
+    set_masks,
+    strip_pruning,
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,215 @@
+"""Callbacks: `UpdateMasks` applies pruning schedules; `RewindCallback` rewinds tickets.
+
+Both keep per-step Python work at zero when they have nothing to do at the next
+step: Keras only calls batch hooks of callbacks that say they need them, and these
+say so only while a mask update or a snapshot is pending.
+"""
+
+import numpy as np
+
+from keras_lottery import compat
+from keras_lottery import masks as masks_lib
+from keras_lottery import schedules
+from keras_lottery import wrappers
+
+keras = compat.keras
+
+
+def optimizer_step(model):
+    """The optimizer's iteration count (the step schedules and rewinding count)."""
+    return int(model.optimizer.iterations.numpy())
+
+
+def reset_optimizer(optimizer):
+    """Zeroes an optimizer's state (iterations, momenta, moments); keeps its learning rate.
+
+    LTH and OpenLTH restart the optimizer each round; this does it in place, so the
+    compiled training function is reused instead of retraced.
+    """
+    if optimizer is None:
+        return
+    variables = optimizer.variables
+    variables = variables() if callable(variables) and not isinstance(variables, list) else variables
+    for variable in variables:
+        if "learning_rate" in variable.name:
+            continue
+        variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
+
+
+class UpdateMasks(keras.callbacks.Callback):
+    """Computes masks when the wrappers' schedules fire (our `UpdatePruningStep`).
+
+    At each step where some wrapper's schedule fires, the masks of all firing wrappers
+    are computed together by `wrappers.prune` (layerwise or global, as each wrapper's
+    `strategy` says) and assigned. At the end of training, pruned weights are set to
+    exactly 0. Steps are the optimizer's iterations; with `steps_per_execution > 1` a
+    mask update happens at the first step >= its scheduled step that starts an
+    execution.
+    """
+
+    def __init__(self, criterion="magnitude", seed=0):
+        """Args:
+          criterion: name from `criteria.CRITERIA` or a callable (weights, rng) -> scores.
+          seed: seed of the random generator passed to the criterion.
+        """
+        super().__init__()
+        from keras_lottery import criteria
+
+        criteria.get(criterion)  # fail now on an unknown name
+        self.criterion = criterion
+        self.rng = np.random.default_rng(seed)
+        self._next_step = None
+
+    def _schedules(self):
+        return [(wrapper, wrapper.pruning_schedule) for wrapper in wrappers.prunable_wrappers(self.model)]
+
+    def _compute_next_step(self, step):
+        upcoming = [schedules.next_prune_step(schedule, step) for _, schedule in self._schedules()]
+        upcoming = [value for value in upcoming if value is not None]
+        self._next_step = min(upcoming) if upcoming else None
+
+    def _implements_train_batch_hooks(self):
+        # Keras asks this once per fit; answering False removes all per-step calls.
+        # An update due at the current step is done by on_train_begin, so only later
+        # steps need batch hooks.
+        if getattr(self.model, "optimizer", None) is None:
+            return False
+        self._compute_next_step(optimizer_step(self.model) + 1)
+        return self._next_step is not None
+
+    def _update(self, due_step):
+        firing = {}
+        for wrapper, schedule in self._schedules():
+            should_prune, sparsity = schedule(due_step)
+            if bool(should_prune):
+                firing[wrapper] = float(sparsity)
+        for strategy in masks_lib.STRATEGIES:
+            group = {w: s for w, s in firing.items() if getattr(w, "strategy", "layerwise") == strategy}
+            if not group:
+                continue
+            names = [name for name, wrapper, _, _ in wrappers.pruning_entries(self.model) if wrapper in group]
+            sparsity = {name: group[w] for name, w, _, _ in wrappers.pruning_entries(self.model) if w in group}
+            wrappers.prune(self.model, sparsity, strategy, self.criterion, self.rng, names=names)
+
+    def _maybe_update(self):
+        step = optimizer_step(self.model)
+        if self._next_step is None:
+            self._compute_next_step(step)
+        while self._next_step is not None and self._next_step <= step:
+            due = self._next_step
+            self._update(due)
+            self._compute_next_step(due + 1)
+
+    def on_train_begin(self, logs=None):
+        self._compute_next_step(optimizer_step(self.model))
+        self._maybe_update()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._next_step is not None:
+            self._maybe_update()
+
+    def on_train_end(self, logs=None):
+        wrappers.apply_masks(self.model)
+
+
+class RewindCallback(keras.callbacks.Callback):
+    """Snapshots weights at training iteration `rewind_step` and rewinds to them.
+
+    `rewind_step=0` snapshots the original initialization, before any update.
+    `rewind()` (called between rounds, e.g. by the IMP loop) sets every surviving
+    weight back to its snapshot value, keeps pruned weights at exactly 0, restores the
+    other variables (biases, BatchNorm statistics), and resets the optimizer state.
+    The snapshot is taken on the model's weights, so masks never enter it.
+    """
+
+    def __init__(self, rewind_step=0):
+        """Args:
+          rewind_step: the optimizer iteration whose weights are the ticket's reference.
+
+        Raises:
+          ValueError: negative or non-integer step.
+        """
+        super().__init__()
+        if isinstance(rewind_step, bool) or not isinstance(rewind_step, (int, np.integer)) or rewind_step < 0:
+            raise ValueError(f"rewind_step must be an integer >= 0 (0 = the original init); got {rewind_step!r}.")
+        self.rewind_step = int(rewind_step)
+        self.snapshot = None  # list of arrays, in the order of `rewindable_variables`
+
+    @staticmethod
+    def rewindable_variables(model):
+        """The model's variables except the wrappers' pruning bookkeeping."""
+        bookkeeping = set()
+        for wrapper in wrappers.prunable_wrappers(model):
+            bookkeeping.add(id(wrapper.pruning_step))
+            for _, mask, threshold in wrapper.pruning_vars:
+                bookkeeping.update((id(mask), id(threshold)))
+        return [variable for variable in model.weights if id(variable) not in bookkeeping]
+
+    def take_snapshot(self, model=None):
+        """Records the current weights as the rewind point."""
+        model = model or self.model
+        self.snapshot = [variable.numpy() for variable in self.rewindable_variables(model)]
+
+    def snapshot_kernels(self, model=None):
+        """dict mask name -> snapshot value of that prunable weight."""
+        model = model or self.model
+        position = {id(v): i for i, v in enumerate(self.rewindable_variables(model))}
+        return {name: self.snapshot[position[id(weight)]] for name, _, weight, _ in wrappers.pruning_entries(model)}
+
+    def _implements_train_batch_hooks(self):
+        if getattr(self.model, "optimizer", None) is None or self.snapshot is not None:
+            return False
+        return optimizer_step(self.model) < self.rewind_step
+
+    def _maybe_snapshot(self):
+        step = optimizer_step(self.model)
+        if self.snapshot is None and step >= self.rewind_step:
+            if step != self.rewind_step:
+                raise RuntimeError(
+                    f"RewindCallback missed rewind_step={self.rewind_step} (training is at step {step}): "
+                    "with steps_per_execution > 1, make rewind_step a multiple of it."
+                )
+            self.take_snapshot()
+
+    def on_train_begin(self, logs=None):
+        self._maybe_snapshot()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.snapshot is None:
+            self._maybe_snapshot()
+
+    def on_train_end(self, logs=None):
+        if self.snapshot is None and self.rewind_step > 0 and optimizer_step(self.model) == self.rewind_step:
+            self.take_snapshot()
+
+    def rewind(self, model=None, reset_optimizer_state=True):
+        """Sets surviving weights to the snapshot, pruned ones to 0, and resets the optimizer.
+
+        Raises:
+          RuntimeError: no snapshot yet (training has not reached `rewind_step`).
+        """
+        model = model or self.model
+        if self.snapshot is None:
+            raise RuntimeError(
+                f"No snapshot to rewind to: training has not reached rewind_step={self.rewind_step} yet."
+            )
+        variables = self.rewindable_variables(model)
+        if len(variables) != len(self.snapshot):
+            raise ValueError("The snapshot was taken on a different model: its variables do not match.")
+        mask_of = {id(weight): mask for _, _, weight, mask in wrappers.pruning_entries(model)}
+        for variable, value in zip(variables, self.snapshot):
+            if tuple(variable.shape) != value.shape:
+                raise ValueError(f"Snapshot shape {value.shape} does not match variable {variable.name}.")
+            if id(variable) in mask_of:
+                value = value * mask_of[id(variable)].numpy()
+            variable.assign(value)
+        if reset_optimizer_state:
+            reset_optimizer(getattr(model, "optimizer", None))
+
+    def state(self):
+        """The snapshot as a dict for saving (`np.savez`)."""
+        return {f"{index:04d}": value for index, value in enumerate(self.snapshot)}
+
+    def load_state(self, arrays):
+        """Restores a snapshot saved with `state()`."""
+        self.snapshot = [np.asarray(arrays[key]) for key in sorted(arrays)]

@@ -1,0 +1,185 @@
+"""Pruning schedules: when to update masks and to which sparsity.
+
+Our schedules are `tfmot` `PruningSchedule` subclasses (`schedule(step) ->
+(should_prune, sparsity)`), so they also work inside tfmot's own wrapper. In
+keras_lottery, masks are not updated inside the training graph: the `UpdateMasks`
+callback asks each wrapper's schedule at the steps it may fire and computes the masks
+with `masks.compute` (one tie rule, masks that only shrink, layerwise or global).
+`next_prune_step` tells the callback when that is, so that a fit with no pending
+mask update does no per-step Python work at all.
+
+A *step* is the optimizer's iteration count; `RewindCallback.rewind` resets it, so in
+the IMP loop each round counts its steps from 0.
+"""
+
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
+
+from keras_lottery import compat
+from keras_lottery.masks import check_sparsity, sparsity_after_rounds
+
+keras = compat.keras
+
+PruningSchedule = tfmot_schedule.PruningSchedule
+
+
+def _check_step(value, what):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be an integer >= 0; got {value!r}.")
+
+
+@keras.utils.register_keras_serializable(package="keras_lottery")
+class OneShot(PruningSchedule):
+    """Prune once, to `target_sparsity`, at `prune_step`.
+
+    Typical use: train a dense model, wrap it with this schedule, and fine-tune or
+    rewind; the masks are computed from the weights as they are at `prune_step`.
+    """
+
+    def __init__(self, target_sparsity, prune_step=0):
+        """Args:
+          target_sparsity: fraction of weights pruned, in [0, 1).
+          prune_step: the step at which the mask is computed.
+
+        Raises:
+          ValueError: sparsity outside [0, 1) or a negative step.
+        """
+        check_sparsity(target_sparsity, "target_sparsity")
+        _check_step(prune_step, "prune_step")
+        self.target_sparsity = float(target_sparsity)
+        self.prune_step = prune_step
+
+    def __call__(self, step):
+        return (tf.math.equal(step, self.prune_step), tf.constant(self.target_sparsity, tf.float32))
+
+    def next_prune_step(self, step):
+        """The first step >= `step` at which this schedule fires, or None."""
+        return self.prune_step if step <= self.prune_step else None
+
+    def get_config(self):
+        return {
+            "class_name": self.__class__.__name__,
+            "config": {"target_sparsity": self.target_sparsity, "prune_step": self.prune_step},
+        }
+
+
+@keras.utils.register_keras_serializable(package="keras_lottery")
+class Iterative(PruningSchedule):
+    """IMP rounds inside one fit: prune `prune_rate` of the survivors every round.
+
+    Round `r` (r = 1..rounds) starts at `begin_step + r * steps_per_round` and prunes
+    to sparsity `1 - (1 - prune_rate) ** r`, so exactly
+    `round((1 - prune_rate) ** r * n)` weights remain (see `masks.keep_count`). Used
+    alone, training simply continues after each prune (iterative pruning with
+    fine-tuning); `keras_lottery.imp.run` adds the rewinding between rounds.
+    """
+
+    def __init__(self, prune_rate, steps_per_round, rounds, begin_step=0):
+        """Args:
+          prune_rate: fraction of the surviving weights pruned per round, in [0, 1).
+          steps_per_round: training steps between two prunes (> 0).
+          rounds: number of prunes (> 0).
+          begin_step: the step that counts as the start of round 0.
+
+        Raises:
+          ValueError: any argument out of range.
+        """
+        check_sparsity(prune_rate, "prune_rate")
+        _check_step(begin_step, "begin_step")
+        for value, what in ((steps_per_round, "steps_per_round"), (rounds, "rounds")):
+            _check_step(value, what)
+            if value == 0:
+                raise ValueError(f"{what} must be > 0.")
+        self.prune_rate = float(prune_rate)
+        self.steps_per_round = steps_per_round
+        self.rounds = rounds
+        self.begin_step = begin_step
+
+    def sparsity_at_round(self, round_index):
+        """The target sparsity of round `round_index` (0 for the dense round)."""
+        return sparsity_after_rounds(self.prune_rate, round_index)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        offset = step - self.begin_step
+        round_index = tf.math.floordiv(offset, self.steps_per_round)
+        should_prune = tf.logical_and(
+            tf.equal(tf.math.floormod(offset, self.steps_per_round), 0),
+            tf.logical_and(round_index >= 1, round_index <= self.rounds),
+        )
+        clipped = tf.cast(tf.clip_by_value(round_index, 0, self.rounds), tf.float32)
+        sparsity = 1.0 - tf.pow(1.0 - self.prune_rate, clipped)
+        return should_prune, sparsity
+
+    def next_prune_step(self, step):
+        """The first step >= `step` at which this schedule fires, or None."""
+        first = self.begin_step + self.steps_per_round
+        last = self.begin_step + self.rounds * self.steps_per_round
+        if step <= first:
+            return first
+        candidate = first + -(-(step - first) // self.steps_per_round) * self.steps_per_round
+        return candidate if candidate <= last else None
+
+    def get_config(self):
+        return {
+            "class_name": self.__class__.__name__,
+            "config": {
+                "prune_rate": self.prune_rate,
+                "steps_per_round": self.steps_per_round,
+                "rounds": self.rounds,
+                "begin_step": self.begin_step,
+            },
+        }
+
+
+CUSTOM_OBJECTS = {"OneShot": OneShot, "Iterative": Iterative}
+
+
+def next_prune_step(schedule, step):
+    """The first step >= `step` at which `schedule` may fire, or None if never again.
+
+    Knows our schedules and tfmot's ConstantSparsity/PolynomialDecay (from their
+    begin_step, end_step and frequency); for any other schedule it answers `step`,
+    so the callback asks that schedule at every step.
+    """
+    if hasattr(schedule, "next_prune_step"):
+        return schedule.next_prune_step(step)
+    attributes = ("begin_step", "end_step", "frequency")
+    if not all(hasattr(schedule, name) for name in attributes):
+        return step
+    begin, end, frequency = schedule.begin_step, schedule.end_step, schedule.frequency
+    candidate = begin if step <= begin else begin + -(-(step - begin) // frequency) * frequency
+    if end >= 0 and candidate > end:
+        return None
+    return candidate
+
+
+def lth_prune_rates(layers, dense_rate=0.2, conv_rate=0.1, output_rate_factor=0.5):
+    """Per-layer prune rates as in the LTH paper.
+
+    Dense layers are pruned at `dense_rate` per round and convolutions at
+    `conv_rate`; the last prunable layer (the output layer) at `output_rate_factor`
+    times its type's rate. Biases and BatchNorm are never pruned.
+
+    Args:
+      layers: the model's layers in order (e.g. `model.layers`), wrapped or not.
+      dense_rate: per-round rate of Dense layers.
+      conv_rate: per-round rate of convolutional layers.
+      output_rate_factor: factor applied to the last prunable layer's rate.
+
+    Returns:
+      dict layer name -> prune rate, for the layers that have a kernel to prune.
+    """
+    for value, what in ((dense_rate, "dense_rate"), (conv_rate, "conv_rate")):
+        check_sparsity(value, what)
+    rates = {}
+    for layer in layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.Dense):
+            rates[inner.name] = dense_rate
+        elif isinstance(inner, keras.layers.Conv2D) or isinstance(inner, keras.layers.Conv1D):
+            rates[inner.name] = conv_rate
+    if rates:
+        last = list(rates)[-1]
+        rates[last] *= output_rate_factor
+    return rates

@@ -1,0 +1,368 @@
+"""Pruning wrappers on tfmot, and the one path that turns scores into wrapper masks.
+
+`prune_low_magnitude` wraps every layer that has a kernel to prune in
+`PruneLowMagnitude`, a subclass of tfmot's wrapper: masks live in tfmot's `mask`
+variables, so tfmot's tools (`strip_pruning`, `collect_prunable_layers`, weight
+checkpoints) keep working. What differs from tfmot:
+
+* **No mask update inside the training graph.** tfmot re-ranks |w| in the graph on
+  its schedule, which makes masks non-monotone and costs about 1.24x per step. Here
+  masks change only through `prune()` (called by the `UpdateMasks` callback or the
+  IMP loop), and the forward pass computes `layer(x; w * m)`: pruned weights
+  receive zero gradient and have no effect whatever the optimizer does.
+* **The input model is not modified**: layers are copied, not shared with the
+  dense model (tfmot wraps the original layer objects).
+* `strategy='global'` ranks all layers together; per-layer schedules (a dict) give
+  per-layer rates.
+
+Masks are keyed by the wrapped layer's name (`"<layer>/<i>"` for a layer with
+several prunable weights).
+"""
+
+import inspect
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as tfmot_wrapper
+
+from keras_lottery import compat
+from keras_lottery import criteria
+from keras_lottery import masks as masks_lib
+from keras_lottery import schedules
+
+keras = compat.keras
+
+
+def attribute_holding(layer, variable):
+    """Name of the attribute of `layer` that holds `variable`, or None."""
+    for name, value in vars(layer).items():
+        if value is variable:
+            return name
+    return None
+
+
+@keras.utils.register_keras_serializable(package="keras_lottery")
+class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
+    """tfmot's pruning wrapper with masks fixed in the graph and applied as `w * m`.
+
+    Args:
+      layer: the layer to prune (Dense, Conv2D, or anything tfmot supports).
+      pruning_schedule: a `PruningSchedule` evaluated by `UpdateMasks`.
+      strategy: 'layerwise' or 'global' (how `UpdateMasks` ranks this layer).
+      **kwargs: passed to tfmot's wrapper.
+    """
+
+    def __init__(self, layer, pruning_schedule=None, strategy="layerwise", **kwargs):
+        masks_lib.check_strategy(strategy)
+        if pruning_schedule is None:
+            pruning_schedule = tfmot_schedule.ConstantSparsity(0.5, 0)
+        super().__init__(layer, pruning_schedule=pruning_schedule, **kwargs)
+        self.strategy = strategy
+        self._masked_attributes = None
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        attributes = [attribute_holding(self.layer, weight) for weight, _, _ in self.pruning_vars]
+        # Layers whose weights are not plain attributes (e.g. RNN cells) fall back to
+        # tfmot's way: assign w * m to the variable before each call.
+        self._masked_attributes = attributes if all(attributes) else None
+
+    def call(self, inputs, training=None, **kwargs):
+        if self._masked_attributes is None:
+            self.add_update(self.pruning_obj.weight_mask_op())
+            return self.layer.call(inputs, **kwargs)
+        layer = self.layer
+        try:
+            for (weight, mask, _), attribute in zip(self.pruning_vars, self._masked_attributes):
+                # object.__setattr__ bypasses Keras's attribute tracking, which would
+                # otherwise untrack the variable and reorder the layer's weights.
+                object.__setattr__(layer, attribute, weight * tf.cast(mask, weight.dtype))
+            if training is not None and "training" in _call_arguments(layer):
+                kwargs["training"] = training
+            return layer.call(inputs, **kwargs)
+        finally:
+            for (weight, _, _), attribute in zip(self.pruning_vars, self._masked_attributes):
+                object.__setattr__(layer, attribute, weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config["strategy"] = self.strategy
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        schedule = config.pop("pruning_schedule")
+        custom_objects = {
+            "ConstantSparsity": tfmot_schedule.ConstantSparsity,
+            "PolynomialDecay": tfmot_schedule.PolynomialDecay,
+            **schedules.CUSTOM_OBJECTS,
+        }
+        config["pruning_schedule"] = keras.utils.deserialize_keras_object(
+            schedule, custom_objects=custom_objects
+        )
+        config["layer"] = keras.layers.deserialize(config.pop("layer"))
+        return cls(**config)
+
+
+def _call_arguments(layer):
+    return inspect.signature(layer.call).parameters
+
+
+def custom_objects():
+    """Objects needed to load a pruned model from .h5/.keras (like tfmot's prune_scope)."""
+    return {"PruneLowMagnitude": PruneLowMagnitude, **schedules.CUSTOM_OBJECTS}
+
+
+# ----------------------------------------------------------------------------------------
+# Reading and writing masks: the only place that touches the wrappers' mask variables.
+
+
+def prunable_wrappers(model):
+    """All pruning wrappers (ours or tfmot's) in `model`, nested models included, in order."""
+    return tfmot_wrapper.collect_prunable_layers(model)
+
+
+def pruning_entries(model):
+    """(mask name, wrapper, weight variable, mask variable) for every prunable weight."""
+    entries = []
+    for wrapper in prunable_wrappers(model):
+        several = len(wrapper.pruning_vars) > 1
+        for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
+            name = f"{wrapper.layer.name}/{index}" if several else wrapper.layer.name
+            entries.append((name, wrapper, weight, mask))
+    if not entries and prunable_wrappers(model):
+        raise ValueError("The model's pruning wrappers are not built yet: call the model once, or build it.")
+    return entries
+
+
+def get_masks(model):
+    """dict mask name -> 0/1 NumPy mask, in model order."""
+    return {name: mask.numpy() for name, _, _, mask in pruning_entries(model)}
+
+
+def get_weights(model):
+    """dict mask name -> effective kernel (weight * mask) as NumPy, in model order."""
+    return {name: weight.numpy() * mask.numpy() for name, _, weight, mask in pruning_entries(model)}
+
+
+def set_masks(model, new_masks):
+    """Assigns masks to the wrappers and sets pruned weights to exactly 0.
+
+    Args:
+      model: a model with pruning wrappers.
+      new_masks: dict mask name -> 0/1 array; must name every prunable weight.
+
+    Raises:
+      ValueError: names or shapes do not match the model.
+    """
+    entries = pruning_entries(model)
+    expected = [name for name, _, _, _ in entries]
+    if sorted(expected) != sorted(new_masks):
+        raise ValueError(
+            f"masks name layers {sorted(new_masks)}, but the model's prunable layers are "
+            f"{sorted(expected)}: were they saved from a different model?"
+        )
+    for name, _, weight, mask in entries:
+        value = np.asarray(new_masks[name])
+        if value.shape != tuple(mask.shape):
+            raise ValueError(f"mask {name!r} has shape {value.shape}; the layer's kernel is {tuple(mask.shape)}.")
+        if not np.isin(value, (0, 1)).all():
+            raise ValueError(f"mask {name!r} holds values other than 0 and 1.")
+        mask.assign(value.astype(mask.dtype.as_numpy_dtype))
+    apply_masks(model)
+
+
+def apply_masks(model):
+    """Sets every pruned weight to exactly 0 (weight <- weight * mask)."""
+    for _, _, weight, mask in pruning_entries(model):
+        weight.assign(weight * tf.cast(mask, weight.dtype))
+
+
+def prune(model, sparsity, strategy="layerwise", criterion="magnitude", rng=None, names=None):
+    """Computes masks at `sparsity` from the current weights and assigns them.
+
+    Masks only shrink: weights already pruned stay pruned (see `masks.compute`).
+
+    Args:
+      model: a model with pruning wrappers.
+      sparsity: a float, or dict mask name -> float.
+      strategy: 'layerwise' or 'global'.
+      criterion: a name from `criteria.CRITERIA` or a callable (weights, rng) -> scores.
+      rng: NumPy Generator for random criteria (default: a fresh one, seed 0).
+      names: only update these masks (default: all).
+
+    Returns:
+      dict mask name -> the new masks of all layers.
+    """
+    score_fn = criteria.get(criterion)
+    current_masks = get_masks(model)
+    weights = get_weights(model)
+    selected = list(weights) if names is None else [name for name in weights if name in set(names)]
+    scores = score_fn({name: weights[name] for name in selected}, rng or np.random.default_rng(0))
+    updated = masks_lib.compute(scores, sparsity, strategy, previous_masks=current_masks)
+    current_masks.update(updated)
+    set_masks(model, current_masks)
+    return current_masks
+
+
+# ----------------------------------------------------------------------------------------
+# Wrapping and stripping.
+
+
+def _has_prunable_weights(layer):
+    if isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+        return True
+    registry = prune_registry.PruneRegistry
+    if not registry.supports(layer):
+        return None  # unknown to tfmot
+    weight_map = registry._LAYERS_WEIGHTS_MAP  # pylint: disable=protected-access
+    return bool(weight_map[layer.__class__]) if layer.__class__ in weight_map else True
+
+
+def _copy_layer(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _copy_weights(source, target, transform=lambda layer, weights: weights):
+    """Copies weights layer by layer (matched by the inner layer's name)."""
+    by_name = {getattr(layer, "layer", layer).name: layer for layer in target.layers}
+    for layer in source.layers:
+        inner = getattr(layer, "layer", layer)
+        if inner.name in by_name and inner.weights:
+            getattr(by_name[inner.name], "layer", by_name[inner.name]).set_weights(
+                transform(layer, inner.get_weights())
+            )
+
+
+def prune_low_magnitude(
+    to_prune,
+    pruning_schedule=None,
+    block_size=(1, 1),
+    block_pooling_type="AVG",
+    pruning_policy=None,
+    sparsity_m_by_n=None,
+    strategy="layerwise",
+    **kwargs,
+):
+    """Wraps a model, a layer or a list of layers for magnitude pruning.
+
+    Same signature and accepted inputs as `tfmot.sparsity.keras.prune_low_magnitude`,
+    plus `strategy` and per-layer schedules. Train with the `UpdateMasks` callback
+    (it applies the schedules), or set masks with `prune()` / `keras_lottery.imp`.
+
+    Args:
+      to_prune: a Sequential or functional tf_keras model, a layer, or a list of layers.
+      pruning_schedule: a `PruningSchedule` for every layer (default tfmot's
+        `ConstantSparsity(0.5, 0)`); or a dict layer name -> schedule, in which case
+        only the named layers are pruned; or a callable layer -> schedule or None.
+      block_size: only (1, 1) is supported.
+      block_pooling_type: accepted for compatibility; unused with (1, 1) blocks.
+      pruning_policy: optional tfmot `PruningPolicy` (which layers may be pruned).
+      sparsity_m_by_n: not supported (None).
+      strategy: 'layerwise' (each layer to its own sparsity) or 'global' (all layers
+        ranked together).
+      **kwargs: passed to the wrapper when `to_prune` is a layer.
+
+    Returns:
+      A new model with the prunable layers wrapped (the input model is unchanged), or
+      the wrapped layer(s).
+
+    Raises:
+      TypeError: Keras 3 or subclassed models, or objects that are not layers/models.
+      ValueError: unsupported arguments, unknown layer names in a schedule dict, a
+        layer tfmot cannot prune, or a nested model.
+    """
+    compat.check_not_keras3(to_prune, "The object to prune")
+    masks_lib.check_strategy(strategy)
+    if tuple(block_size) != (1, 1) or sparsity_m_by_n:
+        raise ValueError(
+            "keras_lottery computes unstructured masks: block_size must be (1, 1) and "
+            "sparsity_m_by_n None. Use tfmot.sparsity.keras.prune_low_magnitude for block or m-by-n sparsity."
+        )
+    del block_pooling_type
+
+    def schedule_for(layer):
+        if isinstance(pruning_schedule, dict):
+            return pruning_schedule.get(layer.name)
+        if callable(pruning_schedule) and not isinstance(pruning_schedule, tfmot_schedule.PruningSchedule):
+            return pruning_schedule(layer)
+        return pruning_schedule or tfmot_schedule.ConstantSparsity(0.5, 0)
+
+    def wrap(layer, copy, **wrapper_kwargs):
+        if isinstance(layer, tfmot_wrapper.PruneLowMagnitude):
+            return _copy_layer(layer) if copy else layer
+        if isinstance(layer, keras.Model):
+            raise ValueError(
+                f"Layer {layer.name!r} is a nested model; wrap its layers by pruning the inner "
+                "model first, or flatten the model into one Sequential/functional model."
+            )
+        schedule = schedule_for(layer)
+        allowed = pruning_policy is None or pruning_policy.allow_pruning(layer)
+        prunable = _has_prunable_weights(layer)
+        if schedule is None or not allowed or prunable is False:
+            return _copy_layer(layer) if copy else layer
+        if prunable is None:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) is not one tfmot knows how to prune. "
+                "Make it a tfmot PrunableLayer (define get_prunable_weights), or pass a dict "
+                "pruning_schedule that names only the layers to prune."
+            )
+        return PruneLowMagnitude(
+            _copy_layer(layer) if copy else layer, pruning_schedule=schedule, strategy=strategy, **wrapper_kwargs
+        )
+
+    if isinstance(pruning_schedule, dict):
+        names = set()
+        layers = to_prune.layers if isinstance(to_prune, keras.Model) else (
+            to_prune if isinstance(to_prune, (list, tuple)) else [to_prune])
+        names = {layer.name for layer in layers}
+        unknown = sorted(set(pruning_schedule) - names)
+        if unknown:
+            raise ValueError(f"pruning_schedule names layers {unknown} that are not in the model; its layers are {sorted(names)}.")
+
+    if isinstance(to_prune, keras.Model):
+        compat.check_model(to_prune, "The model to prune")
+        if pruning_policy is not None:
+            pruning_policy.ensure_model_supports_pruning(to_prune)
+        pruned = keras.models.clone_model(to_prune, clone_function=lambda layer: wrap(layer, copy=True))
+        _copy_weights(to_prune, pruned)
+        return pruned
+    if isinstance(to_prune, (list, tuple)):
+        return [wrap(layer, copy=False) for layer in to_prune]
+    if isinstance(to_prune, keras.layers.Layer):
+        return wrap(to_prune, copy=False, **kwargs)
+    raise TypeError(
+        f"prune_low_magnitude takes a tf_keras model, a layer or a list of layers; got {type(to_prune).__name__}."
+    )
+
+
+def strip_pruning(model):
+    """Returns a plain tf_keras model with the pruned weights as exact zeros.
+
+    The result shares nothing with `model`: layers are rebuilt from their configs and
+    the effective weights (weight * mask) copied in.
+
+    Raises:
+      TypeError: Keras 3 or subclassed models, or not a model.
+    """
+    compat.check_model(model, "The model to strip")
+
+    def unwrap(layer):
+        return _copy_layer(getattr(layer, "layer", layer) if isinstance(layer, tfmot_wrapper.PruneLowMagnitude) else layer)
+
+    def masked(layer, weights):
+        if not isinstance(layer, tfmot_wrapper.PruneLowMagnitude):
+            return weights
+        masks_by_weight = {id(weight): mask.numpy() for weight, mask, _ in layer.pruning_vars}
+        return [
+            value * masks_by_weight[id(variable)] if id(variable) in masks_by_weight else value
+            for variable, value in zip(layer.layer.weights, weights)
+        ]
+
+    stripped = keras.models.clone_model(model, clone_function=unwrap)
+    _copy_weights(model, stripped, masked)
+    return stripped
