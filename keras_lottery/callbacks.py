@@ -36,6 +36,19 @@ def reset_optimizer(optimizer):
         variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
 
 
+def exact_sparsity(schedule, step, sparsity_tensor):
+    """The schedule's sparsity as a Python float, without float32 error.
+
+    Schedules return float32 tensors: float32(0.3) is 0.30000001, which would keep
+    one weight fewer than `keep_count(n, 0.3)` for some n. Our schedules give the
+    exact value; for others the shortest decimal that rounds to the same float32
+    (0.3 for float32(0.3)) is what the user wrote.
+    """
+    if hasattr(schedule, "exact_sparsity"):
+        return schedule.exact_sparsity(step)
+    return float(str(np.float32(sparsity_tensor)))
+
+
 class UpdateMasks(keras.callbacks.Callback):
     """Computes masks when the wrappers' schedules fire (our `UpdatePruningStep`).
 
@@ -82,7 +95,7 @@ class UpdateMasks(keras.callbacks.Callback):
         for wrapper, schedule in self._schedules():
             should_prune, sparsity = schedule(due_step)
             if bool(should_prune):
-                firing[wrapper] = float(sparsity)
+                firing[wrapper] = exact_sparsity(schedule, due_step, sparsity)
         for strategy in masks_lib.STRATEGIES:
             group = {w: s for w, s in firing.items() if getattr(w, "strategy", "layerwise") == strategy}
             if not group:

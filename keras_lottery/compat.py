@@ -25,8 +25,11 @@ KERAS3_MESSAGE = (
 
 def is_keras3_object(obj):
     """Returns True if `obj` is a Keras 3 layer, model or optimizer."""
-    module = type(obj).__module__ or ""
-    return module == "keras" or module.startswith("keras.")
+    for cls in type(obj).__mro__:  # a user's subclass of a Keras 3 class counts too
+        module = cls.__module__ or ""
+        if module == "keras" or module.startswith("keras."):
+            return True
+    return False
 
 
 def check_not_keras3(obj, what="The model"):

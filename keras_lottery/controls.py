@@ -58,9 +58,11 @@ def random_reinit(model, seed):
 def random_prune(model, seed):
     """Replaces every mask by a random one keeping the same number of weights per layer."""
     current = wrappers.get_masks(model)
-    sparsity = {name: 1.0 - float(mask.sum()) / mask.size for name, mask in current.items()}
-    scores = {name: np.random.default_rng([seed, index]).random(mask.shape) for index, (name, mask) in enumerate(current.items())}
-    wrappers.set_masks(model, masks_lib.compute(scores, sparsity, "layerwise"))
+    new_masks = {}
+    for index, (name, mask) in enumerate(current.items()):
+        scores = np.random.default_rng([seed, index]).random(mask.shape)
+        new_masks[name] = masks_lib.top_k_mask(scores, int(mask.sum()))
+    wrappers.set_masks(model, new_masks)
 
 
 def signed_constant(model, reference_kernels):

@@ -30,11 +30,17 @@ import numpy as np
 STRATEGIES = ("layerwise", "global")
 
 
-def check_sparsity(sparsity, what="sparsity"):
-    """Raises ValueError unless 0 <= sparsity < 1."""
+def check_sparsity(sparsity, what="sparsity", allow_one=False):
+    """Raises ValueError unless 0 <= sparsity < 1 (or <= 1 with `allow_one`).
+
+    User-facing arguments (rates, schedule targets) must be below 1. The mask
+    computation itself accepts 1.0, which `sparsity_after_rounds` returns once
+    (1 - p) ** r underflows in float64 (e.g. p = 0.9, r >= 17): every weight goes.
+    """
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating, np.integer)):
         raise TypeError(f"{what} must be a number in [0, 1); got {sparsity!r}.")
-    if not 0.0 <= float(sparsity) < 1.0 or math.isnan(float(sparsity)):
+    above = float(sparsity) > 1.0 if allow_one else float(sparsity) >= 1.0
+    if float(sparsity) < 0.0 or above or math.isnan(float(sparsity)):
         raise ValueError(
             f"{what} must be in [0, 1) (the fraction of weights pruned); got {sparsity}. "
             "Use e.g. 0.8 to keep 20% of the weights."
@@ -55,7 +61,7 @@ def sparsity_after_rounds(prune_rate, rounds):
 
 def keep_count(size, sparsity):
     """Number of weights kept out of `size` at `sparsity` (half rounds up)."""
-    check_sparsity(sparsity)
+    check_sparsity(sparsity, allow_one=True)
     # The 1e-9 absorbs float error in 1 - (1 - (1 - p) ** r), so that x.5 rounds up as documented.
     return int(math.floor(size * (1.0 - float(sparsity)) + 0.5 + 1e-9))
 
@@ -121,7 +127,7 @@ def compute(scores, sparsity, strategy="layerwise", previous_masks=None):
     else:
         per_layer = {name: sparsity for name in names}
     for name, value in per_layer.items():
-        check_sparsity(value, f"sparsity of layer {name!r}")
+        check_sparsity(value, f"sparsity of layer {name!r}", allow_one=True)
     alive = {}
     for name in names:
         previous = None if previous_masks is None else previous_masks.get(name)

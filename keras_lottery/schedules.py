@@ -12,6 +12,7 @@ A *step* is the optimizer's iteration count; `RewindCallback.rewind` resets it, 
 the IMP loop each round counts its steps from 0.
 """
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
 
@@ -24,8 +25,9 @@ PruningSchedule = tfmot_schedule.PruningSchedule
 
 
 def _check_step(value, what):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{what} must be an integer >= 0; got {value!r}.")
+    return int(value)
 
 
 @keras.utils.register_keras_serializable(package="keras_lottery")
@@ -45,9 +47,8 @@ class OneShot(PruningSchedule):
           ValueError: sparsity outside [0, 1) or a negative step.
         """
         check_sparsity(target_sparsity, "target_sparsity")
-        _check_step(prune_step, "prune_step")
         self.target_sparsity = float(target_sparsity)
-        self.prune_step = prune_step
+        self.prune_step = _check_step(prune_step, "prune_step")
 
     def __call__(self, step):
         return (tf.math.equal(step, self.prune_step), tf.constant(self.target_sparsity, tf.float32))
@@ -55,6 +56,11 @@ class OneShot(PruningSchedule):
     def next_prune_step(self, step):
         """The first step >= `step` at which this schedule fires, or None."""
         return self.prune_step if step <= self.prune_step else None
+
+    def exact_sparsity(self, step):
+        """The sparsity at `step` as a Python float (the tensor is float32)."""
+        del step
+        return self.target_sparsity
 
     def get_config(self):
         return {
@@ -85,19 +91,22 @@ class Iterative(PruningSchedule):
           ValueError: any argument out of range.
         """
         check_sparsity(prune_rate, "prune_rate")
-        _check_step(begin_step, "begin_step")
         for value, what in ((steps_per_round, "steps_per_round"), (rounds, "rounds")):
-            _check_step(value, what)
-            if value == 0:
+            if _check_step(value, what) == 0:
                 raise ValueError(f"{what} must be > 0.")
         self.prune_rate = float(prune_rate)
-        self.steps_per_round = steps_per_round
-        self.rounds = rounds
-        self.begin_step = begin_step
+        self.steps_per_round = int(steps_per_round)
+        self.rounds = int(rounds)
+        self.begin_step = _check_step(begin_step, "begin_step")
 
     def sparsity_at_round(self, round_index):
         """The target sparsity of round `round_index` (0 for the dense round)."""
         return sparsity_after_rounds(self.prune_rate, round_index)
+
+    def exact_sparsity(self, step):
+        """The sparsity at `step` as a Python float (the tensor is float32)."""
+        round_index = (step - self.begin_step) // self.steps_per_round
+        return self.sparsity_at_round(min(max(round_index, 0), self.rounds))
 
     def __call__(self, step):
         step = tf.cast(step, tf.int64)
@@ -172,6 +181,8 @@ def lth_prune_rates(layers, dense_rate=0.2, conv_rate=0.1, output_rate_factor=0.
     """
     for value, what in ((dense_rate, "dense_rate"), (conv_rate, "conv_rate")):
         check_sparsity(value, what)
+    if not isinstance(output_rate_factor, (int, float)) or not 0 <= output_rate_factor:
+        raise ValueError(f"output_rate_factor must be a number >= 0; got {output_rate_factor!r}.")
     rates = {}
     for layer in layers:
         inner = getattr(layer, "layer", layer)
@@ -182,4 +193,5 @@ def lth_prune_rates(layers, dense_rate=0.2, conv_rate=0.1, output_rate_factor=0.
     if rates:
         last = list(rates)[-1]
         rates[last] *= output_rate_factor
+        check_sparsity(rates[last], f"the output layer's rate ({output_rate_factor} x {rates[last] / output_rate_factor if output_rate_factor else 0})")
     return rates

@@ -176,10 +176,30 @@ def set_masks(model, new_masks):
     apply_masks(model)
 
 
+def optimizer_slots(optimizer, weight):
+    """The optimizer's state variables for `weight` (momentum, Adam moments, ...)."""
+    if optimizer is None:
+        return []
+    if hasattr(optimizer, "get_slot_names"):  # legacy optimizers
+        return [optimizer.get_slot(weight, name) for name in optimizer.get_slot_names()
+                if weight._unique_id in optimizer._slots and name in optimizer._slots[weight._unique_id]]
+    # New optimizers name a slot "<optimizer>/<slot>/<weight's shared name>".
+    suffix = "/" + weight._shared_name
+    return [v for v in optimizer.variables if v.name.split(":")[0].endswith(suffix) and v.shape == weight.shape]
+
+
 def apply_masks(model):
-    """Sets every pruned weight to exactly 0 (weight <- weight * mask)."""
+    """Sets every pruned weight, and its optimizer state, to exactly 0.
+
+    With zero weight, zero state and (thanks to `w * m` in the forward pass) zero
+    gradient, SGD with momentum, Adam and decoupled weight decay all leave a pruned
+    weight at exactly 0 for the rest of training.
+    """
+    optimizer = getattr(model, "optimizer", None)
     for _, _, weight, mask in pruning_entries(model):
         weight.assign(weight * tf.cast(mask, weight.dtype))
+        for slot in optimizer_slots(optimizer, weight):
+            slot.assign(slot * tf.cast(mask, slot.dtype))
 
 
 def prune(model, sparsity, strategy="layerwise", criterion="magnitude", rng=None, names=None):
@@ -228,14 +248,21 @@ def _copy_layer(layer):
 
 
 def _copy_weights(source, target, transform=lambda layer, weights: weights):
-    """Copies weights layer by layer (matched by the inner layer's name)."""
+    """Copies weights layer by layer (matched by the inner layer's name), masks included."""
     by_name = {getattr(layer, "layer", layer).name: layer for layer in target.layers}
     for layer in source.layers:
         inner = getattr(layer, "layer", layer)
-        if inner.name in by_name and inner.weights:
-            getattr(by_name[inner.name], "layer", by_name[inner.name]).set_weights(
-                transform(layer, inner.get_weights())
-            )
+        if inner.name not in by_name:
+            continue
+        copy = by_name[inner.name]
+        if inner.weights:
+            getattr(copy, "layer", copy).set_weights(transform(layer, inner.get_weights()))
+        both_wrapped = isinstance(layer, tfmot_wrapper.PruneLowMagnitude) and isinstance(
+            copy, tfmot_wrapper.PruneLowMagnitude)
+        if both_wrapped:
+            for (_, mask, threshold), (_, copy_mask, copy_threshold) in zip(layer.pruning_vars, copy.pruning_vars):
+                copy_mask.assign(mask)
+                copy_threshold.assign(threshold)
 
 
 def prune_low_magnitude(
@@ -315,8 +342,11 @@ def prune_low_magnitude(
             _copy_layer(layer) if copy else layer, pruning_schedule=schedule, strategy=strategy, **wrapper_kwargs
         )
 
+    if not isinstance(to_prune, (keras.Model, keras.layers.Layer, list, tuple)):
+        raise TypeError(
+            f"prune_low_magnitude takes a tf_keras model, a layer or a list of layers; got {type(to_prune).__name__}."
+        )
     if isinstance(pruning_schedule, dict):
-        names = set()
         layers = to_prune.layers if isinstance(to_prune, keras.Model) else (
             to_prune if isinstance(to_prune, (list, tuple)) else [to_prune])
         names = {layer.name for layer in layers}
@@ -333,11 +363,7 @@ def prune_low_magnitude(
         return pruned
     if isinstance(to_prune, (list, tuple)):
         return [wrap(layer, copy=False) for layer in to_prune]
-    if isinstance(to_prune, keras.layers.Layer):
-        return wrap(to_prune, copy=False, **kwargs)
-    raise TypeError(
-        f"prune_low_magnitude takes a tf_keras model, a layer or a list of layers; got {type(to_prune).__name__}."
-    )
+    return wrap(to_prune, copy=False, **kwargs)
 
 
 def strip_pruning(model):

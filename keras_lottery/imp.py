@@ -1,0 +1,312 @@
+"""Iterative magnitude pruning (IMP) with rewinding, as a library call.
+
+    config = ImpConfig(output_dir="runs/lenet", rounds=5, iterations=5000)
+    summary = run(config)
+
+Round 0 trains the dense network and snapshots the weights at `rewind_step`.
+Each round r >= 1 prunes the trained weights of round r-1 to sparsity
+`1 - (1 - rate) ** r` per layer (or globally), sets the surviving weights for the
+round (the ticket's rewind, or a control), resets the optimizer, and trains again.
+Results go to one folder per run (see `records.py`); rerunning the same config
+resumes at the first unfinished round.
+"""
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from keras_lottery import callbacks
+from keras_lottery import compat
+from keras_lottery import controls
+from keras_lottery import data
+from keras_lottery import masks as masks_lib
+from keras_lottery import models
+from keras_lottery import records
+from keras_lottery import schedules
+from keras_lottery import wrappers
+
+keras = compat.keras
+
+OPTIMIZERS = ("adam", "sgd", "momentum")
+
+
+@dataclasses.dataclass
+class ImpConfig:
+    """Settings of one IMP run. `None` means the model's LTH default (see `models.py`)."""
+
+    output_dir: str = "runs/imp"
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    model: str = "lenet_300_100"
+    rounds: int = 5  # pruning rounds after the dense round 0
+    prune_rate: float | None = None  # None: LTH's per-layer rates; else this rate for every layer
+    strategy: str = "layerwise"
+    rewind_step: int = 0
+    control: str = "ticket"
+    iterations: int | None = None  # training iterations per round
+    epochs: float | None = None  # alternative to iterations
+    batch_size: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    seed: int = 0
+    train_examples: int | None = None
+    validation_examples: int = 5000
+    evaluations_per_round: int = 20  # validation checks per round (early-stop records)
+    masks_from: str | None = None  # take each round's masks from this run folder (a branch)
+    verbose: int = 1  # Keras progress bar
+
+    def resolved(self):
+        """A copy with every default filled in and every field validated.
+
+        Raises:
+          ValueError: naming the bad field and what it accepts.
+        """
+        spec = models.get(self.model)
+        config = dataclasses.replace(self)
+        if config.iterations is not None and config.epochs is not None:
+            raise ValueError("give either iterations or epochs, not both.")
+        config.batch_size = config.batch_size or spec.batch_size
+        config.optimizer = config.optimizer or spec.optimizer
+        config.learning_rate = config.learning_rate or spec.learning_rate
+        if config.iterations is None and config.epochs is None:
+            config.iterations = spec.iterations
+        _check_int(config.rounds, "rounds", 0)
+        _check_int(config.batch_size, "batch_size", 1)
+        _check_int(config.rewind_step, "rewind_step", 0)
+        _check_int(config.seed, "seed", 0)
+        _check_int(config.validation_examples, "validation_examples", 1)
+        _check_int(config.evaluations_per_round, "evaluations_per_round", 1)
+        if config.iterations is not None:
+            _check_int(config.iterations, "iterations", 1)
+        if config.train_examples is not None:
+            _check_int(config.train_examples, "train_examples", 1)
+        if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
+            raise ValueError(f"epochs must be > 0; got {config.epochs!r}.")
+        if config.prune_rate is not None:
+            masks_lib.check_sparsity(config.prune_rate, "prune_rate")
+        masks_lib.check_strategy(config.strategy)
+        controls.check_control(config.control)
+        if config.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {config.optimizer!r}.")
+        if not config.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0; got {config.learning_rate!r}.")
+        if config.iterations is not None and config.rewind_step > config.iterations:
+            raise ValueError(
+                f"rewind_step={config.rewind_step} is beyond the {config.iterations} training iterations "
+                "of a round: it would never be reached."
+            )
+        if config.masks_from is not None:
+            _check_masks_from(config.masks_from, config.rounds)
+        return config
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+
+
+def _check_masks_from(folder, rounds):
+    source = records.RunFolder(folder)
+    summary = source.load_summary()
+    if summary is None:
+        raise ValueError(f"masks_from={folder!r} holds no finished run (no summary.json).")
+    finished = len(summary["rounds"]) - 1
+    if finished < rounds:
+        raise ValueError(f"masks_from={folder!r} has {finished} pruning rounds; this run needs {rounds}.")
+
+
+def _make_optimizer(config):
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(config.learning_rate)
+    if config.optimizer == "momentum":
+        return keras.optimizers.SGD(config.learning_rate, momentum=0.9)
+    return keras.optimizers.SGD(config.learning_rate)
+
+
+def layer_rates(config, dense_model):
+    """Per-round prune rate of every prunable layer, by layer name.
+
+    LTH's rates by default: Dense 20%, convolutions 10% (15% for Conv-6), the output
+    layer at half rate. `prune_rate` replaces the Dense and convolution rates (the
+    output layer still at half). With the global strategy, one rate (`prune_rate`,
+    default 20%, as OpenLTH) for all layers ranked together.
+    """
+    spec = models.get(config.model)
+    if config.strategy == "global":
+        rate = 0.2 if config.prune_rate is None else config.prune_rate
+        return {name: rate for name in schedules.lth_prune_rates(dense_model.layers)}
+    dense_rate = spec.dense_rate if config.prune_rate is None else config.prune_rate
+    conv_rate = spec.conv_rate if config.prune_rate is None else config.prune_rate
+    return schedules.lth_prune_rates(dense_model.layers, dense_rate, conv_rate)
+
+
+def _iterations_per_round(config, splits):
+    if config.iterations is not None:
+        return config.iterations
+    steps_per_epoch = math.ceil(len(splits.train_y) / config.batch_size)
+    return max(1, round(config.epochs * steps_per_epoch))
+
+
+def build_model(config, splits, iterations):
+    """The wrapped model for `config`, seeded, masks all ones.
+
+    Each prunable layer gets an `Iterative` schedule with its per-round rate: the
+    schedule is where the loop reads the target sparsity of every round.
+    """
+    keras.utils.set_random_seed(config.seed)
+    dense = models.get(config.model).build(splits.input_shape, splits.num_classes)
+    rounds = max(1, config.rounds)
+    return wrappers.prune_low_magnitude(
+        dense,
+        pruning_schedule={
+            name: schedules.Iterative(rate, steps_per_round=iterations, rounds=rounds)
+            for name, rate in layer_rates(config, dense).items()
+        },
+        strategy=config.strategy,
+    )
+
+
+def _compile(model, config, steps_per_execution):
+    model.compile(
+        optimizer=_make_optimizer(config),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
+
+
+def _evaluation_interval(iterations, evaluations, rewind_step):
+    interval = max(1, iterations // evaluations)
+    # One execution runs several steps without returning to Python (the main saving on
+    # small models); its length must divide both the evaluation interval and the
+    # rewind step so that neither is skipped.
+    common = math.gcd(interval, rewind_step) if rewind_step else interval
+    steps_per_execution = max(d for d in range(1, min(common, 1000) + 1) if common % d == 0)
+    return interval, steps_per_execution
+
+
+def _round_masks(config, model, round_index, masks_source, rng):
+    """Masks of round `round_index`: from the wrappers' schedules, or from another run."""
+    if masks_source is not None:
+        return masks_source.load_masks(round_index)
+    sparsity = {}
+    for name, wrapper, _, _ in wrappers.pruning_entries(model):
+        sparsity[name] = wrapper.pruning_schedule.sparsity_at_round(round_index)
+    if config.strategy == "global":
+        sparsity = next(iter(sparsity.values()))
+    return wrappers.prune(model, sparsity, config.strategy, "magnitude", rng)
+
+
+def _train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
+    train = data.to_dataset(
+        splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed * 1000 + round_index, repeat=True
+    )
+    validation = data.to_dataset(splits.validation_x, splits.validation_y, 1000)
+    epochs = max(1, iterations // interval)
+    tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
+    start = time.perf_counter()
+    history = model.fit(
+        train,
+        epochs=epochs,
+        steps_per_epoch=interval,
+        validation_data=validation,
+        callbacks=[*extra_callbacks, tensorboard],
+        verbose=config.verbose,
+    )
+    seconds = time.perf_counter() - start
+    test_loss, test_accuracy = model.evaluate(
+        data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0
+    )
+    val_loss = history.history["val_loss"]
+    best = int(np.argmin(val_loss))
+    return {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "best_val_accuracy": float(np.max(history.history["val_accuracy"])),
+        "early_stop_iteration": (best + 1) * interval,
+        "iterations": epochs * interval,
+        "train_seconds": round(seconds, 3),
+    }
+
+
+def _write_tensorboard_round(folder, record):
+    writer = tf.summary.create_file_writer(folder.file("tensorboard", "imp"))
+    with writer.as_default(step=record["round"]):
+        for key in ("test_accuracy", "best_val_accuracy", "early_stop_iteration", "weights_remaining"):
+            tf.summary.scalar(f"imp/{key}", record[key])
+    writer.close()
+
+
+def run(config, on_round_end=None):
+    """Runs (or resumes) IMP and returns the summary dict.
+
+    Args:
+      config: an `ImpConfig`.
+      on_round_end: optional callable(record) called after each finished round
+        (the app logs a progress line with it).
+
+    Returns:
+      The summary: {"config": ..., "rounds": [record per round]}.
+
+    Raises:
+      ValueError: bad config, a missing dataset, or an output folder that holds a
+        run with another config — all before any training.
+    """
+    config = config.resolved()
+    folder = records.RunFolder(config.output_dir)
+    config_dict = dataclasses.asdict(config)
+    summary = folder.load_summary()
+    if summary is not None:
+        folder.check_config(summary, config_dict)
+        summary["config"] = config_dict
+    else:
+        summary = {"config": config_dict, "rounds": []}
+    done = len(summary["rounds"])
+    if done >= config.rounds + 1:
+        return summary
+
+    splits = data.load(
+        config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
+    )
+    iterations = _iterations_per_round(config, splits)
+    if config.rewind_step > iterations:
+        raise ValueError(f"rewind_step={config.rewind_step} is beyond the {iterations} iterations of a round.")
+    interval, steps_per_execution = _evaluation_interval(iterations, config.evaluations_per_round, config.rewind_step)
+    summary["iterations_per_round"] = iterations
+    masks_source = records.RunFolder(config.masks_from) if config.masks_from else None
+
+    model = build_model(config, splits, iterations)
+    _compile(model, config, steps_per_execution)
+    rewind = callbacks.RewindCallback(config.rewind_step)
+    variables = callbacks.RewindCallback.rewindable_variables(model)
+    if done:
+        rewind.load_state(folder.load_snapshot())
+        wrappers.set_masks(model, folder.load_masks(done - 1))
+        final = folder.load_final_weights(done - 1)
+        for variable, key in zip(variables, sorted(final)):
+            variable.assign(final[key])
+        wrappers.apply_masks(model)
+
+    for round_index in range(done, config.rounds + 1):
+        seed = config.seed * 1000 + round_index
+        extra = [rewind] if round_index == 0 else []
+        if round_index > 0:
+            new_masks = _round_masks(config, model, round_index, masks_source, np.random.default_rng(seed))
+            wrappers.set_masks(model, new_masks)
+            controls.start_round(model, config.control, rewind, seed)
+        record = _train_round(model, config, splits, round_index, iterations, interval, folder, extra)
+        current = wrappers.get_masks(model)
+        overall, per_layer = masks_lib.weights_remaining(current)
+        record = {"round": round_index, "weights_remaining": overall, "layers": per_layer, **record}
+        if round_index == 0:
+            folder.save_snapshot(rewind.state())
+        folder.save_round(round_index, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
+        summary["rounds"].append(record)
+        folder.save_summary(summary)
+        _write_tensorboard_round(folder, record)
+        if on_round_end is not None:
+            on_round_end(record)
+    return summary

@@ -1,0 +1,149 @@
+"""Run folders: summary.json, per-round masks and weights, the rewind snapshot.
+
+One folder per run, so that rerunning the same command resumes it. Every file is
+written atomically (a temporary file in the same folder, fsync, then rename), so an
+interrupted run never leaves a half-written file under a real name. `summary.json`
+is written last for each round: a round counts as finished only once it is listed
+there, and files of an unfinished round are simply overwritten on resume.
+
+Layout::
+
+    <output_dir>/summary.json          config + one record per finished round
+    <output_dir>/rewind_snapshot.npz   weights at the rewind step
+    <output_dir>/round_<r>/masks.npz   0/1 mask per prunable kernel, keyed by layer name
+    <output_dir>/round_<r>/final_weights.npz  weights after the round's training
+    <output_dir>/tensorboard/...       TensorBoard logs
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+SUMMARY = "summary.json"
+SNAPSHOT = "rewind_snapshot.npz"
+
+# Fields that may change between a run and its resumption: where things are read
+# from or written to, and how many rounds to run (so a run can be extended).
+RESUMABLE_FIELDS = ("rounds", "output_dir", "data_dir", "verbose")
+
+
+class ConfigMismatchError(ValueError):
+    """The output folder holds a run with a different config."""
+
+
+class CorruptRecordError(ValueError):
+    """A results file cannot be read back."""
+
+
+def _write_atomic(path, write):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path`, atomically."""
+    _write_atomic(path, lambda file: file.write(json.dumps(value, indent=2, sort_keys=True).encode()))
+
+
+def write_npz(path, arrays):
+    """Writes a dict of arrays to `path` (.npz), atomically."""
+    _write_atomic(path, lambda file: np.savez(file, **arrays))
+
+
+def read_npz(path):
+    """Reads an .npz written by `write_npz` into a dict.
+
+    Raises:
+      CorruptRecordError: missing or unreadable file, with what to do about it.
+    """
+    try:
+        with np.load(path) as loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise CorruptRecordError(
+            f"cannot read {path} ({error}). Delete the round folder it is in and rerun the same "
+            "command: the round is recomputed."
+        ) from error
+
+
+class RunFolder:
+    """The output folder of one run."""
+
+    def __init__(self, output_dir):
+        if not output_dir:
+            raise ValueError("output_dir is required: the folder where this run's results go.")
+        self.path = os.path.abspath(output_dir)
+
+    def file(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def round_dir(self, round_index):
+        return self.file(f"round_{round_index}")
+
+    def load_summary(self):
+        """The summary dict, or None for a new run.
+
+        Raises:
+          CorruptRecordError: summary.json exists but is not valid JSON.
+        """
+        path = self.file(SUMMARY)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as file:
+                summary = json.load(file)
+            summary["config"], summary["rounds"]  # noqa: B018  (both keys must be there)
+        except (ValueError, KeyError, TypeError) as error:
+            raise CorruptRecordError(
+                f"{path} is not a valid summary ({error}). Move the folder away or choose another --output_dir."
+            ) from error
+        return summary
+
+    def check_config(self, summary, config):
+        """Refuses to resume a run whose config differs (except `RESUMABLE_FIELDS`).
+
+        Raises:
+          ConfigMismatchError: naming each differing field and both values.
+        """
+        saved = summary["config"]
+        keys = (set(saved) | set(config)) - set(RESUMABLE_FIELDS)
+        differences = [f"{key}: {saved.get(key)!r} there, {config.get(key)!r} now" for key in sorted(keys)
+                       if saved.get(key) != config.get(key)]
+        if differences:
+            raise ConfigMismatchError(
+                f"{self.path} holds a run with a different config ({'; '.join(differences)}). "
+                "Use another --output_dir, or rerun with the same settings to resume it."
+            )
+
+    def save_summary(self, summary):
+        write_json(self.file(SUMMARY), summary)
+
+    def save_round(self, round_index, masks, final_weights):
+        write_npz(os.path.join(self.round_dir(round_index), "masks.npz"), masks)
+        write_npz(os.path.join(self.round_dir(round_index), "final_weights.npz"), final_weights)
+
+    def load_masks(self, round_index):
+        return read_npz(os.path.join(self.round_dir(round_index), "masks.npz"))
+
+    def load_final_weights(self, round_index):
+        return read_npz(os.path.join(self.round_dir(round_index), "final_weights.npz"))
+
+    def save_snapshot(self, arrays):
+        write_npz(self.file(SNAPSHOT), arrays)
+
+    def load_snapshot(self):
+        return read_npz(self.file(SNAPSHOT))

@@ -1,0 +1,188 @@
+"""End-to-end tests of the IMP loop and its run folder, on a tiny on-disk dataset."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_lottery import imp
+from keras_lottery import masks as masks_lib
+from keras_lottery import records
+
+
+def _write_idx(path, array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as file:
+        file.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_fashion(tmp_path_factory):
+    """A learnable 10-class IDX dataset: the label decides which image row is bright."""
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 700), ("t10k", 200)):
+        labels = rng.integers(0, 10, count)
+        images = rng.integers(0, 60, (count, 28, 28))
+        for index, label in enumerate(labels):
+            images[index, 2 * label + 3, :] = 255
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 0x803)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
+    return str(folder)
+
+
+def _config(data_dir, output_dir, **overrides):
+    settings = dict(
+        output_dir=str(output_dir), dataset="fashion_mnist", data_dir=data_dir, model="lenet_300_100",
+        rounds=2, iterations=40, batch_size=20, validation_examples=100, evaluations_per_round=4, verbose=0,
+    )
+    settings.update(overrides)
+    return imp.ImpConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_fashion, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run")
+    summary = imp.run(_config(tiny_fashion, output))
+    return output, summary
+
+
+def test_summary_has_every_round_with_its_records(finished_run):
+    output, summary = finished_run
+    assert [record["round"] for record in summary["rounds"]] == [0, 1, 2]
+    for record in summary["rounds"]:
+        for key in ("weights_remaining", "layers", "test_accuracy", "best_val_accuracy",
+                    "early_stop_iteration", "train_seconds"):
+            assert key in record, key
+        assert 0 < record["early_stop_iteration"] <= 40
+    on_disk = json.loads((output / "summary.json").read_text())
+    assert on_disk["rounds"] == summary["rounds"]
+    assert on_disk["config"]["prune_rate"] is None and on_disk["config"]["model"] == "lenet_300_100"
+
+
+def test_exact_counts_per_layer_follow_lth_rates(finished_run):
+    output, summary = finished_run
+    rates = {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
+    sizes = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}
+    for round_index in (0, 1, 2):
+        saved = records.RunFolder(output).load_masks(round_index)
+        assert sorted(saved) == sorted(rates)
+        for name, mask in saved.items():
+            expected = int(np.floor((1 - rates[name]) ** round_index * sizes[name] + 0.5))
+            assert int(mask.sum()) == expected, (name, round_index)
+            assert summary["rounds"][round_index]["layers"][name] == pytest.approx(expected / sizes[name])
+    total = sum(sizes.values())
+    kept = sum(np.floor(0.8 ** 2 * sizes[n] + 0.5) if n != "output" else np.floor(0.81 * sizes[n] + 0.5) for n in sizes)
+    assert summary["rounds"][2]["weights_remaining"] == pytest.approx(kept / total)
+
+
+def test_masks_are_nested_across_rounds(finished_run):
+    output, _ = finished_run
+    folder = records.RunFolder(output)
+    for round_index in (1, 2):
+        before, after = folder.load_masks(round_index - 1), folder.load_masks(round_index)
+        for name in before:
+            assert np.all(after[name] <= before[name])
+
+
+def test_ticket_learns_and_tensorboard_logs_exist(finished_run):
+    output, summary = finished_run
+    assert summary["rounds"][0]["test_accuracy"] > 0.3  # chance is 0.1
+    assert os.path.isdir(output / "tensorboard" / "imp")
+    assert any(name.startswith("events") for name in os.listdir(output / "tensorboard" / "imp"))
+    assert os.path.isdir(output / "tensorboard" / "round_2" / "train")
+    assert (output / "rewind_snapshot.npz").exists()
+
+
+def test_rerun_of_a_finished_run_trains_nothing(finished_run, tiny_fashion):
+    output, summary = finished_run
+    before = (output / "summary.json").read_text()
+    again = imp.run(_config(tiny_fashion, output))
+    assert again["rounds"] == summary["rounds"]
+    assert (output / "summary.json").read_text() == before
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(finished_run, tiny_fashion, tmp_path):
+    output, summary = finished_run
+    # Interrupted after round 1 was written: extend a 1-round run to 2 rounds.
+    imp.run(_config(tiny_fashion, tmp_path, rounds=1))
+    # Simulate a crash between writing round 2's files and its summary entry: a
+    # half-written masks file under the round folder must not matter.
+    os.makedirs(tmp_path / "round_2")
+    (tmp_path / "round_2" / "masks.npz").write_bytes(b"garbage")
+    resumed = imp.run(_config(tiny_fashion, tmp_path, rounds=2))
+    assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2]
+    for round_index in (0, 1, 2):
+        expected = records.RunFolder(output).load_masks(round_index)
+        got = records.RunFolder(tmp_path).load_masks(round_index)
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name])
+    assert resumed["rounds"][2]["test_accuracy"] == pytest.approx(summary["rounds"][2]["test_accuracy"], abs=1e-6)
+
+
+def test_a_different_config_in_the_same_folder_is_refused(finished_run, tiny_fashion):
+    output, _ = finished_run
+    with pytest.raises(records.ConfigMismatchError, match="prune_rate"):
+        imp.run(_config(tiny_fashion, output, prune_rate=0.5))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"rewind_step": 41}, "beyond"),
+        ({"control": "reinit"}, "unknown control"),
+        ({"strategy": "local"}, "strategy"),
+        ({"prune_rate": 1.0}, "prune_rate"),
+        ({"model": "resnet"}, "unknown model"),
+        ({"iterations": 10, "epochs": 1.0}, "either iterations or epochs"),
+        ({"optimizer": "adagrad"}, "optimizer"),
+        ({"rounds": -1}, "rounds"),
+    ],
+)
+def test_bad_config_fails_before_any_work(tmp_path, tiny_fashion, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        imp.run(_config(tiny_fashion, tmp_path / "out", **overrides))
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_controls_and_branches(finished_run, tiny_fashion, tmp_path):
+    output, _ = finished_run
+    branch = imp.run(_config(tiny_fashion, tmp_path / "reinit", control="random_reinit", masks_from=str(output)))
+    for round_index in (1, 2):
+        ticket = records.RunFolder(output).load_masks(round_index)
+        reinit = records.RunFolder(tmp_path / "reinit").load_masks(round_index)
+        for name in ticket:
+            np.testing.assert_array_equal(reinit[name], ticket[name])
+    assert len(branch["rounds"]) == 3
+    random_prune = imp.run(_config(tiny_fashion, tmp_path / "random", control="random_prune", rounds=1))
+    ticket, control = (records.RunFolder(p).load_masks(1) for p in (output, tmp_path / "random"))
+    assert all(control[n].sum() == ticket[n].sum() for n in ticket)
+    assert any(not np.array_equal(control[n], ticket[n]) for n in ticket)
+    assert random_prune["rounds"][1]["weights_remaining"] == pytest.approx(branch["rounds"][1]["weights_remaining"])
+
+
+def test_global_strategy_prunes_one_rate_across_layers(tiny_fashion, tmp_path):
+    summary = imp.run(_config(tiny_fashion, tmp_path, strategy="global", rounds=1, prune_rate=0.5))
+    total = 784 * 300 + 300 * 100 + 100 * 10
+    kept = summary["rounds"][1]["weights_remaining"] * total
+    assert kept == masks_lib.keep_count(total, 0.5)
+    assert len(set(summary["rounds"][1]["layers"].values())) > 1  # layers differ under a global ranking
+
+
+def test_app_runs_end_to_end(tiny_fashion, tmp_path):
+    output = tmp_path / "app_run"
+    command = [
+        sys.executable, "-m", "apps.imp_main", f"--data_dir={tiny_fashion}", f"--output_dir={output}",
+        "--rounds=1", "--iterations=20", "--batch_size=20", "--validation_examples=100",
+        "--evaluations_per_round=2", "--verbose=0",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "round 1: 80.0% weights remaining" in result.stderr  # one progress line per round
+    assert str(output) in result.stderr
+    assert len(json.loads((output / "summary.json").read_text())["rounds"]) == 2

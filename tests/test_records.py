@@ -1,0 +1,58 @@
+"""Tests of the run folder: atomic writes, corrupt files, the config guard."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_lottery import records
+
+
+def test_npz_round_trip_and_no_temporary_files_left(tmp_path):
+    arrays = {"fc1": np.eye(3, dtype=np.float32), "output": np.zeros((2, 2))}
+    records.write_npz(tmp_path / "masks.npz", arrays)
+    loaded = records.read_npz(tmp_path / "masks.npz")
+    assert sorted(loaded) == ["fc1", "output"]
+    np.testing.assert_array_equal(loaded["fc1"], arrays["fc1"])
+    assert os.listdir(tmp_path) == ["masks.npz"]
+
+
+def test_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "summary.json"
+    records.write_json(path, {"rounds": [1]})
+
+    class Unserializable:
+        pass
+
+    with pytest.raises(TypeError):
+        records.write_json(path, {"rounds": [Unserializable()]})
+    assert json.loads(path.read_text()) == {"rounds": [1]}
+    assert os.listdir(tmp_path) == ["summary.json"]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a zip"])
+def test_corrupt_npz_is_refused_with_what_to_do(tmp_path, content):
+    path = tmp_path / "masks.npz"
+    path.write_bytes(content)
+    with pytest.raises(records.CorruptRecordError, match="Delete the round folder"):
+        records.read_npz(path)
+
+
+def test_corrupt_summary_is_refused(tmp_path):
+    (tmp_path / "summary.json").write_text('{"config": {"seed": 0}, "rou')
+    with pytest.raises(records.CorruptRecordError, match="not a valid summary"):
+        records.RunFolder(tmp_path).load_summary()
+
+
+def test_config_guard_names_the_differences_and_allows_more_rounds(tmp_path):
+    folder = records.RunFolder(tmp_path)
+    summary = {"config": {"seed": 0, "rounds": 2, "model": "lenet_300_100"}, "rounds": []}
+    folder.check_config(summary, {"seed": 0, "rounds": 5, "model": "lenet_300_100"})
+    with pytest.raises(records.ConfigMismatchError, match="seed: 0 there, 1 now"):
+        folder.check_config(summary, {"seed": 1, "rounds": 2, "model": "lenet_300_100"})
+
+
+def test_output_dir_is_required():
+    with pytest.raises(ValueError, match="output_dir"):
+        records.RunFolder("")
