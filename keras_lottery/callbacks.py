@@ -114,6 +114,7 @@ class UpdateMasks(keras.callbacks.Callback):
             self._compute_next_step(due + 1)
 
     def on_train_begin(self, logs=None):
+        wrappers.apply_masks(self.model)
         self._compute_next_step(optimizer_step(self.model))
         self._maybe_update()
 

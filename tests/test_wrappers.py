@@ -499,3 +499,31 @@ def test_rewrapping_a_pruned_model_keeps_its_masks(tiny):
     assert all(isinstance(layer, Wrapper) for layer in again.layers[1:])
     for name, mask in kl.get_masks(again).items():
         np.testing.assert_array_equal(mask, masks[name], err_msg=name)
+
+
+def test_weights_set_by_hand_are_re_zeroed_when_training_starts(tiny):
+    # The training forward pass uses the kernel as it is (no w * m per step), so
+    # UpdateMasks must clean weights that were set by hand before the first step.
+    pruned = tiny.compile_model(kl.prune_low_magnitude(tiny.build_dense(), kl.OneShot(0.0)), keras.optimizers.Adam(1e-2))
+    kl.prune(pruned, 0.7)
+    for _, _, weight, mask in wrappers.pruning_entries(pruned):
+        weight.assign(weight + (1.0 - mask) * 5.0)
+    recorded = []
+    probe = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: recorded.append(tiny.raw_kernels(pruned)))
+    fit_steps(tiny, pruned, 3, [kl.UpdateMasks(), probe])
+    for kernels in recorded + [tiny.raw_kernels(pruned)]:
+        for name, (weight, mask) in kernels.items():
+            assert np.all(weight[mask == 0] == 0.0), name
+
+
+def test_training_forward_pass_masks_gradients_not_weights(tiny):
+    pruned = tiny.compile_model(kl.prune_low_magnitude(tiny.build_dense(), kl.OneShot(0.0)))
+    kl.prune(pruned, 0.5)
+    x, y = tiny.make_data(16)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, pruned(x, training=True))
+    kernels = [weight for _, _, weight, _ in wrappers.pruning_entries(pruned)]
+    for gradient, (name, (_, mask)) in zip(tape.gradient(loss, kernels), tiny.raw_kernels(pruned).items()):
+        assert np.all(gradient.numpy()[mask == 0] == 0.0), name
+        assert np.count_nonzero(gradient.numpy()[mask == 1]) > 0, name
