@@ -39,7 +39,7 @@ flags.DEFINE_integer("validation_examples", _DEFAULTS.validation_examples, "Exam
 flags.DEFINE_integer("evaluations_per_round", _DEFAULTS.evaluations_per_round, "Validation checks per round.")
 flags.DEFINE_string("masks_from", None, "Take each round's masks from this run folder (e.g. a ticket run).")
 flags.DEFINE_string("output_dir", "runs/imp", "Folder of this run's results.")
-flags.DEFINE_integer("verbose", 2, "Keras progress output: 0 silent, 1 progress bar, 2 one line per evaluation.")
+flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per evaluation.")
 
 
 def config_from_flags():

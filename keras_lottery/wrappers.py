@@ -155,6 +155,7 @@ def prunable_wrappers(model):
 
 def pruning_entries(model):
     """(mask name, wrapper, weight variable, mask variable) for every prunable weight."""
+    compat.check_not_keras3(model)
     entries = []
     for wrapper in prunable_wrappers(model):
         several = len(wrapper.pruning_vars) > 1
@@ -246,6 +247,10 @@ def prune(model, sparsity, strategy="layerwise", criterion="magnitude", rng=None
       dict mask name -> the new masks of all layers.
     """
     score_fn = criteria.get(criterion)
+    if not prunable_wrappers(model):
+        raise ValueError(
+            "The model has no pruning wrappers: wrap it with keras_lottery.prune_low_magnitude(model) first."
+        )
     current_masks = get_masks(model)
     weights = get_weights(model)
     selected = list(weights) if names is None else [name for name in weights if name in set(names)]

@@ -527,3 +527,8 @@ def test_training_forward_pass_masks_gradients_not_weights(tiny):
     for gradient, (name, (_, mask)) in zip(tape.gradient(loss, kernels), tiny.raw_kernels(pruned).items()):
         assert np.all(gradient.numpy()[mask == 0] == 0.0), name
         assert np.count_nonzero(gradient.numpy()[mask == 1]) > 0, name
+
+
+def test_prune_on_a_model_without_wrappers_says_to_wrap_it(tiny):
+    with pytest.raises(ValueError, match="prune_low_magnitude"):
+        kl.prune(tiny.build_dense(), 0.5)
