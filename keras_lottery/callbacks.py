@@ -10,7 +10,9 @@ import numpy as np
 from keras_lottery import compat
 from keras_lottery import masks as masks_lib
 from keras_lottery import schedules
+from keras_lottery import criteria
 from keras_lottery import wrappers
+from keras_lottery.validation import check_int
 
 keras = compat.keras
 
@@ -66,8 +68,6 @@ class UpdateMasks(keras.callbacks.Callback):
           seed: seed of the random generator passed to the criterion.
         """
         super().__init__()
-        from keras_lottery import criteria
-
         criteria.get(criterion)  # fail now on an unknown name
         self.criterion = criterion
         self.rng = np.random.default_rng(seed)
@@ -96,13 +96,13 @@ class UpdateMasks(keras.callbacks.Callback):
             should_prune, sparsity = schedule(due_step)
             if bool(should_prune):
                 firing[wrapper] = exact_sparsity(schedule, due_step, sparsity)
+        entries = wrappers.pruning_entries(self.model)
         for strategy in masks_lib.STRATEGIES:
-            group = {w: s for w, s in firing.items() if getattr(w, "strategy", "layerwise") == strategy}
-            if not group:
-                continue
-            names = [name for name, wrapper, _, _ in wrappers.pruning_entries(self.model) if wrapper in group]
-            sparsity = {name: group[w] for name, w, _, _ in wrappers.pruning_entries(self.model) if w in group}
-            wrappers.prune(self.model, sparsity, strategy, self.criterion, self.rng, names=names)
+            # tfmot's own wrappers have no strategy: they are layerwise.
+            sparsity = {name: firing[wrapper] for name, wrapper, _, _ in entries
+                        if wrapper in firing and getattr(wrapper, "strategy", "layerwise") == strategy}
+            if sparsity:
+                wrappers.prune(self.model, sparsity, strategy, self.criterion, self.rng, names=list(sparsity))
 
     def _maybe_update(self):
         step = optimizer_step(self.model)
@@ -144,9 +144,7 @@ class RewindCallback(keras.callbacks.Callback):
           ValueError: negative or non-integer step.
         """
         super().__init__()
-        if isinstance(rewind_step, bool) or not isinstance(rewind_step, (int, np.integer)) or rewind_step < 0:
-            raise ValueError(f"rewind_step must be an integer >= 0 (0 = the original init); got {rewind_step!r}.")
-        self.rewind_step = int(rewind_step)
+        self.rewind_step = check_int(rewind_step, "rewind_step (0 = the original init)")
         self.snapshot = None  # list of arrays, in the order of `rewindable_variables`
 
     @staticmethod

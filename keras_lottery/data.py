@@ -17,6 +17,7 @@ import socket
 import numpy as np
 
 from keras_lottery import compat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+from keras_lottery.validation import check_int
 
 import tensorflow as tf  # noqa: E402
 
@@ -48,11 +49,6 @@ class Splits:
     num_classes: int
     input_shape: tuple
     source: str
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
 
 
 def _find_file(folder, stem):
@@ -169,9 +165,9 @@ def load(name, data_dir=None, validation_examples=5000, train_examples=None, spl
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"dataset name must be a non-empty string; got {name!r}.")
-    _check_int(validation_examples, "validation_examples", 0)
+    check_int(validation_examples, "validation_examples", 0)
     if train_examples is not None:
-        _check_int(train_examples, "train_examples", 1)
+        check_int(train_examples, "train_examples", 1)
     folder = next((f for f in idx_folders(name, data_dir) if name in IDX_DATASETS
                    and all(_find_file(f, stem) for stem in IDX_FILES.values())), None)
     if folder is not None:

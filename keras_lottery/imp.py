@@ -27,6 +27,7 @@ from keras_lottery import models
 from keras_lottery import records
 from keras_lottery import schedules
 from keras_lottery import wrappers
+from keras_lottery.validation import check_int
 
 keras = compat.keras
 
@@ -73,16 +74,16 @@ class ImpConfig:
         config.learning_rate = config.learning_rate or spec.learning_rate
         if config.iterations is None and config.epochs is None:
             config.iterations = spec.iterations
-        _check_int(config.rounds, "rounds", 0)
-        _check_int(config.batch_size, "batch_size", 1)
-        _check_int(config.rewind_step, "rewind_step", 0)
-        _check_int(config.seed, "seed", 0)
-        _check_int(config.validation_examples, "validation_examples", 1)
-        _check_int(config.evaluations_per_round, "evaluations_per_round", 1)
+        check_int(config.rounds, "rounds", 0)
+        check_int(config.batch_size, "batch_size", 1)
+        check_int(config.rewind_step, "rewind_step", 0)
+        check_int(config.seed, "seed", 0)
+        check_int(config.validation_examples, "validation_examples", 1)
+        check_int(config.evaluations_per_round, "evaluations_per_round", 1)
         if config.iterations is not None:
-            _check_int(config.iterations, "iterations", 1)
+            check_int(config.iterations, "iterations", 1)
         if config.train_examples is not None:
-            _check_int(config.train_examples, "train_examples", 1)
+            check_int(config.train_examples, "train_examples", 1)
         if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
             raise ValueError(f"epochs must be > 0; got {config.epochs!r}.")
         if config.prune_rate is not None:
@@ -101,11 +102,6 @@ class ImpConfig:
         if config.masks_from is not None:
             _check_masks_from(config.masks_from, config.rounds)
         return config
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
 
 
 def _check_masks_from(folder, rounds):

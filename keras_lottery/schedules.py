@@ -12,22 +12,16 @@ A *step* is the optimizer's iteration count; `RewindCallback.rewind` resets it, 
 the IMP loop each round counts its steps from 0.
 """
 
-import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
 
 from keras_lottery import compat
 from keras_lottery.masks import check_sparsity, sparsity_after_rounds
+from keras_lottery.validation import check_int
 
 keras = compat.keras
 
 PruningSchedule = tfmot_schedule.PruningSchedule
-
-
-def _check_step(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{what} must be an integer >= 0; got {value!r}.")
-    return int(value)
 
 
 @keras.utils.register_keras_serializable(package="keras_lottery")
@@ -48,7 +42,7 @@ class OneShot(PruningSchedule):
         """
         check_sparsity(target_sparsity, "target_sparsity")
         self.target_sparsity = float(target_sparsity)
-        self.prune_step = _check_step(prune_step, "prune_step")
+        self.prune_step = check_int(prune_step, "prune_step")
 
     def __call__(self, step):
         return (tf.math.equal(step, self.prune_step), tf.constant(self.target_sparsity, tf.float32))
@@ -92,12 +86,12 @@ class Iterative(PruningSchedule):
         """
         check_sparsity(prune_rate, "prune_rate")
         for value, what in ((steps_per_round, "steps_per_round"), (rounds, "rounds")):
-            if _check_step(value, what) == 0:
+            if check_int(value, what) == 0:
                 raise ValueError(f"{what} must be > 0.")
         self.prune_rate = float(prune_rate)
         self.steps_per_round = int(steps_per_round)
         self.rounds = int(rounds)
-        self.begin_step = _check_step(begin_step, "begin_step")
+        self.begin_step = check_int(begin_step, "begin_step")
 
     def sparsity_at_round(self, round_index):
         """The target sparsity of round `round_index` (0 for the dense round)."""
