@@ -532,3 +532,20 @@ def test_training_forward_pass_masks_gradients_not_weights(tiny):
 def test_prune_on_a_model_without_wrappers_says_to_wrap_it(tiny):
     with pytest.raises(ValueError, match="prune_low_magnitude"):
         kl.prune(tiny.build_dense(), 0.5)
+
+
+@pytest.mark.parametrize("extension", ["h5", "keras"])
+def test_pruned_model_round_trips_through_a_file_with_custom_objects(tiny, tmp_path, extension):
+    pruned = tiny.compile_model(
+        kl.prune_low_magnitude(tiny.build_dense(), kl.Iterative(0.2, steps_per_round=100, rounds=3), strategy="global"))
+    kl.prune(pruned, 0.6, "global")
+    path = str(tmp_path / f"model.{extension}")
+    pruned.save(path)
+    loaded = keras.models.load_model(path, custom_objects=kl.custom_objects())
+    wrapper = loaded.get_layer("prune_low_magnitude_fc1")
+    assert isinstance(wrapper, kl.PruneLowMagnitude) and wrapper.strategy == "global"
+    assert wrapper.pruning_schedule.get_config() == pruned.get_layer("prune_low_magnitude_fc1").pruning_schedule.get_config()
+    for name, mask in kl.get_masks(pruned).items():
+        np.testing.assert_array_equal(kl.get_masks(loaded)[name], mask)
+    x, _ = tiny.make_data(8)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0))
