@@ -184,16 +184,17 @@ def _evaluation_interval(iterations, evaluations, rewind_step):
     return interval, steps_per_execution
 
 
-def _round_masks(config, model, round_index, masks_source, rng):
-    """Masks of round `round_index`: from the wrappers' schedules, or from another run."""
+def _prune_for_round(config, model, round_index, masks_source, rng):
+    """Assigns the masks of round `round_index`: from the wrappers' schedules, or from another run."""
     if masks_source is not None:
-        return masks_source.load_masks(round_index)
+        wrappers.set_masks(model, masks_source.load_masks(round_index))
+        return
     sparsity = {}
     for name, wrapper, _, _ in wrappers.pruning_entries(model):
         sparsity[name] = wrapper.pruning_schedule.sparsity_at_round(round_index)
     if config.strategy == "global":
         sparsity = next(iter(sparsity.values()))
-    return wrappers.prune(model, sparsity, config.strategy, "magnitude", rng)
+    wrappers.prune(model, sparsity, config.strategy, "magnitude", rng)
 
 
 def _train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
@@ -290,8 +291,7 @@ def run(config, on_round_end=None):
         seed = config.seed * 1000 + round_index
         extra = [rewind] if round_index == 0 else []
         if round_index > 0:
-            new_masks = _round_masks(config, model, round_index, masks_source, np.random.default_rng(seed))
-            wrappers.set_masks(model, new_masks)
+            _prune_for_round(config, model, round_index, masks_source, np.random.default_rng(seed))
             controls.start_round(model, config.control, rewind, seed)
         record = _train_round(model, config, splits, round_index, iterations, interval, folder, extra)
         current = wrappers.get_masks(model)
