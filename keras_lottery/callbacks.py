@@ -150,6 +150,7 @@ class RewindCallback(keras.callbacks.Callback):
     @staticmethod
     def rewindable_variables(model):
         """The model's variables except the wrappers' pruning bookkeeping."""
+        compat.check_not_keras3(model)
         bookkeeping = set()
         for wrapper in wrappers.prunable_wrappers(model):
             bookkeeping.add(id(wrapper.pruning_step))

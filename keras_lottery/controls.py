@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import callbacks
+from keras_lottery import compat
 from keras_lottery import masks as masks_lib
 from keras_lottery import wrappers
 
@@ -37,6 +38,7 @@ def random_reinit(model, seed):
     Raises:
       ValueError: a variable with no initializer attribute to draw from.
     """
+    compat.check_not_keras3(model)
     seeds = iter(np.random.SeedSequence(seed).generate_state(len(model.weights) + 1))
     for layer in model.layers:
         layer = getattr(layer, "layer", layer)  # the wrapped layer; masks are not its weights

@@ -247,6 +247,7 @@ def prune(model, sparsity, strategy="layerwise", criterion="magnitude", rng=None
       dict mask name -> the new masks of all layers.
     """
     score_fn = criteria.get(criterion)
+    compat.check_not_keras3(model)
     if not prunable_wrappers(model):
         raise ValueError(
             "The model has no pruning wrappers: wrap it with keras_lottery.prune_low_magnitude(model) first."

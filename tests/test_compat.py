@@ -141,3 +141,16 @@ def test_user_subclassed_keras3_objects_are_recognised(make):
     assert compat.is_keras3_object(obj)
     with pytest.raises(TypeError, match="Keras 3"):
         kl.prune_low_magnitude(obj)
+
+
+def test_keras3_model_is_refused_by_rewinding_and_controls():
+    import keras as keras3
+
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    callback = kl.RewindCallback(0)
+    with pytest.raises(TypeError, match="tf_keras"):
+        callback.take_snapshot(model)
+    with pytest.raises(TypeError, match="tf_keras"):
+        kl.controls.random_reinit(model, seed=0)
+    with pytest.raises(TypeError, match="tf_keras"):
+        kl.prune(model, 0.5)
