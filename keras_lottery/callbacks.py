@@ -118,6 +118,12 @@ class UpdateMasks(keras.callbacks.Callback):
         self._compute_next_step(optimizer_step(self.model))
         self._maybe_update()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        # Schedules can learn their step only during training (EarlyBirdSchedule
+        # learns it at an epoch end): look again at every epoch start.
+        self._compute_next_step(optimizer_step(self.model))
+        self._maybe_update()
+
     def on_train_batch_begin(self, batch, logs=None):
         if self._next_step is not None:
             self._maybe_update()
