@@ -14,7 +14,7 @@ so the whole flow runs inside one `model.fit`:
 Criteria: `'magnitude'` (unstructured |w| per kernel, layerwise or global),
 `'bn_gamma'` (channels, one global threshold on |BatchNorm gamma|, as the paper) and
 `'l1'` (channels: L1 norm of each Conv2D filter / Dense unit, for models without
-BatchNorm). Channel masks name the units a ticket removes (`removed_units`), which
+BatchNorm; the output layer's units, the classes, are never removed). Channel masks name the units a ticket removes (`removed_units`), which
 is what neuron fusion needs.
 """
 
@@ -109,7 +109,10 @@ def criterion_scores(model, criterion):
             )
         return {layer.name: np.abs(layer.gamma.numpy()) for layer in layers}
     scores = {}
-    for name, _, kernel, mask in _kernel_layers(model):
+    layers = _kernel_layers(model)
+    if criterion == "l1":
+        layers = layers[:-1]  # the output layer's units are the classes: never removed
+    for name, _, kernel, mask in layers:
         value = kernel.numpy() * (1.0 if mask is None else mask.numpy())
         if criterion == "magnitude":
             scores[name] = np.abs(value)

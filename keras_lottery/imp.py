@@ -114,12 +114,20 @@ def _check_masks_from(folder, rounds):
         raise ValueError(f"masks_from={folder!r} has {finished} pruning rounds; this run needs {rounds}.")
 
 
-def _make_optimizer(config):
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(config.learning_rate)
-    if config.optimizer == "momentum":
-        return keras.optimizers.SGD(config.learning_rate, momentum=0.9)
-    return keras.optimizers.SGD(config.learning_rate)
+def compile_for_training(model, optimizer, learning_rate, steps_per_execution=1):
+    """Compiles for classification on logits with a fresh optimizer from `OPTIMIZERS`."""
+    if optimizer == "adam":
+        instance = keras.optimizers.Adam(learning_rate)
+    elif optimizer == "momentum":
+        instance = keras.optimizers.SGD(learning_rate, momentum=0.9)
+    else:
+        instance = keras.optimizers.SGD(learning_rate)
+    model.compile(
+        optimizer=instance,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
 
 
 def layer_rates(config, dense_model):
@@ -162,15 +170,6 @@ def build_model(config, splits, iterations):
             for name, rate in layer_rates(config, dense).items()
         },
         strategy=config.strategy,
-    )
-
-
-def _compile(model, config, steps_per_execution):
-    model.compile(
-        optimizer=_make_optimizer(config),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
     )
 
 
@@ -276,7 +275,7 @@ def run(config, on_round_end=None):
     masks_source = records.RunFolder(config.masks_from) if config.masks_from else None
 
     model = build_model(config, splits, iterations)
-    _compile(model, config, steps_per_execution)
+    compile_for_training(model, config.optimizer, config.learning_rate, steps_per_execution)
     rewind = callbacks.RewindCallback(config.rewind_step)
     variables = callbacks.RewindCallback.rewindable_variables(model)
     if done:

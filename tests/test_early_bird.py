@@ -150,3 +150,23 @@ def test_gamma_l1_penalty_is_added_to_the_loss_and_can_be_switched_off(tiny):
     assert float(sum(loss.numpy() for loss in model.losses)) == 0.0
     with pytest.raises(ValueError, match="BatchNormalization"):
         early_bird.add_gamma_l1_penalty(tiny.build_dense())
+
+
+def test_early_bird_flow_end_to_end(tmp_path):
+    from keras_lottery import early_bird_flow
+    from tests.test_data import write_idx_dataset
+
+    folder = write_idx_dataset(tmp_path / "data", train=300, test=60)
+    config = early_bird_flow.EarlyBirdConfig(
+        output_dir=str(tmp_path / "run"), data_dir=folder, target_sparsity=0.8, queue_size=2, epsilon=0.5,
+        search_epochs=4, retrain_epochs=2, batch_size=50, validation_examples=50, verbose=0,
+    )
+    summary = early_bird_flow.run(config)
+    assert summary["drawn_epoch"] is not None and summary["drawn_epoch"] <= 4
+    assert summary["search"]["epochs"] == summary["drawn_epoch"]  # the search stopped at the draw
+    assert summary["total_iterations"] == (summary["search"]["epochs"] + 2) * 5
+    sizes = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}
+    assert summary["weights_remaining"] == pytest.approx(sum(round(0.2 * n) for n in sizes.values()) / sum(sizes.values()))
+    assert (tmp_path / "run" / "masks.npz").exists()
+    with pytest.raises(ValueError, match="retrain_from"):
+        early_bird_flow.run(early_bird_flow.EarlyBirdConfig(retrain_from="scratch"))

@@ -1,0 +1,155 @@
+"""The early-bird flow as a library call: search, draw the ticket, retrain it.
+
+    summary = run(EarlyBirdConfig(output_dir="runs/eb", search_epochs=20))
+
+Search: train the dense network with an `EarlyBirdCallback` until the ticket is
+drawn (or `search_epochs` end). Draw: assign the drawn masks. Retrain: from the
+drawn weights, or rewound to init, for `retrain_epochs`. The summary records the
+epoch the ticket was drawn, the distance curve, accuracy and the training iterations
+each phase spent, in the same style as IMP's `summary.json`.
+"""
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from keras_lottery import callbacks
+from keras_lottery import compat
+from keras_lottery import data
+from keras_lottery import early_bird
+from keras_lottery import imp
+from keras_lottery import masks as masks_lib
+from keras_lottery import models
+from keras_lottery import records
+from keras_lottery import schedules
+from keras_lottery import wrappers
+from keras_lottery.validation import check_int
+
+keras = compat.keras
+RETRAIN_FROM = ("drawn", "rewind")
+
+
+@dataclasses.dataclass
+class EarlyBirdConfig:
+    """Settings of one early-bird run. `None` means the model's LTH default."""
+
+    output_dir: str = "runs/early_bird"
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    model: str = "lenet_300_100"
+    target_sparsity: float = 0.5
+    criterion: str = "magnitude"  # 'magnitude' or 'l1' (units); 'bn_gamma' tickets are not retrained here yet
+    strategy: str = "layerwise"
+    epsilon: float = 0.1
+    queue_size: int = 5
+    search_epochs: int = 20  # the longest search, and the full-training length it is compared with
+    retrain_epochs: int | None = None  # default: search_epochs
+    retrain_from: str = "drawn"
+    batch_size: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    seed: int = 0
+    train_examples: int | None = None
+    validation_examples: int = 5000
+    verbose: int = 1
+
+    def resolved(self):
+        """A copy with defaults filled in, validated (ValueError names the field)."""
+        spec = models.get(self.model)
+        config = dataclasses.replace(self)
+        config.batch_size = config.batch_size or spec.batch_size
+        config.optimizer = config.optimizer or spec.optimizer
+        config.learning_rate = config.learning_rate or spec.learning_rate
+        config.retrain_epochs = config.retrain_epochs or config.search_epochs
+        check_int(config.search_epochs, "search_epochs", 1)
+        check_int(config.retrain_epochs, "retrain_epochs", 1)
+        masks_lib.check_sparsity(config.target_sparsity, "target_sparsity")
+        if config.criterion not in ("magnitude", "l1"):
+            raise ValueError(
+                f"criterion must be 'magnitude' or 'l1' for this flow; got {config.criterion!r} "
+                "('bn_gamma' channel tickets are drawn by EarlyBirdCallback but not yet retrained here)."
+            )
+        if config.retrain_from not in RETRAIN_FROM:
+            raise ValueError(f"retrain_from must be one of {RETRAIN_FROM}; got {config.retrain_from!r}.")
+        early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
+                                     config.epsilon, config.queue_size)  # validates the detector's settings
+        return config
+
+
+def kernel_masks(model, drawn, criterion):
+    """Per-weight masks from drawn masks: a unit mask ('l1') covers its unit's whole kernel slice."""
+    if criterion == "magnitude":
+        return drawn
+    return {name: np.broadcast_to(drawn[name], weight.shape).astype(np.float32) if name in drawn
+            else np.ones(weight.shape, np.float32) for name, _, weight, _ in wrappers.pruning_entries(model)}
+
+
+def _fit(model, config, splits, epochs, folder, phase, extra):
+    steps = math.ceil(len(splits.train_y) / config.batch_size)
+    tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", phase), profile_batch=0)
+    start = time.perf_counter()
+    history = model.fit(
+        data.to_dataset(splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed, repeat=True),
+        epochs=epochs, steps_per_epoch=steps,
+        validation_data=data.to_dataset(splits.validation_x, splits.validation_y, 1000),
+        callbacks=[*extra, tensorboard], verbose=config.verbose,
+    )
+    test_loss, test_accuracy = model.evaluate(data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0)
+    return {
+        "epochs": len(history.history["loss"]),
+        "iterations": len(history.history["loss"]) * steps,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "best_val_accuracy": float(np.max(history.history["val_accuracy"])),
+        "train_seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def run(config):
+    """Runs the search, draw and retrain phases and returns the summary dict.
+
+    A finished run in `output_dir` with the same config is returned as it is; a
+    different config there is refused (records.ConfigMismatchError).
+    """
+    config = config.resolved()
+    folder = records.RunFolder(config.output_dir)
+    config_dict = dataclasses.asdict(config)
+    previous = folder.load_summary()
+    if previous is not None:
+        folder.check_config(previous, config_dict)
+        if previous.get("retrain"):
+            return previous
+    splits = data.load(config.dataset, config.data_dir, config.validation_examples, config.train_examples)
+    keras.utils.set_random_seed(config.seed)
+    dense = models.get(config.model).build(splits.input_shape, splits.num_classes)
+    # Masks are assigned by hand below; the schedule only documents that nothing else prunes.
+    model = wrappers.prune_low_magnitude(dense, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
+    imp.compile_for_training(model, config.optimizer, config.learning_rate)
+    rewind = callbacks.RewindCallback(0)
+    detector = early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
+                                            config.epsilon, config.queue_size, stop_training=True)
+    search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector])
+    sparsity = detector.sparsities[0]
+    drawn = detector.drawn_masks.get(sparsity) or detector.compute_masks(sparsity)
+    wrappers.set_masks(model, kernel_masks(model, drawn, config.criterion))
+    if config.retrain_from == "rewind":
+        rewind.rewind(model)
+    else:
+        callbacks.reset_optimizer(model.optimizer)
+    retrain = _fit(model, config, splits, config.retrain_epochs, folder, "retrain", [])
+    overall, per_layer = masks_lib.weights_remaining(wrappers.get_masks(model))
+    summary = {
+        "config": config_dict,
+        "drawn_epoch": detector.drawn_epoch.get(sparsity),
+        "distances": detector.distances[sparsity],
+        "search": search,
+        "retrain": retrain,
+        "weights_remaining": overall,
+        "layers": per_layer,
+        "total_iterations": search["iterations"] + retrain["iterations"],
+    }
+    records.write_npz(folder.file("masks.npz"), wrappers.get_masks(model))
+    folder.save_summary(summary)
+    return summary
