@@ -11,14 +11,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from apps import training_flags
 from keras_lottery import early_bird_flow
 
 FLAGS = flags.FLAGS
 _DEFAULTS = early_bird_flow.EarlyBirdConfig()
+training_flags.define(_DEFAULTS, verbose=2)
+flags.adopt_module_key_flags(training_flags)  # so that --help lists them
 
-flags.DEFINE_string("dataset", _DEFAULTS.dataset, "TFDS name (mnist and fashion_mnist also read from IDX files).")
-flags.DEFINE_string("data_dir", None, "Folder with the dataset (IDX files, or a TFDS data_dir).")
-flags.DEFINE_enum("model", _DEFAULTS.model, ["lenet_300_100", "conv2", "conv4", "conv6"], "Architecture.")
 flags.DEFINE_float("target_sparsity", _DEFAULTS.target_sparsity, "Fraction of weights (or units) the ticket prunes.")
 flags.DEFINE_enum("criterion", _DEFAULTS.criterion, ["magnitude", "l1"], "Weights by |w|, or units by L1 norm.")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["layerwise", "global"], "Rank per layer or globally.")
@@ -27,26 +27,14 @@ flags.DEFINE_integer("queue_size", _DEFAULTS.queue_size, "Masks compared (>= 2).
 flags.DEFINE_integer("search_epochs", _DEFAULTS.search_epochs, "Longest search (the full-training length).")
 flags.DEFINE_integer("retrain_epochs", None, "Epochs to retrain the ticket (default: search_epochs).")
 flags.DEFINE_enum("retrain_from", _DEFAULTS.retrain_from, ["drawn", "rewind"], "Retrain from the drawn weights or init.")
-flags.DEFINE_integer("batch_size", None, "Batch size (default: the model's LTH setting).")
-flags.DEFINE_enum("optimizer", None, ["adam", "sgd", "momentum"], "Optimizer (default: the model's LTH setting).")
-flags.DEFINE_float("learning_rate", None, "Learning rate (default: the model's LTH setting).")
-flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the initialization and data order.")
-flags.DEFINE_integer("train_examples", 0, "Train on this many examples (a subset, for quick runs); 0 = all.")
-flags.DEFINE_integer("validation_examples", _DEFAULTS.validation_examples, "Examples held out from train.")
-flags.DEFINE_string("output_dir", _DEFAULTS.output_dir, "Folder of this run's results.")
-flags.DEFINE_integer("verbose", 2, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 
 def main(argv):
     del argv
     config = early_bird_flow.EarlyBirdConfig(
-        output_dir=FLAGS.output_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, model=FLAGS.model,
         target_sparsity=FLAGS.target_sparsity, criterion=FLAGS.criterion, strategy=FLAGS.strategy,
         epsilon=FLAGS.epsilon, queue_size=FLAGS.queue_size, search_epochs=FLAGS.search_epochs,
-        retrain_epochs=FLAGS.retrain_epochs, retrain_from=FLAGS.retrain_from, batch_size=FLAGS.batch_size,
-        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
-        train_examples=FLAGS.train_examples or None, validation_examples=FLAGS.validation_examples,
-        verbose=FLAGS.verbose,
+        retrain_epochs=FLAGS.retrain_epochs, retrain_from=FLAGS.retrain_from, **training_flags.values(),
     )
     logging.info("early bird: %s on %s at sparsity %s, results in %s",
                  config.model, config.dataset, config.target_sparsity, config.output_dir)

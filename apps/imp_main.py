@@ -12,14 +12,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from apps import training_flags
 from keras_lottery import imp
 
 FLAGS = flags.FLAGS
 _DEFAULTS = imp.ImpConfig()
+training_flags.define(_DEFAULTS)
+flags.adopt_module_key_flags(training_flags)  # so that --help lists them
 
-flags.DEFINE_string("dataset", _DEFAULTS.dataset, "TFDS name (mnist and fashion_mnist also read from IDX files).")
-flags.DEFINE_string("data_dir", None, "Folder with the dataset (IDX files, or a TFDS data_dir).")
-flags.DEFINE_enum("model", _DEFAULTS.model, ["lenet_300_100", "conv2", "conv4", "conv6"], "Architecture.")
 flags.DEFINE_integer("rounds", _DEFAULTS.rounds, "Pruning rounds after the dense round 0.")
 flags.DEFINE_float("prune_rate", None, "Fraction of surviving weights pruned per round (default: LTH's rates).")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["layerwise", "global"], "Rank weights per layer or globally.")
@@ -30,25 +30,13 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_integer("iterations", None, "Training iterations per round (default: the model's LTH setting).")
 flags.DEFINE_float("epochs", None, "Training epochs per round (instead of --iterations).")
-flags.DEFINE_integer("batch_size", None, "Batch size (default: the model's LTH setting).")
-flags.DEFINE_enum("optimizer", None, list(imp.OPTIMIZERS), "Optimizer (default: the model's LTH setting).")
-flags.DEFINE_float("learning_rate", None, "Learning rate (default: the model's LTH setting).")
-flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the initialization, data order and controls.")
-flags.DEFINE_integer("train_examples", 0, "Train on this many examples (a subset, for quick runs); 0 = all.")
-flags.DEFINE_integer("validation_examples", _DEFAULTS.validation_examples, "Examples held out from train.")
 flags.DEFINE_integer("evaluations_per_round", _DEFAULTS.evaluations_per_round, "Validation checks per round.")
 flags.DEFINE_string("masks_from", None, "Take each round's masks from this run folder (e.g. a ticket run).")
-flags.DEFINE_string("output_dir", "runs/imp", "Folder of this run's results.")
-flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per evaluation.")
 
 
 def config_from_flags():
     """The `ImpConfig` the flags describe."""
     return imp.ImpConfig(
-        output_dir=FLAGS.output_dir,
-        dataset=FLAGS.dataset,
-        data_dir=FLAGS.data_dir,
-        model=FLAGS.model,
         rounds=FLAGS.rounds,
         prune_rate=FLAGS.prune_rate,
         strategy=FLAGS.strategy,
@@ -56,15 +44,9 @@ def config_from_flags():
         control=FLAGS.control,
         iterations=FLAGS.iterations,
         epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size,
-        optimizer=FLAGS.optimizer,
-        learning_rate=FLAGS.learning_rate,
-        seed=FLAGS.seed,
-        train_examples=FLAGS.train_examples or None,
-        validation_examples=FLAGS.validation_examples,
         evaluations_per_round=FLAGS.evaluations_per_round,
         masks_from=FLAGS.masks_from,
-        verbose=FLAGS.verbose,
+        **training_flags.values(),
     )
 
 

@@ -19,11 +19,11 @@ from keras_lottery import callbacks
 from keras_lottery import compat
 from keras_lottery import data
 from keras_lottery import early_bird
-from keras_lottery import imp
 from keras_lottery import masks as masks_lib
 from keras_lottery import models
 from keras_lottery import records
 from keras_lottery import schedules
+from keras_lottery import training
 from keras_lottery import wrappers
 from keras_lottery.validation import check_int
 
@@ -32,13 +32,10 @@ RETRAIN_FROM = ("drawn", "rewind")
 
 
 @dataclasses.dataclass
-class EarlyBirdConfig:
-    """Settings of one early-bird run. `None` means the model's LTH default."""
+class EarlyBirdConfig(training.TrainingConfig):
+    """Settings of one early-bird run (plus `TrainingConfig`'s)."""
 
     output_dir: str = "runs/early_bird"
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    model: str = "lenet_300_100"
     target_sparsity: float = 0.5
     criterion: str = "magnitude"  # 'magnitude' or 'l1' (units); 'bn_gamma' tickets are not retrained here yet
     strategy: str = "layerwise"
@@ -47,21 +44,10 @@ class EarlyBirdConfig:
     search_epochs: int = 20  # the longest search, and the full-training length it is compared with
     retrain_epochs: int | None = None  # default: search_epochs
     retrain_from: str = "drawn"
-    batch_size: int | None = None
-    optimizer: str | None = None
-    learning_rate: float | None = None
-    seed: int = 0
-    train_examples: int | None = None
-    validation_examples: int = 5000
-    verbose: int = 1
 
     def resolved(self):
         """A copy with defaults filled in, validated (ValueError names the field)."""
-        spec = models.get(self.model)
-        config = dataclasses.replace(self)
-        config.batch_size = config.batch_size or spec.batch_size
-        config.optimizer = config.optimizer or spec.optimizer
-        config.learning_rate = config.learning_rate or spec.learning_rate
+        config = super().resolved()
         config.retrain_epochs = config.retrain_epochs or config.search_epochs
         check_int(config.search_epochs, "search_epochs", 1)
         check_int(config.retrain_epochs, "retrain_epochs", 1)
@@ -126,7 +112,7 @@ def run(config):
     dense = models.get(config.model).build(splits.input_shape, splits.num_classes)
     # Masks are assigned by hand below; the schedule only documents that nothing else prunes.
     model = wrappers.prune_low_magnitude(dense, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
-    imp.compile_for_training(model, config.optimizer, config.learning_rate)
+    training.compile_for_training(model, config.optimizer, config.learning_rate)
     rewind = callbacks.RewindCallback(0)
     detector = early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
                                             config.epsilon, config.queue_size, stop_training=True)

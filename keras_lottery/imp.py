@@ -26,22 +26,21 @@ from keras_lottery import masks as masks_lib
 from keras_lottery import models
 from keras_lottery import records
 from keras_lottery import schedules
+from keras_lottery import training
 from keras_lottery import wrappers
 from keras_lottery.validation import check_int
 
 keras = compat.keras
 
-OPTIMIZERS = ("adam", "sgd", "momentum")
+OPTIMIZERS = training.OPTIMIZERS
+compile_for_training = training.compile_for_training
 
 
 @dataclasses.dataclass
-class ImpConfig:
-    """Settings of one IMP run. `None` means the model's LTH default (see `models.py`)."""
+class ImpConfig(training.TrainingConfig):
+    """Settings of one IMP run (plus `TrainingConfig`'s). `None` means the model's LTH default."""
 
     output_dir: str = "runs/imp"
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    model: str = "lenet_300_100"
     rounds: int = 5  # pruning rounds after the dense round 0
     prune_rate: float | None = None  # None: LTH's per-layer rates; else this rate for every layer
     strategy: str = "layerwise"
@@ -49,15 +48,8 @@ class ImpConfig:
     control: str = "ticket"
     iterations: int | None = None  # training iterations per round
     epochs: float | None = None  # alternative to iterations
-    batch_size: int | None = None
-    optimizer: str | None = None
-    learning_rate: float | None = None
-    seed: int = 0
-    train_examples: int | None = None
-    validation_examples: int = 5000
     evaluations_per_round: int = 20  # validation checks per round (early-stop records)
     masks_from: str | None = None  # take each round's masks from this run folder (a branch)
-    verbose: int = 1  # Keras progress bar
 
     def resolved(self):
         """A copy with every default filled in and every field validated.
@@ -65,35 +57,22 @@ class ImpConfig:
         Raises:
           ValueError: naming the bad field and what it accepts.
         """
-        spec = models.get(self.model)
-        config = dataclasses.replace(self)
-        if config.iterations is not None and config.epochs is not None:
+        if self.iterations is not None and self.epochs is not None:
             raise ValueError("give either iterations or epochs, not both.")
-        config.batch_size = config.batch_size or spec.batch_size
-        config.optimizer = config.optimizer or spec.optimizer
-        config.learning_rate = config.learning_rate or spec.learning_rate
+        config = super().resolved()
         if config.iterations is None and config.epochs is None:
-            config.iterations = spec.iterations
+            config.iterations = models.get(config.model).iterations
         check_int(config.rounds, "rounds", 0)
-        check_int(config.batch_size, "batch_size", 1)
         check_int(config.rewind_step, "rewind_step", 0)
-        check_int(config.seed, "seed", 0)
-        check_int(config.validation_examples, "validation_examples", 1)
         check_int(config.evaluations_per_round, "evaluations_per_round", 1)
         if config.iterations is not None:
             check_int(config.iterations, "iterations", 1)
-        if config.train_examples is not None:
-            check_int(config.train_examples, "train_examples", 1)
         if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
             raise ValueError(f"epochs must be > 0; got {config.epochs!r}.")
         if config.prune_rate is not None:
             masks_lib.check_sparsity(config.prune_rate, "prune_rate")
         masks_lib.check_strategy(config.strategy)
         controls.check_control(config.control)
-        if config.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {config.optimizer!r}.")
-        if not config.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0; got {config.learning_rate!r}.")
         if config.iterations is not None and config.rewind_step > config.iterations:
             raise ValueError(
                 f"rewind_step={config.rewind_step} is beyond the {config.iterations} training iterations "
@@ -112,22 +91,6 @@ def _check_masks_from(folder, rounds):
     finished = len(summary["rounds"]) - 1
     if finished < rounds:
         raise ValueError(f"masks_from={folder!r} has {finished} pruning rounds; this run needs {rounds}.")
-
-
-def compile_for_training(model, optimizer, learning_rate, steps_per_execution=1):
-    """Compiles for classification on logits with a fresh optimizer from `OPTIMIZERS`."""
-    if optimizer == "adam":
-        instance = keras.optimizers.Adam(learning_rate)
-    elif optimizer == "momentum":
-        instance = keras.optimizers.SGD(learning_rate, momentum=0.9)
-    else:
-        instance = keras.optimizers.SGD(learning_rate)
-    model.compile(
-        optimizer=instance,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
-    )
 
 
 def layer_rates(config, dense_model):
