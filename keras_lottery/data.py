@@ -5,40 +5,49 @@ examples, as in the LTH paper), drawn with a fixed permutation so that every run
 with the same `split_seed` sees the same split. Offline machines read MNIST and
 Fashion-MNIST from IDX files (Debian ships Fashion-MNIST's in
 `/usr/share/datasets/fashion-mnist`; TFDS's checksums do not match those re-packed
-files, so they are parsed directly). A dataset that is neither on disk nor
-downloadable fails within seconds instead of after minutes of TFDS retries.
+files, so they are parsed here). Other datasets go through TFDS. A dataset that is
+neither on disk nor downloadable fails within seconds instead of after minutes of
+TFDS retries.
 """
 
-import dataclasses
-import gzip
-import os
-import socket
-
-import numpy as np
-
 from keras_lottery import compat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
-from keras_lottery.validation import check_int
 
+import dataclasses  # noqa: E402
+import gzip  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from keras_lottery.validation import check_int  # noqa: E402
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_DATASETS = ("mnist", "fashion_mnist")
+IDX_CLASSES = 10
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
     "train_y": "train-labels-idx1-ubyte",
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-_IMAGE_MAGIC, _LABEL_MAGIC = 0x00000803, 0x00000801
+IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+_REDOWNLOAD = "re-download it (or reinstall the package that ships it)"
 
 
 class DataUnavailableError(RuntimeError):
-    """The dataset is neither on disk nor downloadable from here."""
+    """The dataset is neither on disk nor downloadable from this machine."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """Train, validation and test arrays: images float32 in [0, 1] (N, H, W, C), labels int64."""
+    """Train, validation and test arrays of one dataset.
+
+    Images are float32 in [0, 1] with a channel axis, (N, H, W, C); labels are int64.
+    `source` says where the data came from: the IDX folder, or "tfds:<name> in <dir>".
+    """
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -51,15 +60,8 @@ class Splits:
     source: str
 
 
-def _find_file(folder, stem):
-    for name in (stem, stem + ".gz"):
-        if os.path.isfile(os.path.join(folder, name)):
-            return os.path.join(folder, name)
-    return None
-
-
 def idx_folders(name, data_dir):
-    """Folders searched for `name`'s IDX files, in order."""
+    """Returns the folders searched for `name`'s IDX files, in search order."""
     folders = []
     if data_dir:
         folders += [data_dir, os.path.join(data_dir, name), os.path.join(data_dir, name.replace("_", "-"))]
@@ -68,129 +70,227 @@ def idx_folders(name, data_dir):
     return folders
 
 
+def _idx_path(folder, stem):
+    """The path of IDX file `stem` in `folder`, plain or .gz, or None if absent."""
+    for candidate in (stem, stem + ".gz"):
+        path = os.path.join(folder, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def read_idx(path, expected_magic):
-    """Parses one IDX file (optionally gzip'ed) into a uint8 array.
+    """Parses one IDX file (plain or gzip'ed) into a uint8 array.
+
+    Args:
+      path: the file.
+      expected_magic: IMAGE_MAGIC or LABEL_MAGIC.
+
+    Returns:
+      A read-only uint8 array with the shape the header declares.
 
     Raises:
-      ValueError: wrong magic number or a size that does not match the header.
+      ValueError: the file cannot be read, has the wrong magic number, or holds a
+        different number of bytes than its header declares.
     """
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as file:
             content = file.read()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"cannot read {path} ({error}): re-download or reinstall the file.") from error
-    if len(content) < 4 or int.from_bytes(content[:4], "big") != expected_magic:
-        raise ValueError(f"{path} is not an IDX file of the expected kind (bad magic number): re-download it.")
-    dimensions = expected_magic & 0xFF
-    header = 4 + 4 * dimensions
-    shape = tuple(int.from_bytes(content[4 + 4 * i:8 + 4 * i], "big") for i in range(dimensions))
-    if len(content) != header + int(np.prod(shape)):
+    except (OSError, EOFError) as error:  # gzip raises both on truncated archives
+        raise ValueError(f"cannot read {path} ({error}): {_REDOWNLOAD}.") from error
+    magic = int.from_bytes(content[:4], "big")
+    if magic != expected_magic:  # also catches files shorter than 4 bytes
         raise ValueError(
-            f"{path} is truncated or corrupt (header says {shape}, file has {len(content) - header} "
-            "data bytes): re-download or reinstall it."
+            f"{path} is not an IDX {'image' if expected_magic == IMAGE_MAGIC else 'label'} file "
+            f"(bad magic number 0x{magic:08x}, expected 0x{expected_magic:08x}): {_REDOWNLOAD}."
         )
-    return np.frombuffer(content, np.uint8, offset=header).reshape(shape)
+    header_bytes = 4 + 4 * (expected_magic & 0xFF)
+    if len(content) < header_bytes:
+        raise ValueError(f"{path} is truncated inside its header: {_REDOWNLOAD}.")
+    shape = tuple(int.from_bytes(content[offset:offset + 4], "big") for offset in range(4, header_bytes, 4))
+    data_bytes = len(content) - header_bytes
+    if data_bytes != int(np.prod(shape)):
+        raise ValueError(
+            f"{path} is truncated or corrupt: its header declares shape {shape} "
+            f"({int(np.prod(shape))} bytes) but it holds {data_bytes}: {_REDOWNLOAD}."
+        )
+    return np.frombuffer(content, np.uint8, offset=header_bytes).reshape(shape)
 
 
-def _load_idx(folder):
-    paths = {key: _find_file(folder, stem) for key, stem in IDX_FILES.items()}
+def _load_idx_folder(folder):
+    """Reads the four IDX files of `folder` into (train_x, train_y, test_x, test_y)."""
     arrays = {}
-    for key, path in paths.items():
-        arrays[key] = read_idx(path, _IMAGE_MAGIC if key.endswith("_x") else _LABEL_MAGIC)
+    for key, stem in IDX_FILES.items():
+        path = _idx_path(folder, stem)
+        array = read_idx(path, IMAGE_MAGIC if key.endswith("_x") else LABEL_MAGIC)
+        if key.endswith("_y") and array.size and array.max() >= IDX_CLASSES:
+            raise ValueError(f"{path} holds label {array.max()}, above {IDX_CLASSES - 1}: {_REDOWNLOAD}.")
+        arrays[key] = (array, path)
     for split in ("train", "test"):
-        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
-            raise ValueError(f"{folder}: the {split} images and labels have different counts.")
-    images = {key: (arrays[key].astype(np.float32) / 255.0)[..., None] for key in ("train_x", "test_x")}
-    labels = {key: arrays[key].astype(np.int64) for key in ("train_y", "test_y")}
-    return images["train_x"], labels["train_y"], images["test_x"], labels["test_y"], 10
+        (images, images_path), (labels, labels_path) = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if len(images) != len(labels):
+            raise ValueError(
+                f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels: "
+                f"one of them is from another dataset or corrupt; {_REDOWNLOAD}."
+            )
+    images = {key: (arrays[key][0].astype(np.float32) / 255.0)[..., np.newaxis] for key in ("train_x", "test_x")}
+    labels = {key: arrays[key][0].astype(np.int64) for key in ("train_y", "test_y")}
+    return images["train_x"], labels["train_y"], images["test_x"], labels["test_y"]
 
 
 def _network_reachable(host="storage.googleapis.com", port=443, timeout=3.0):
-    """True if a TCP connection to TFDS's download host opens within `timeout` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Returns True if a TCP connection to `host`:`port` opens within `timeout` seconds.
+
+    The connection runs in a daemon thread so that a slow DNS lookup, which the
+    socket timeout does not cover, cannot delay the answer past `timeout` either.
+    """
+    opened = []
+
+    def connect():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                opened.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, name="keras_lottery_network_check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(opened)
 
 
 def _where_to_put(name, data_dir):
+    """The sentence of DataUnavailableError's message that says how to provide `name`."""
     if name in IDX_DATASETS:
-        return (f"put the four IDX files ({', '.join(IDX_FILES.values())}, optionally .gz) in --data_dir"
-                + (" (or apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else ""))
-    return (f"run tfds.builder({name!r}, data_dir=...).download_and_prepare() on a machine with internet "
-            f"access and copy <data_dir>/{name} into {data_dir or '~/tensorflow_datasets'}")
+        apt_hint = " (or apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else ""
+        return (
+            f"put the four IDX files ({', '.join(IDX_FILES.values())}, plain or .gz) in --data_dir{apt_hint}; "
+            f"searched {idx_folders(name, data_dir) or 'no folder (no data_dir given)'}"
+        )
+    return (
+        f"run tfds.builder({name!r}, data_dir=...).download_and_prepare() on a machine with internet "
+        f"access and copy <data_dir>/{name} into {data_dir or 'the TFDS data_dir (~/tensorflow_datasets)'}"
+    )
+
+
+def _supervised_arrays(builder, split):
+    """Reads a whole prepared TFDS split as (float32 images in [0, 1], int64 labels)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (slow import, only needed here)
+
+    images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+    images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    return images, labels.astype(np.int64)
 
 
 def _load_tfds(name, data_dir):
-    import tensorflow_datasets as tfds  # slow import: only when needed
+    """Loads train and test of `name` through TFDS, downloading only if the host answers."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (slow import, only needed here)
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
-        raise ValueError(f"dataset {name!r} is unknown to TFDS and has no IDX files on disk.") from error
+        raise ValueError(
+            f"dataset name {name!r} is unknown to TFDS and no prepared copy of it is in "
+            f"{data_dir or 'the TFDS data_dir'}. Check the spelling against tfds.list_builders()."
+        ) from error
     if not builder.is_prepared():
         if not _network_reachable():
             raise DataUnavailableError(
-                f"dataset {name!r} is not on disk and the download host is unreachable: "
-                + _where_to_put(name, data_dir) + "."
+                f"dataset {name!r} is not on disk and its download host is unreachable from here: "
+                f"{_where_to_put(name, data_dir)}."
             )
         builder.download_and_prepare()
-    arrays = {}
-    for split in ("train", "test"):
-        x, y = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-        arrays[split] = (x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32),
-                         y.astype(np.int64))
-    num_classes = builder.info.features["label"].num_classes
-    return (*arrays["train"], *arrays["test"], num_classes, f"tfds:{name} in {builder.data_dir}")
+    info = builder.info
+    missing = {"train", "test"} - set(info.splits.keys())
+    if missing or not info.supervised_keys:
+        raise ValueError(
+            f"TFDS dataset {name!r} needs train and test splits and (image, label) supervised keys; "
+            f"it has splits {sorted(info.splits.keys())} and supervised keys {info.supervised_keys}."
+        )
+    train_x, train_y = _supervised_arrays(builder, "train")
+    test_x, test_y = _supervised_arrays(builder, "test")
+    num_classes = info.features[info.supervised_keys[1]].num_classes
+    return train_x, train_y, test_x, test_y, num_classes, f"tfds:{name} in {data_dir or builder.data_dir}"
+
+
+def _load_arrays(name, data_dir):
+    """(train_x, train_y, test_x, test_y, num_classes, source) from IDX files or TFDS."""
+    if name in IDX_DATASETS:
+        for folder in idx_folders(name, data_dir):
+            if all(_idx_path(folder, stem) for stem in IDX_FILES.values()):
+                return (*_load_idx_folder(folder), IDX_CLASSES, folder)
+    return _load_tfds(name, data_dir)
 
 
 def load(name, data_dir=None, validation_examples=5000, train_examples=None, split_seed=0):
     """Loads a dataset as NumPy splits with a validation set held out from train.
 
+    MNIST and Fashion-MNIST are read from IDX files when found in `data_dir`,
+    `data_dir/<name>`, `data_dir/<name with - for _>` or (Fashion-MNIST only)
+    DEBIAN_FASHION_MNIST_DIR; everything else goes through TFDS, which downloads
+    only when the data is not prepared in `data_dir` and the download host answers.
+
     Args:
-      name: a TFDS name (mnist, fashion_mnist, cifar10, ...).
-      data_dir: folder with IDX files, or a TFDS data_dir.
+      name: a dataset name: mnist, fashion_mnist, or any TFDS name (cifar10, ...).
+      data_dir: folder with IDX files, or a TFDS data_dir; None for TFDS's default.
       validation_examples: examples held out from train for validation.
-      train_examples: if set, train on only this many examples (after the hold-out).
+      train_examples: if set, keep only this many training examples (after the hold-out).
       split_seed: seed of the permutation that picks the held-out examples.
 
     Returns:
-      `Splits`.
+      `Splits`. The test split is the dataset's own, untouched.
 
     Raises:
-      ValueError: bad arguments, an unknown or corrupt dataset, or too few examples.
+      ValueError: bad arguments, an unknown name, corrupt files, or too few examples.
       DataUnavailableError: the dataset is not on disk and cannot be downloaded.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"dataset name must be a non-empty string; got {name!r}.")
-    check_int(validation_examples, "validation_examples", 0)
+        raise ValueError(f"dataset name must be a non-empty string such as 'fashion_mnist'; got {name!r}.")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise ValueError(f"data_dir must be a folder path or None; got {data_dir!r}.")
+    validation_examples = check_int(validation_examples, "validation_examples", 0)
     if train_examples is not None:
-        check_int(train_examples, "train_examples", 1)
-    folder = next((f for f in idx_folders(name, data_dir) if name in IDX_DATASETS
-                   and all(_find_file(f, stem) for stem in IDX_FILES.values())), None)
-    if folder is not None:
-        train_x, train_y, test_x, test_y, num_classes = _load_idx(folder)
-        source = folder
-    else:
-        train_x, train_y, test_x, test_y, num_classes, source = _load_tfds(name, data_dir)
+        train_examples = check_int(train_examples, "train_examples", 1)
+    split_seed = check_int(split_seed, "split_seed", 0)
+    data_dir = os.fspath(data_dir) if data_dir is not None else None
+
+    train_x, train_y, test_x, test_y, num_classes, source = _load_arrays(name, data_dir)
     needed = validation_examples + (train_examples or 1)
     if needed > len(train_x):
         raise ValueError(
-            f"{name} has {len(train_x)} training examples: not enough for {validation_examples} validation "
-            f"examples plus {train_examples or 1} training examples. Lower validation_examples or train_examples."
+            f"{name} has {len(train_x)} training examples, fewer than the {validation_examples} validation "
+            f"examples plus {train_examples or 1} training example(s) asked for. "
+            "Lower validation_examples or train_examples."
         )
     order = np.random.default_rng(split_seed).permutation(len(train_x))
     held_out, kept = order[:validation_examples], order[validation_examples:]
     if train_examples is not None:
         kept = kept[:train_examples]
-    return Splits(train_x[kept], train_y[kept], train_x[held_out], train_y[held_out], test_x, test_y,
-                  int(num_classes), tuple(train_x.shape[1:]), source)
+    return Splits(
+        train_x=train_x[kept], train_y=train_y[kept],
+        validation_x=train_x[held_out], validation_y=train_y[held_out],
+        test_x=test_x, test_y=test_y,
+        num_classes=int(num_classes), input_shape=tuple(train_x.shape[1:]), source=source,
+    )
 
 
 def to_dataset(x, y, batch_size, shuffle_seed=None, repeat=False):
-    """A batched tf.data pipeline over arrays, reshuffled each pass when seeded."""
+    """Returns a batched, prefetched tf.data pipeline over in-memory arrays.
+
+    Args:
+      x: inputs, indexed along the first axis.
+      y: labels, as many as `x`.
+      batch_size: examples per batch (the last batch of a pass may be smaller).
+      shuffle_seed: if not None, shuffle the whole array with this seed, anew each pass.
+      repeat: repeat forever (for training by steps).
+
+    Returns:
+      A `tf.data.Dataset` of (x, y) batches.
+    """
+    batch_size = check_int(batch_size, "batch_size", 1)
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)

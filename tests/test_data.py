@@ -1,8 +1,14 @@
-"""Tests of dataset loading: IDX files, the TFDS path on data on disk, fail-fast errors."""
+"""Tests of data.py: IDX files, the TFDS path on data on disk, fail-fast errors.
+
+Nothing here touches the network: the only TFDS dataset is built offline in tmp_path,
+and the reachability check is monkeypatched or pointed at localhost.
+"""
 
 import gzip
 import os
+import socket
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -10,45 +16,62 @@ import tensorflow_datasets as tfds
 
 from keras_lottery import data
 
-
-def _idx_bytes(array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
+TRAIN, TEST = 60, 20
 
 
-def write_idx_dataset(folder, train=60, test=20, compress=True):
-    """Four IDX files with pixel value (i % 256) in image i and label i % 10."""
+def idx_bytes(array, magic):
+    """The bytes of an IDX file holding the uint8 `array`."""
+    header = magic.to_bytes(4, "big") + b"".join(int(size).to_bytes(4, "big") for size in array.shape)
+    return header + np.ascontiguousarray(array, np.uint8).tobytes()
+
+
+def write_idx_dataset(folder, train=TRAIN, test=TEST, compress=True):
+    """Writes the four IDX files: image i is filled with pixel value 3 * i, labelled i % 10.
+
+    Returns:
+      The folder, as a string.
+    """
     os.makedirs(folder, exist_ok=True)
     for prefix, count in (("train", train), ("t10k", test)):
-        images = np.broadcast_to((np.arange(count) % 256)[:, None, None], (count, 28, 28))
+        images = np.broadcast_to((3 * np.arange(count))[:, None, None], (count, 28, 28))
         labels = np.arange(count) % 10
         for stem, array, magic in ((f"{prefix}-images-idx3-ubyte", images, 0x803),
                                    (f"{prefix}-labels-idx1-ubyte", labels, 0x801)):
-            content = _idx_bytes(array, magic)
-            if compress:
-                with gzip.open(os.path.join(folder, stem + ".gz"), "wb") as file:
-                    file.write(content)
-            else:
-                with open(os.path.join(folder, stem), "wb") as file:
-                    file.write(content)
+            content = idx_bytes(array, magic)
+            path = os.path.join(folder, stem + (".gz" if compress else ""))
+            with (gzip.open if compress else open)(path, "wb") as file:
+                file.write(content)
     return str(folder)
 
 
-@pytest.mark.parametrize("compress", [True, False])
+def image_ids(images):
+    """Recovers each synthetic image's index i from its pixel value 3 * i."""
+    return np.rint(images[:, 0, 0, 0] * 255 / 3).astype(int)
+
+
+def expected_images(ids):
+    """The images `load` must return for synthetic indices `ids`, bit for bit."""
+    pixels = (3 * np.asarray(ids)).astype(np.float32) / np.float32(255)
+    return np.broadcast_to(pixels[:, None, None, None], (len(ids), 28, 28, 1))
+
+
+# ---------------------------------------------------------------------------- IDX files
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gzip", "plain"])
 def test_idx_files_are_read_exactly(tmp_path, compress):
     folder = write_idx_dataset(tmp_path, compress=compress)
     splits = data.load("mnist", folder, validation_examples=10)
-    assert splits.train_x.shape == (50, 28, 28, 1) and splits.train_x.dtype == np.float32
-    assert splits.validation_x.shape == (10, 28, 28, 1)
-    assert splits.test_x.shape == (20, 28, 28, 1) and splits.test_y.dtype == np.int64
-    assert splits.num_classes == 10 and splits.input_shape == (28, 28, 1)
     assert splits.source == folder
-    # Every image i is filled with i / 255 and labelled i % 10.
-    for images, labels in ((splits.train_x, splits.train_y), (splits.validation_x, splits.validation_y)):
-        index = np.rint(images[:, 0, 0, 0] * 255).astype(int)
-        np.testing.assert_array_equal(labels, index % 10)
-        np.testing.assert_allclose(images[:, 5, 7, 0], index / 255.0, rtol=1e-6)
-    np.testing.assert_array_equal(splits.test_y, np.arange(20) % 10)
+    assert splits.num_classes == 10 and splits.input_shape == (28, 28, 1)
+    for images, labels, count in ((splits.train_x, splits.train_y, 50), (splits.validation_x, splits.validation_y, 10),
+                                  (splits.test_x, splits.test_y, TEST)):
+        assert images.shape == (count, 28, 28, 1) and images.dtype == np.float32
+        assert labels.shape == (count,) and labels.dtype == np.int64
+        ids = image_ids(images)
+        np.testing.assert_array_equal(images, expected_images(ids))
+        np.testing.assert_array_equal(labels, ids % 10)
+    np.testing.assert_array_equal(image_ids(splits.test_x), np.arange(TEST))  # test split untouched, in order
 
 
 def test_validation_is_held_out_disjoint_and_deterministic(tmp_path):
@@ -56,116 +79,258 @@ def test_validation_is_held_out_disjoint_and_deterministic(tmp_path):
     first = data.load("mnist", folder, validation_examples=15, split_seed=0)
     again = data.load("mnist", folder, validation_examples=15, split_seed=0)
     other = data.load("mnist", folder, validation_examples=15, split_seed=1)
-    ids = lambda x: set(np.rint(x[:, 0, 0, 0] * 255).astype(int))  # noqa: E731
-    assert ids(first.train_x).isdisjoint(ids(first.validation_x))
-    assert ids(first.train_x) | ids(first.validation_x) == set(range(60))
-    np.testing.assert_array_equal(first.validation_x, again.validation_x)
-    assert ids(other.validation_x) != ids(first.validation_x)
+    train_ids, validation_ids = image_ids(first.train_x), image_ids(first.validation_x)
+    assert (len(train_ids), len(validation_ids)) == (45, 15)
+    assert set(train_ids).isdisjoint(validation_ids)
+    assert sorted(np.concatenate([validation_ids, train_ids])) == list(range(TRAIN))
+    # The permutation of default_rng(split_seed): first the validation examples, then train.
+    order = np.random.default_rng(0).permutation(TRAIN)
+    np.testing.assert_array_equal(validation_ids, order[:15])
+    np.testing.assert_array_equal(train_ids, order[15:])
+    for field in ("train_x", "train_y", "validation_x", "validation_y"):
+        np.testing.assert_array_equal(getattr(first, field), getattr(again, field))
+    assert set(image_ids(other.validation_x)) != set(validation_ids)
 
 
-def test_train_examples_takes_a_subset_after_the_hold_out(tmp_path):
+def test_train_examples_keeps_the_first_training_examples_after_the_hold_out(tmp_path):
     folder = write_idx_dataset(tmp_path)
     full = data.load("mnist", folder, validation_examples=10)
     subset = data.load("mnist", folder, validation_examples=10, train_examples=7)
     np.testing.assert_array_equal(subset.train_x, full.train_x[:7])
+    np.testing.assert_array_equal(subset.train_y, full.train_y[:7])
     np.testing.assert_array_equal(subset.validation_x, full.validation_x)
+    np.testing.assert_array_equal(subset.test_x, full.test_x)
+    edge = data.load("mnist", folder, validation_examples=10, train_examples=50)  # exactly all that is left
+    assert len(edge.train_x) == 50
 
 
 @pytest.mark.parametrize("subfolder", ["fashion_mnist", "fashion-mnist"])
 def test_idx_files_are_found_in_a_subfolder_named_after_the_dataset(tmp_path, subfolder):
-    write_idx_dataset(tmp_path / subfolder)
-    splits = data.load("fashion_mnist", str(tmp_path), validation_examples=10)
-    assert splits.source == str(tmp_path / subfolder)
+    expected = write_idx_dataset(tmp_path / subfolder)
+    splits = data.load("fashion_mnist", tmp_path, validation_examples=10)  # a pathlib.Path works too
+    assert splits.source == expected and len(splits.train_x) == TRAIN - 10
 
 
-def test_corrupt_files_are_refused_naming_the_file(tmp_path):
+def test_data_dir_itself_comes_before_its_subfolders(tmp_path):
+    write_idx_dataset(tmp_path / "mnist", train=40)
+    folder = write_idx_dataset(tmp_path, train=30)
+    splits = data.load("mnist", folder, validation_examples=10)
+    assert splits.source == folder and len(splits.train_x) == 20
+
+
+def _corrupt_truncated(content):
+    return content[:-100]
+
+
+def _corrupt_magic(content):
+    return (0x801).to_bytes(4, "big") + content[4:]
+
+
+def _corrupt_header(content):
+    return content[:10]
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [(_corrupt_truncated, "is truncated or corrupt"), (_corrupt_magic, "bad magic number"),
+     (_corrupt_header, "truncated inside its header")],
+    ids=["truncated", "bad-magic", "short-header"],
+)
+def test_corrupt_files_are_refused_naming_the_file(tmp_path, corrupt, message):
     folder = write_idx_dataset(tmp_path, compress=False)
     path = os.path.join(folder, "train-images-idx3-ubyte")
-    content = open(path, "rb").read()
-    open(path, "wb").write(content[:-100])
-    with pytest.raises(ValueError, match="train-images-idx3-ubyte is truncated"):
+    with open(path, "rb") as file:
+        content = file.read()
+    with open(path, "wb") as file:
+        file.write(corrupt(content))
+    with pytest.raises(ValueError, match=message) as raised:
         data.load("mnist", folder, validation_examples=10)
-    open(path, "wb").write(b"\x00\x00\x08\x01" + content[4:])
-    with pytest.raises(ValueError, match="bad magic number"):
+    assert path in str(raised.value) and "re-download" in str(raised.value)
+
+
+def test_truncated_gzip_is_refused_naming_the_file(tmp_path):
+    folder = write_idx_dataset(tmp_path)
+    path = os.path.join(folder, "t10k-labels-idx1-ubyte.gz")
+    with open(path, "rb") as file:
+        content = file.read()
+    with open(path, "wb") as file:
+        file.write(content[: len(content) // 2])
+    with pytest.raises(ValueError, match="re-download") as raised:
         data.load("mnist", folder, validation_examples=10)
+    assert path in str(raised.value)
+
+
+def test_images_and_labels_of_different_counts_are_refused(tmp_path):
+    folder = write_idx_dataset(tmp_path, compress=False)
+    with open(os.path.join(folder, "train-labels-idx1-ubyte"), "wb") as file:
+        file.write(idx_bytes(np.zeros(TRAIN - 1, np.uint8), 0x801))
+    with pytest.raises(ValueError, match=f"holds {TRAIN} images but .*train-labels-idx1-ubyte holds {TRAIN - 1}"):
+        data.load("mnist", folder, validation_examples=10)
+
+
+# ---------------------------------------------------------------------------- arguments
 
 
 @pytest.mark.parametrize(
     "arguments, message",
     [
         ({"name": ""}, "non-empty string"),
-        ({"name": "mnist", "validation_examples": -1}, "validation_examples"),
-        ({"name": "mnist", "train_examples": 0}, "train_examples"),
-        ({"name": "mnist", "validation_examples": 60}, "has 60 training examples"),
+        ({"name": None}, "non-empty string"),
+        ({"name": "mnist", "data_dir": 3}, "data_dir must be a folder path"),
+        ({"name": "mnist", "validation_examples": -1}, "validation_examples must be an integer >= 0"),
+        ({"name": "mnist", "validation_examples": 10.0}, "validation_examples must be an integer"),
+        ({"name": "mnist", "train_examples": 0}, "train_examples must be an integer >= 1"),
+        ({"name": "mnist", "split_seed": "zero"}, "split_seed must be an integer"),
     ],
 )
-def test_bad_arguments_are_refused(tmp_path, arguments, message):
-    folder = write_idx_dataset(tmp_path)
+def test_bad_arguments_are_refused_before_any_loading(tmp_path, monkeypatch, arguments, message):
+    def fail_if_called(*args, **kwargs):
+        raise AssertionError("load() read data before checking its arguments")
+
+    monkeypatch.setattr(data, "_load_arrays", fail_if_called)
     with pytest.raises(ValueError, match=message):
-        data.load(data_dir=folder, **arguments)
+        data.load(**{"data_dir": str(tmp_path), **arguments})
 
 
-@pytest.mark.parametrize("name, hint", [("mnist", "IDX files"), ("cifar10", "download_and_prepare")])
+@pytest.mark.parametrize("arguments", [{"validation_examples": TRAIN}, {"validation_examples": 50, "train_examples": 11}])
+def test_too_many_examples_asked_for_says_how_many_exist(tmp_path, arguments):
+    folder = write_idx_dataset(tmp_path)
+    with pytest.raises(ValueError, match=f"mnist has {TRAIN} training examples"):
+        data.load("mnist", folder, **arguments)
+
+
+# ---------------------------------------------------------------------------- not on disk
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [("mnist", "put the four IDX files"), ("cifar10", r"download_and_prepare\(\) on a machine with internet")],
+)
 def test_missing_dataset_fails_fast_saying_where_to_put_it(tmp_path, monkeypatch, name, hint):
     monkeypatch.setattr(data, "_network_reachable", lambda *args, **kwargs: False)
     start = time.perf_counter()
-    with pytest.raises(data.DataUnavailableError, match=hint):
+    with pytest.raises(data.DataUnavailableError, match=hint) as raised:
         data.load(name, str(tmp_path), validation_examples=10)
     assert time.perf_counter() - start < 5
+    assert repr(name) in str(raised.value) and str(tmp_path) in str(raised.value)
+
+
+def test_missing_fashion_mnist_suggests_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_network_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "not-installed"))
+    with pytest.raises(data.DataUnavailableError, match="apt-get install dataset-fashion-mnist"):
+        data.load("fashion_mnist", str(tmp_path), validation_examples=10)
+
+
+def test_incomplete_idx_folder_is_not_used(tmp_path, monkeypatch):
+    folder = write_idx_dataset(tmp_path)
+    os.remove(os.path.join(folder, "t10k-images-idx3-ubyte.gz"))
+    monkeypatch.setattr(data, "_network_reachable", lambda *args, **kwargs: False)
+    with pytest.raises(data.DataUnavailableError, match="put the four IDX files"):
+        data.load("mnist", folder, validation_examples=10)
 
 
 def test_unknown_dataset_name_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown to TFDS"):
+    with pytest.raises(ValueError, match="'no_such_dataset_xyz' is unknown to TFDS"):
         data.load("no_such_dataset_xyz", str(tmp_path))
 
 
-class TinyLotteryImages(tfds.core.GeneratorBasedBuilder):
-    """A 3-class dataset prepared offline, to test the real TFDS code path."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=tfds.features.FeaturesDict(
-                {"image": tfds.features.Image(shape=(28, 28, 1)), "label": tfds.features.ClassLabel(num_classes=3)}
-            ),
-            supervised_keys=("image", "label"),
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        return {"train": self._generate_examples(30), "test": self._generate_examples(9)}
-
-    def _generate_examples(self, count):
-        for index in range(count):
-            image = np.full((28, 28, 1), index * 5, np.uint8)
-            yield index, {"image": image, "label": index % 3}
+def test_network_check_answers_within_its_timeout():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        assert data._network_reachable("127.0.0.1", port, timeout=2.0)
+    start = time.perf_counter()
+    assert not data._network_reachable("127.0.0.1", port, timeout=2.0)  # closed now: refused
+    assert time.perf_counter() - start < 2.5
 
 
-def test_tfds_path_reads_a_prepared_dataset_from_data_dir(tmp_path):
-    TinyLotteryImages(data_dir=str(tmp_path)).download_and_prepare()
-    splits = data.load("tiny_lottery_images", str(tmp_path), validation_examples=6)
-    assert splits.source.startswith("tfds:tiny_lottery_images")
-    assert splits.train_x.shape == (24, 28, 28, 1) and splits.validation_x.shape == (6, 28, 28, 1)
-    assert splits.test_x.shape == (9, 28, 28, 1) and splits.num_classes == 3
-    index = np.rint(splits.train_x[:, 0, 0, 0] * 255 / 5).astype(int)
-    np.testing.assert_array_equal(splits.train_y, index % 3)
+# ---------------------------------------------------------------------------- TFDS on disk
+
+
+def prepare_tiny_tfds_dataset(data_dir, register):
+    """Builds a 3-class 28x28x1 TFDS dataset offline in `data_dir`; returns its name.
+
+    Image i (30 in train, 9 in test) is filled with pixel value 5 * i, labelled i % 3.
+    The name is unique per call, so a registered builder never collides with another
+    test's; with register=False TFDS must find the dataset from its files alone, as
+    when someone copied <data_dir>/<name> from another machine.
+    """
+    dataset_name = f"keras_lottery_tiny_{uuid.uuid4().hex[:12]}"
+
+    class TinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=not register):
+        name = dataset_name
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return self.dataset_info_from_configs(
+                features=tfds.features.FeaturesDict(
+                    {"image": tfds.features.Image(shape=(28, 28, 1)), "label": tfds.features.ClassLabel(num_classes=3)}
+                ),
+                supervised_keys=("image", "label"),
+            )
+
+        def _split_generators(self, dl_manager):
+            del dl_manager  # nothing to download
+            return {"train": self._generate_examples(30), "test": self._generate_examples(9)}
+
+        def _generate_examples(self, count):
+            for index in range(count):
+                yield index, {"image": np.full((28, 28, 1), 5 * index, np.uint8), "label": index % 3}
+
+    TinyImages(data_dir=str(data_dir)).download_and_prepare()
+    return dataset_name
+
+
+@pytest.mark.parametrize("register", [True, False], ids=["registered-builder", "files-only"])
+def test_tfds_path_reads_a_prepared_dataset_from_data_dir(tmp_path, monkeypatch, register):
+    name = prepare_tiny_tfds_dataset(tmp_path, register)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a prepared dataset must not need the network")
+
+    monkeypatch.setattr(data, "_network_reachable", no_network)
+    splits = data.load(name, tmp_path, validation_examples=6, split_seed=4)
+    assert splits.source == f"tfds:{name} in {tmp_path}"
+    assert splits.num_classes == 3 and splits.input_shape == (28, 28, 1)
+    assert (len(splits.train_x), len(splits.validation_x), len(splits.test_x)) == (24, 6, 9)
+    all_ids = []
+    for images, labels in ((splits.train_x, splits.train_y), (splits.validation_x, splits.validation_y),
+                           (splits.test_x, splits.test_y)):
+        assert images.dtype == np.float32 and labels.dtype == np.int64
+        ids = np.rint(images[:, 0, 0, 0] * 255 / 5).astype(int)
+        pixels = (5 * ids).astype(np.float32) / np.float32(255)
+        np.testing.assert_array_equal(images, np.broadcast_to(pixels[:, None, None, None], images.shape))
+        np.testing.assert_array_equal(labels, ids % 3)
+        all_ids.append(ids)
+    assert sorted(np.concatenate(all_ids[:2])) == list(range(30)) and sorted(all_ids[2]) == list(range(9))
+    again = data.load(name, tmp_path, validation_examples=6, split_seed=4)
+    np.testing.assert_array_equal(again.validation_y, splits.validation_y)
+
+
+# ---------------------------------------------------------------------------- real data, tf.data
 
 
 @pytest.mark.skipif(not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR), reason="Debian's dataset-fashion-mnist not installed")
-def test_debian_fashion_mnist():
-    splits = data.load("fashion_mnist")
-    assert (len(splits.train_y), len(splits.validation_y), len(splits.test_y)) == (55000, 5000, 10000)
-    assert splits.num_classes == 10 and set(np.unique(splits.test_y)) == set(range(10))
+def test_debian_fashion_mnist(tmp_path):
+    splits = data.load("fashion_mnist", tmp_path)  # empty data_dir: falls back to Debian's folder
     assert splits.source == data.DEBIAN_FASHION_MNIST_DIR
+    assert (len(splits.train_y), len(splits.validation_y), len(splits.test_y)) == (55000, 5000, 10000)
+    assert splits.train_x.shape == (55000, 28, 28, 1) and splits.test_x.shape == (10000, 28, 28, 1)
+    assert splits.num_classes == 10 and set(np.unique(splits.test_y)) == set(range(10))
+    assert splits.train_x.min() == 0.0 and splits.train_x.max() == 1.0
 
 
 def test_to_dataset_batches_and_shuffles_reproducibly():
     x = np.arange(10, dtype=np.float32)[:, None]
     y = np.arange(10)
-    batches = [b[1].numpy().tolist() for b in data.to_dataset(x, y, 4)]
+    batches = [labels.numpy().tolist() for _, labels in data.to_dataset(x, y, 4)]
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    first = [b[1].numpy().tolist() for b in data.to_dataset(x, y, 10, shuffle_seed=3)]
-    second = [b[1].numpy().tolist() for b in data.to_dataset(x, y, 10, shuffle_seed=3)]
-    assert first == second and first[0] != list(range(10)) and sorted(first[0]) == list(range(10))
+    shuffled = data.to_dataset(x, y, 10, shuffle_seed=3)
+    first_pass, second_pass = ([labels.numpy().tolist() for _, labels in shuffled][0] for _ in range(2))
+    rebuilt = [labels.numpy().tolist() for _, labels in data.to_dataset(x, y, 10, shuffle_seed=3)][0]
+    assert sorted(first_pass) == list(range(10)) and first_pass != list(range(10))
+    assert first_pass == rebuilt and second_pass != first_pass  # same seed, same order; reshuffled each pass
+    repeated = data.to_dataset(x, y, 4, repeat=True).take(5)
+    assert [labels.numpy().tolist() for _, labels in repeated][3] == [2, 3, 4, 5]
