@@ -44,6 +44,7 @@ class EarlyBirdConfig(training.TrainingConfig):
     search_epochs: int = 20  # the longest search, and the full-training length it is compared with
     retrain_epochs: int | None = None  # default: search_epochs
     retrain_from: str = "drawn"
+    stop_at_draw: bool = True  # False: search all search_epochs and take the masks at the end (the full-training flow)
 
     def resolved(self):
         """A copy with defaults filled in, validated (ValueError names the field)."""
@@ -72,8 +73,12 @@ def kernel_masks(model, drawn, criterion):
             else np.ones(weight.shape, np.float32) for name, _, weight, _ in wrappers.pruning_entries(model)}
 
 
+def _steps_per_epoch(config, splits):
+    return math.ceil(len(splits.train_y) / config.batch_size)
+
+
 def _fit(model, config, splits, epochs, folder, phase, extra):
-    steps = math.ceil(len(splits.train_y) / config.batch_size)
+    steps = _steps_per_epoch(config, splits)
     tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", phase), profile_batch=0)
     start = time.perf_counter()
     history = model.fit(
@@ -112,13 +117,15 @@ def run(config):
     dense = models.get(config.model).build(splits.input_shape, splits.num_classes)
     # Masks are assigned by hand below; the schedule only documents that nothing else prunes.
     model = wrappers.prune_low_magnitude(dense, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
-    training.compile_for_training(model, config.optimizer, config.learning_rate)
+    # Epoch ends (where the detector looks) must fall on execution boundaries.
+    training.compile_for_training(model, config.optimizer, config.learning_rate,
+                                  training.steps_per_execution(_steps_per_epoch(config, splits)))
     rewind = callbacks.RewindCallback(0)
     detector = early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
-                                            config.epsilon, config.queue_size, stop_training=True)
+                                            config.epsilon, config.queue_size, stop_training=config.stop_at_draw)
     search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector])
     sparsity = detector.sparsities[0]
-    drawn = detector.drawn_masks.get(sparsity) or detector.compute_masks(sparsity)
+    drawn = (detector.drawn_masks.get(sparsity) if config.stop_at_draw else None) or detector.compute_masks(sparsity)
     wrappers.set_masks(model, kernel_masks(model, drawn, config.criterion))
     if config.retrain_from == "rewind":
         rewind.rewind(model)

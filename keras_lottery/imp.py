@@ -138,12 +138,7 @@ def build_model(config, splits, iterations):
 
 def _evaluation_interval(iterations, evaluations, rewind_step):
     interval = max(1, iterations // evaluations)
-    # One execution runs several steps without returning to Python (the main saving on
-    # small models); its length must divide both the evaluation interval and the
-    # rewind step so that neither is skipped.
-    common = math.gcd(interval, rewind_step) if rewind_step else interval
-    steps_per_execution = max(d for d in range(1, min(common, 1000) + 1) if common % d == 0)
-    return interval, steps_per_execution
+    return interval, training.steps_per_execution(interval, rewind_step)
 
 
 def _prune_for_round(config, model, round_index, masks_source, rng):

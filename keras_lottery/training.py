@@ -6,6 +6,7 @@ experiment configs extend it with their own fields.
 """
 
 import dataclasses
+import math
 
 from keras_lottery import compat
 from keras_lottery import models
@@ -55,6 +56,17 @@ class TrainingConfig:
         if not config.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0; got {config.learning_rate!r}.")
         return config
+
+
+def steps_per_execution(interval, rewind_step=0, limit=1000):
+    """Steps per call into TensorFlow: the largest divisor of `interval` (and `rewind_step`) <= `limit`.
+
+    One execution runs several steps without returning to Python (the main saving on
+    small models); its length must divide the interval between Python-side checks
+    (evaluations, epoch ends) and the rewind step, so that none of them is skipped.
+    """
+    common = math.gcd(interval, rewind_step) if rewind_step else interval
+    return max(d for d in range(1, min(common, limit) + 1) if common % d == 0)
 
 
 def compile_for_training(model, optimizer, learning_rate, steps_per_execution=1):

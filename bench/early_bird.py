@@ -1,0 +1,67 @@
+r"""Early-bird tickets vs tickets drawn after full training, LeNet-300-100 / Fashion-MNIST.
+
+    python -m bench.early_bird --target_sparsity=0.8 --epochs=20 --seeds=0,1,2
+
+Per seed, two flows with the same seed, model and data:
+  early bird:    search until the mask is stable (EarlyBirdCallback, queue 5, epsilon 0.1),
+                 draw, retrain the ticket from the drawn weights for --epochs;
+  full training: train the dense network for --epochs, draw the ticket from the final
+                 weights, retrain it the same way.
+Prints the epoch the early-bird ticket was drawn, both retrained accuracies and the
+training iterations each flow spent. Run folders land in bench/out/early_bird and
+resume (a finished run is read back).
+"""
+
+import argparse
+import os
+import statistics
+
+from keras_lottery import early_bird_flow
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target_sparsity", type=float, default=0.8)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1, 2])
+    parser.add_argument("--output_dir", default="bench/out/early_bird")
+    args = parser.parse_args()
+
+    rows = []
+    for seed in args.seeds:
+        flows = {}
+        for name, stop in (("early_bird", True), ("full", False)):
+            config = early_bird_flow.EarlyBirdConfig(
+                output_dir=os.path.join(args.output_dir, f"{name}_s{args.target_sparsity:g}_seed{seed}"),
+                target_sparsity=args.target_sparsity, search_epochs=args.epochs, retrain_epochs=args.epochs,
+                stop_at_draw=stop, seed=seed, verbose=0,
+            )
+            flows[name] = early_bird_flow.run(config)
+            print(f"seed {seed} {name}: drawn epoch {flows[name]['drawn_epoch']}, retrained test accuracy "
+                  f"{flows[name]['retrain']['test_accuracy']:.4f}, {flows[name]['total_iterations']} iterations",
+                  flush=True)
+        rows.append((seed, flows["early_bird"], flows["full"]))
+
+    print(f"\nLeNet-300-100 / Fashion-MNIST, magnitude masks at sparsity {args.target_sparsity:g}, "
+          f"{args.epochs} epochs of full training, retraining {args.epochs} epochs from the drawn weights:\n")
+    print("| seed | epoch drawn (of full) | early-bird ticket acc. | full-training ticket acc. | difference | "
+          "iterations: early bird | iterations: full | cost ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for seed, early, full in rows:
+        difference = 100 * (early["retrain"]["test_accuracy"] - full["retrain"]["test_accuracy"])
+        print(f"| {seed} | {early['drawn_epoch']} ({args.epochs}) | {100 * early['retrain']['test_accuracy']:.2f} | "
+              f"{100 * full['retrain']['test_accuracy']:.2f} | {difference:+.2f} | {early['total_iterations']} | "
+              f"{full['total_iterations']} | {early['total_iterations'] / full['total_iterations']:.3f} |")
+    drawn = [early["drawn_epoch"] or args.epochs for _, early, _ in rows]
+    differences = [100 * (e["retrain"]["test_accuracy"] - f["retrain"]["test_accuracy"]) for _, e, f in rows]
+    ratios = [e["total_iterations"] / f["total_iterations"] for _, e, f in rows]
+    print(f"\nmean: drawn at {statistics.mean(drawn) / args.epochs:.0%} of full training (target <= 20%); "
+          f"accuracy difference {statistics.mean(differences):+.2f} pt (target within 0.5); "
+          f"cost ratio {statistics.mean(ratios):.3f} (target <= 0.5)")
+    seeds = ",".join(str(s) for s in args.seeds)
+    print(f"Reproduce: python -m bench.early_bird --target_sparsity={args.target_sparsity:g} "
+          f"--epochs={args.epochs} --seeds={seeds}")
+
+
+if __name__ == "__main__":
+    main()
