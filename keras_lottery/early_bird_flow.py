@@ -107,14 +107,11 @@ def run(config):
     config = config.resolved()
     folder = records.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
-    previous = folder.load_summary()
-    if previous is not None:
-        folder.check_config(previous, config_dict)
-        if previous.get("retrain"):
-            return previous
+    previous = folder.load_checked(config_dict)
+    if previous is not None and previous.get("retrain"):
+        return previous
     splits = data.load(config.dataset, config.data_dir, config.validation_examples, config.train_examples)
-    keras.utils.set_random_seed(config.seed)
-    dense = models.get(config.model).build(splits.input_shape, splits.num_classes)
+    dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
     # Masks are assigned by hand below; the schedule only documents that nothing else prunes.
     model = wrappers.prune_low_magnitude(dense, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
     # Epoch ends (where the detector looks) must fall on execution boundaries.

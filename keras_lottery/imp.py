@@ -123,8 +123,7 @@ def build_model(config, splits, iterations):
     Each prunable layer gets an `Iterative` schedule with its per-round rate: the
     schedule is where the loop reads the target sparsity of every round.
     """
-    keras.utils.set_random_seed(config.seed)
-    dense = models.get(config.model).build(splits.input_shape, splits.num_classes)
+    dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
     rounds = max(1, config.rounds)
     return wrappers.prune_low_magnitude(
         dense,
@@ -212,9 +211,8 @@ def run(config, on_round_end=None):
     config = config.resolved()
     folder = records.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
-    summary = folder.load_summary()
+    summary = folder.load_checked(config_dict)
     if summary is not None:
-        folder.check_config(summary, config_dict)
         summary["config"] = config_dict
     else:
         summary = {"config": config_dict, "rounds": []}

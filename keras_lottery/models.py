@@ -75,6 +75,13 @@ MODELS = {
 }
 
 
+def build(name, input_shape, num_classes, seed):
+    """The registered model `name`, its weights drawn from `seed`."""
+    spec = get(name)
+    keras.utils.set_random_seed(seed)
+    return spec.build(input_shape, num_classes)
+
+
 def get(name):
     """The `ModelSpec` registered as `name`.
 

@@ -129,6 +129,17 @@ class RunFolder:
                 "Use another --output_dir, or rerun with the same settings to resume it."
             )
 
+    def load_checked(self, config):
+        """The saved summary (None for a new run), after refusing a different config.
+
+        Raises:
+          ConfigMismatchError, CorruptRecordError: see `check_config`, `load_summary`.
+        """
+        summary = self.load_summary()
+        if summary is not None:
+            self.check_config(summary, config)
+        return summary
+
     def save_summary(self, summary):
         write_json(self.file(SUMMARY), summary)
 
