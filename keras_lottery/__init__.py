@@ -7,16 +7,20 @@ Public API:
 * `UpdateMasks`, `RewindCallback`: Keras callbacks for schedules and rewinding.
 * `controls`: random_reinit, random_prune, signed_constant.
 * `imp`: the iterative magnitude pruning loop (`imp.ImpConfig`, `imp.run`).
+* `EarlyBirdCallback`, `EarlyBirdSchedule`: early-bird tickets (`early_bird_flow.run` for the flow).
 * `keras`: the Keras 2 package (`tf_keras`) every model must be built with.
 """
 
 from keras_lottery.compat import keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 from keras_lottery import controls  # noqa: F401
+from keras_lottery import imp  # noqa: F401
 from keras_lottery import masks  # noqa: F401
 from keras_lottery.callbacks import RewindCallback, UpdateMasks, reset_optimizer  # noqa: F401
+from keras_lottery.early_bird import EarlyBirdCallback, EarlyBirdSchedule  # noqa: F401
 from keras_lottery.schedules import Iterative, OneShot, lth_prune_rates  # noqa: F401
 from keras_lottery.wrappers import (  # noqa: F401
     PruneLowMagnitude,
+    apply_masks,
     custom_objects,
     get_masks,
     prune,
