@@ -183,9 +183,15 @@ class EarlyBirdCallback(keras.callbacks.Callback):
         self.epsilon, self.queue_size, self.stop_training = float(epsilon), int(queue_size), stop_training
         self.queues = {s: MaskQueue(queue_size, epsilon) for s in self.sparsities}
         self.distances = {s: [] for s in self.sparsities}
-        self.drawn_epoch, self.drawn_step, self.drawn_masks = {}, {}, {}
-        # Read by EarlyBirdSchedule; -1 until drawn.
+        self.drawn_epoch, self.drawn_masks = {}, {}
+        # The drawn step lives in a variable (-1 until drawn) so that EarlyBirdSchedule
+        # can read it inside a traced graph too.
         self.drawn_step_variables = {s: tf.Variable(-1, dtype=tf.int64, trainable=False) for s in self.sparsities}
+
+    @property
+    def drawn_step(self):
+        """dict sparsity -> optimizer iteration at which its ticket was drawn."""
+        return {s: int(v.numpy()) for s, v in self.drawn_step_variables.items() if v.numpy() >= 0}
 
     def on_train_begin(self, logs=None):
         criterion_scores(self.model, self.criterion)  # fails now if the criterion cannot apply
@@ -204,7 +210,6 @@ class EarlyBirdCallback(keras.callbacks.Callback):
                 logs[f"early_bird_distance_{sparsity:g}"] = max(distances)
             if sparsity not in self.drawn_epoch and distances and self.queues[sparsity].stable(distances):
                 self.drawn_epoch[sparsity] = epoch + 1
-                self.drawn_step[sparsity] = step
                 self.drawn_masks[sparsity] = masks
                 self.drawn_step_variables[sparsity].assign(step)
         if self.stop_training and len(self.drawn_epoch) == len(self.sparsities):

@@ -402,7 +402,7 @@ def test_pruned_outputs_equal_plain_model_with_masked_weights(tiny, builder):
     build = getattr(tiny, builder)
     pruned = kl.prune_low_magnitude(build())
     kl.prune(pruned, 0.6)
-    # Make the raw pruned weights non-zero: the forward pass must still use w * m.
+    # Make the raw pruned weights non-zero: inference (predict) must still use w * m.
     for _, _, weight, mask in wrappers.pruning_entries(pruned):
         weight.assign(weight + (1.0 - mask) * 5.0)
     plain = plain_copy_with(build, pruned)
