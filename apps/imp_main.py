@@ -3,7 +3,12 @@ r"""Iterative magnitude pruning with rewinding: find lottery tickets.
     python -m apps.imp_main --dataset=fashion_mnist --model=lenet_300_100 \
         --rounds=5 --iterations=2000 --output_dir=runs/lenet
 
-Rerunning the same command resumes at the first unfinished round. Results:
+    python -m apps.imp_main --criterion=hybrid --mode=one_pass --rounds=10 --output_dir=runs/one_pass
+
+`--criterion=sign_flip|hybrid` prunes weights whose sign flipped (relative to the
+rewind point) first, or by |w| / (1 + flips)^alpha; `--mode=one_pass` prunes while
+training continues instead of IMP's rounds, to the sparsity IMP reaches after
+`--rounds` rounds. Rerunning the same command resumes at the first unfinished round. Results:
 <output_dir>/summary.json, round_<r>/masks.npz, TensorBoard logs
 (`tensorboard --logdir <output_dir>/tensorboard`).
 """
@@ -32,6 +37,15 @@ flags.DEFINE_integer("iterations", None, "Training iterations per round (default
 flags.DEFINE_float("epochs", None, "Training epochs per round (instead of --iterations).")
 flags.DEFINE_integer("evaluations_per_round", _DEFAULTS.evaluations_per_round, "Validation checks per round.")
 flags.DEFINE_string("masks_from", None, "Take each round's masks from this run folder (e.g. a ticket run).")
+flags.DEFINE_enum("criterion", _DEFAULTS.criterion, list(imp.CRITERIA),
+                  "What each prune ranks by: |w|, sign flips first, |w|/(1+flips)^alpha, or random.")
+flags.DEFINE_float("alpha", _DEFAULTS.alpha, "Exponent of the hybrid criterion |w| / (1 + flips)^alpha.")
+flags.DEFINE_enum("mode", _DEFAULTS.mode, list(imp.MODES),
+                  "imp: prune, rewind, retrain each round; one_pass: prune while training continues.")
+flags.DEFINE_integer("one_pass_iterations", None, "One-pass training length (default: 3 x --iterations).")
+flags.DEFINE_float("prune_begin", _DEFAULTS.prune_begin, "One pass: first mask update, as a fraction of training.")
+flags.DEFINE_float("prune_end", _DEFAULTS.prune_end, "One pass: last mask update (target reached), same unit.")
+flags.DEFINE_integer("prune_updates", _DEFAULTS.prune_updates, "One pass: number of mask updates.")
 
 
 def config_from_flags():
@@ -46,6 +60,13 @@ def config_from_flags():
         epochs=FLAGS.epochs,
         evaluations_per_round=FLAGS.evaluations_per_round,
         masks_from=FLAGS.masks_from,
+        criterion=FLAGS.criterion,
+        alpha=FLAGS.alpha,
+        mode=FLAGS.mode,
+        one_pass_iterations=FLAGS.one_pass_iterations,
+        prune_begin=FLAGS.prune_begin,
+        prune_end=FLAGS.prune_end,
+        prune_updates=FLAGS.prune_updates,
         **training_flags.values(),
     )
 
@@ -57,12 +78,16 @@ def log_round(record):
         record["round"], 100 * record["weights_remaining"], record["test_accuracy"],
         record["best_val_accuracy"], record["early_stop_iteration"], record["train_seconds"],
     )
+    for layer, statistics in record.get("flips", {}).items():
+        logging.info("  %s: %.1f%% of surviving weights flipped now, %.2f sign changes per weight",
+                     layer, 100 * statistics["fraction_flipped"], statistics["mean_flips"])
 
 
 def main(argv):
     del argv
     config = config_from_flags()
-    logging.info("IMP: %s on %s, %s rounds, results in %s", config.model, config.dataset, config.rounds, config.output_dir)
+    logging.info("%s (%s criterion): %s on %s, %s rounds, results in %s", config.mode, config.criterion,
+                 config.model, config.dataset, config.rounds, config.output_dir)
     summary = imp.run(config, on_round_end=log_round)
     last = summary["rounds"][-1]
     logging.info(

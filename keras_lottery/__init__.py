@@ -3,6 +3,7 @@
 Public API:
 
 * `prune_low_magnitude`, `strip_pruning`, `prune`: wrap a model, compute masks, strip.
+* `prune_low_sign_flip`, `flip_statistics`: sign-flip / hybrid pruning, flip counts kept in the graph.
 * `OneShot`, `Iterative`, `lth_prune_rates`: pruning schedules and LTH's per-layer rates.
 * `UpdateMasks`, `RewindCallback`: Keras callbacks for schedules and rewinding.
 * `controls`: random_reinit, random_prune, signed_constant.
@@ -17,6 +18,7 @@ from keras_lottery import imp  # noqa: F401
 from keras_lottery import masks  # noqa: F401
 from keras_lottery.callbacks import RewindCallback, UpdateMasks, reset_optimizer  # noqa: F401
 from keras_lottery.early_bird import EarlyBirdCallback, EarlyBirdSchedule  # noqa: F401
+from keras_lottery.sign_flip import PruneLowSignFlip, flip_counts, flip_statistics, prune_low_sign_flip  # noqa: F401
 from keras_lottery.schedules import Iterative, OneShot, lth_prune_rates  # noqa: F401
 from keras_lottery.wrappers import (  # noqa: F401
     PruneLowMagnitude,

@@ -11,6 +11,7 @@ from keras_lottery import compat
 from keras_lottery import masks as masks_lib
 from keras_lottery import schedules
 from keras_lottery import criteria
+from keras_lottery import sign_flip
 from keras_lottery import wrappers
 from keras_lottery.validation import check_int
 
@@ -62,13 +63,16 @@ class UpdateMasks(keras.callbacks.Callback):
     execution.
     """
 
-    def __init__(self, criterion="magnitude", seed=0):
+    def __init__(self, criterion=None, seed=0):
         """Args:
-          criterion: name from `criteria.CRITERIA` or a callable (weights, rng) -> scores.
+          criterion: None (default): each layer by its wrapper's criterion ('magnitude',
+            or the one given to `prune_low_sign_flip`); or a name from
+            `criteria.CRITERIA` / a callable (weights, rng[, state]) -> scores for all.
           seed: seed of the random generator passed to the criterion.
         """
         super().__init__()
-        criteria.get(criterion)  # fail now on an unknown name
+        if criterion is not None:
+            criteria.get(criterion)  # fail now on an unknown name
         self.criterion = criterion
         self.rng = np.random.default_rng(seed)
         self._next_step = None
@@ -114,6 +118,7 @@ class UpdateMasks(keras.callbacks.Callback):
             self._compute_next_step(due + 1)
 
     def on_train_begin(self, logs=None):
+        wrappers.check_criterion(self.model, self.criterion)
         wrappers.apply_masks(self.model)
         self._compute_next_step(optimizer_step(self.model))
         self._maybe_update()
@@ -159,15 +164,24 @@ class RewindCallback(keras.callbacks.Callback):
         compat.check_not_keras3(model)
         bookkeeping = set()
         for wrapper in wrappers.prunable_wrappers(model):
-            bookkeeping.add(id(wrapper.pruning_step))
+            if hasattr(wrapper, "bookkeeping_variables"):
+                bookkeeping.update(id(variable) for variable in wrapper.bookkeeping_variables())
+                continue
+            bookkeeping.add(id(wrapper.pruning_step))  # tfmot's own wrapper
             for _, mask, threshold in wrapper.pruning_vars:
                 bookkeeping.update((id(mask), id(threshold)))
         return [variable for variable in model.weights if id(variable) not in bookkeeping]
 
     def take_snapshot(self, model=None):
-        """Records the current weights as the rewind point."""
+        """Records the current weights as the rewind point.
+
+        Sign-flip wrappers with reference='rewind' take these weights' signs as their
+        reference, and start counting flips from here.
+        """
         model = model or self.model
         self.snapshot = [variable.numpy() for variable in self.rewindable_variables(model)]
+        step = optimizer_step(model) if getattr(model, "optimizer", None) is not None else self.rewind_step
+        sign_flip.reset_reference(model, step, only_rewind=True)
 
     def snapshot_kernels(self, model=None):
         """dict mask name -> snapshot value of that prunable weight."""

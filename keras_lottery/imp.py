@@ -9,6 +9,12 @@ Each round r >= 1 prunes the trained weights of round r-1 to sparsity
 round (the ticket's rewind, or a control), resets the optimizer, and trains again.
 Results go to one folder per run (see `records.py`); rerunning the same config
 resumes at the first unfinished round.
+
+`criterion` picks what each round prunes by: 'magnitude' (LTH), 'sign_flip' or
+'hybrid' (the model is wrapped with `prune_low_sign_flip`; flips are counted during
+each round's training relative to the signs the round started from, i.e. the
+rewind point), or 'random'. `mode='one_pass'` runs the one-pass flow instead
+(`one_pass.py`): prune while training continues, no rewinding.
 """
 
 import dataclasses
@@ -26,6 +32,7 @@ from keras_lottery import masks as masks_lib
 from keras_lottery import models
 from keras_lottery import records
 from keras_lottery import schedules
+from keras_lottery import sign_flip
 from keras_lottery import training
 from keras_lottery import wrappers
 from keras_lottery.validation import check_int
@@ -50,6 +57,13 @@ class ImpConfig(training.TrainingConfig):
     epochs: float | None = None  # alternative to iterations
     evaluations_per_round: int = 20  # validation checks per round (early-stop records)
     masks_from: str | None = None  # take each round's masks from this run folder (a branch)
+    criterion: str = "magnitude"  # what each prune ranks by: see CRITERIA
+    alpha: float = 1.0  # the hybrid criterion's exponent: |w| / (1 + flips) ** alpha
+    mode: str = "imp"  # 'imp' (prune, rewind, retrain) or 'one_pass' (prune while training on)
+    one_pass_iterations: int | None = None  # one-pass training length; None: 3 x iterations
+    prune_begin: float = 0.2  # one pass: first mask update, as a fraction of its training
+    prune_end: float = 0.7  # one pass: last mask update (the target sparsity), same unit
+    prune_updates: int = 20  # one pass: mask updates between prune_begin and prune_end
 
     def resolved(self):
         """A copy with every default filled in and every field validated.
@@ -80,7 +94,33 @@ class ImpConfig(training.TrainingConfig):
             )
         if config.masks_from is not None:
             _check_masks_from(config.masks_from, config.rounds)
+        if config.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}; got {config.criterion!r}.")
+        sign_flip.check_alpha(config.alpha)
+        if config.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {config.mode!r}.")
+        if config.one_pass_iterations is not None:
+            check_int(config.one_pass_iterations, "one_pass_iterations", 1)
+        check_int(config.prune_updates, "prune_updates", 1)
+        fractions = (config.prune_begin, config.prune_end)
+        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions) or not (
+                0 <= config.prune_begin <= config.prune_end < 1):
+            raise ValueError(
+                "prune_begin and prune_end are fractions of the one-pass training with "
+                f"0 <= prune_begin <= prune_end < 1; got {config.prune_begin!r} and {config.prune_end!r}."
+            )
+        if config.mode == "one_pass" and config.masks_from is not None:
+            raise ValueError("masks_from takes masks round by round from an IMP run; it has no meaning in one-pass mode.")
         return config
+
+
+CRITERIA = ("magnitude", "sign_flip", "hybrid", "random")
+MODES = ("imp", "one_pass")
+
+
+def config_defaults():
+    """Every `ImpConfig` field's default (what a run saved before the field existed used)."""
+    return {field.name: field.default for field in dataclasses.fields(ImpConfig)}
 
 
 def _check_masks_from(folder, rounds):
@@ -110,11 +150,21 @@ def layer_rates(config, dense_model):
     return schedules.lth_prune_rates(dense_model.layers, dense_rate, conv_rate)
 
 
-def _iterations_per_round(config, splits):
+def iterations_per_round(config, splits):
     if config.iterations is not None:
         return config.iterations
     steps_per_epoch = math.ceil(len(splits.train_y) / config.batch_size)
     return max(1, round(config.epochs * steps_per_epoch))
+
+
+def wrap(config, dense, layer_schedules):
+    """Wraps `dense` for `config.criterion`: the sign-flip wrapper when flips are needed."""
+    if config.criterion in ("sign_flip", "hybrid"):
+        return sign_flip.prune_low_sign_flip(
+            dense, pruning_schedule=layer_schedules, criterion=config.criterion, alpha=config.alpha,
+            reference="rewind" if config.rewind_step > 0 else "init", strategy=config.strategy,
+        )
+    return wrappers.prune_low_magnitude(dense, pruning_schedule=layer_schedules, strategy=config.strategy)
 
 
 def build_model(config, splits, iterations):
@@ -125,14 +175,10 @@ def build_model(config, splits, iterations):
     """
     dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
     rounds = max(1, config.rounds)
-    return wrappers.prune_low_magnitude(
-        dense,
-        pruning_schedule={
-            name: schedules.Iterative(rate, steps_per_round=iterations, rounds=rounds)
-            for name, rate in layer_rates(config, dense).items()
-        },
-        strategy=config.strategy,
-    )
+    return wrap(config, dense, {
+        name: schedules.Iterative(rate, steps_per_round=iterations, rounds=rounds)
+        for name, rate in layer_rates(config, dense).items()
+    })
 
 
 def _evaluation_interval(iterations, evaluations, rewind_step):
@@ -150,10 +196,10 @@ def _prune_for_round(config, model, round_index, masks_source, rng):
         sparsity[name] = wrapper.pruning_schedule.sparsity_at_round(round_index)
     if config.strategy == "global":
         sparsity = next(iter(sparsity.values()))
-    wrappers.prune(model, sparsity, config.strategy, "magnitude", rng)
+    wrappers.prune(model, sparsity, config.strategy, config.criterion, rng)
 
 
-def _train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
+def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
     train = data.to_dataset(
         splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed * 1000 + round_index, repeat=True
     )
@@ -185,7 +231,7 @@ def _train_round(model, config, splits, round_index, iterations, interval, folde
     }
 
 
-def _write_tensorboard_round(folder, record):
+def write_tensorboard_round(folder, record):
     writer = tf.summary.create_file_writer(folder.file("tensorboard", "imp"))
     with writer.as_default(step=record["round"]):
         for key in ("test_accuracy", "best_val_accuracy", "early_stop_iteration", "weights_remaining"):
@@ -209,9 +255,13 @@ def run(config, on_round_end=None):
         run with another config — all before any training.
     """
     config = config.resolved()
+    if config.mode == "one_pass":
+        from keras_lottery import one_pass  # imported here: one_pass builds on this module
+
+        return one_pass.run(config, on_round_end)
     folder = records.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
-    summary = folder.load_checked(config_dict)
+    summary = folder.load_checked(config_dict, config_defaults())
     if summary is not None:
         summary["config"] = config_dict
     else:
@@ -223,7 +273,7 @@ def run(config, on_round_end=None):
     splits = data.load(
         config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
     )
-    iterations = _iterations_per_round(config, splits)
+    iterations = iterations_per_round(config, splits)
     if config.rewind_step > iterations:
         raise ValueError(f"rewind_step={config.rewind_step} is beyond the {iterations} iterations of a round.")
     interval, steps_per_execution = _evaluation_interval(iterations, config.evaluations_per_round, config.rewind_step)
@@ -248,16 +298,20 @@ def run(config, on_round_end=None):
         if round_index > 0:
             _prune_for_round(config, model, round_index, masks_source, np.random.default_rng(seed))
             controls.start_round(model, config.control, rewind, seed)
-        record = _train_round(model, config, splits, round_index, iterations, interval, folder, extra)
+            # Flips count from the signs this round starts from (the rewind point).
+            sign_flip.reset_reference(model, config.rewind_step)
+        record = train_round(model, config, splits, round_index, iterations, interval, folder, extra)
         current = wrappers.get_masks(model)
         overall, per_layer = masks_lib.weights_remaining(current)
-        record = {"round": round_index, "weights_remaining": overall, "layers": per_layer, **record}
+        spent = sum(r["iterations"] for r in summary["rounds"]) + record["iterations"]
+        record = {"round": round_index, "weights_remaining": overall, "layers": per_layer, **record,
+                  "total_iterations": spent, "flips": sign_flip.flip_statistics(model)}
         if round_index == 0:
             folder.save_snapshot(rewind.state())
         folder.save_round(round_index, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
         summary["rounds"].append(record)
         folder.save_summary(summary)
-        _write_tensorboard_round(folder, record)
+        write_tensorboard_round(folder, record)
         if on_round_end is not None:
             on_round_end(record)
     return summary

@@ -113,13 +113,19 @@ class RunFolder:
             ) from error
         return summary
 
-    def check_config(self, summary, config):
+    def check_config(self, summary, config, defaults=None):
         """Refuses to resume a run whose config differs (except `RESUMABLE_FIELDS`).
+
+        Args:
+          summary: the saved summary.
+          config: the config dict of this run.
+          defaults: optional dict field -> default; a field missing from the saved
+            config (a run saved before the field existed) counts as its default.
 
         Raises:
           ConfigMismatchError: naming each differing field and both values.
         """
-        saved = summary["config"]
+        saved = {**{k: v for k, v in (defaults or {}).items() if k in config}, **summary["config"]}
         keys = (set(saved) | set(config)) - set(RESUMABLE_FIELDS)
         differences = [f"{key}: {saved.get(key)!r} there, {config.get(key)!r} now" for key in sorted(keys)
                        if saved.get(key) != config.get(key)]
@@ -129,7 +135,7 @@ class RunFolder:
                 "Use another --output_dir, or rerun with the same settings to resume it."
             )
 
-    def load_checked(self, config):
+    def load_checked(self, config, defaults=None):
         """The saved summary (None for a new run), after refusing a different config.
 
         Raises:
@@ -137,7 +143,7 @@ class RunFolder:
         """
         summary = self.load_summary()
         if summary is not None:
-            self.check_config(summary, config)
+            self.check_config(summary, config, defaults)
         return summary
 
     def save_summary(self, summary):

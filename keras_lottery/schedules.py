@@ -135,7 +135,73 @@ class Iterative(PruningSchedule):
         }
 
 
-CUSTOM_OBJECTS = {"OneShot": OneShot, "Iterative": Iterative}
+@keras.utils.register_keras_serializable(package="keras_lottery")
+class Gradual(PruningSchedule):
+    """Gradual pruning while training continues (Zhu & Gupta's cubic schedule).
+
+    Fires at `begin_step`, `begin_step + frequency`, ..., `begin_step + updates *
+    frequency`; at the k-th of these steps the sparsity is
+    `target * (1 - (1 - k / updates) ** power)`, so it rises fast first and reaches
+    exactly `target_sparsity` at the last update. The one-pass mode of
+    `keras_lottery.imp` uses it with the sign-flip criteria.
+    """
+
+    def __init__(self, target_sparsity, begin_step, frequency, updates, power=3):
+        """Args:
+          target_sparsity: the final sparsity, in [0, 1).
+          begin_step: the first update (sparsity 0: nothing pruned yet).
+          frequency: steps between updates (> 0).
+          updates: number of updates after `begin_step` (> 0).
+          power: the polynomial's exponent (> 0; 1 is linear).
+
+        Raises:
+          ValueError: any argument out of range.
+        """
+        check_sparsity(target_sparsity, "target_sparsity")
+        self.target_sparsity = float(target_sparsity)
+        self.begin_step = check_int(begin_step, "begin_step")
+        for value, what in ((frequency, "frequency"), (updates, "updates")):
+            if check_int(value, what) == 0:
+                raise ValueError(f"{what} must be > 0.")
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or not power > 0:
+            raise ValueError(f"power must be a number > 0; got {power!r}.")
+        self.frequency, self.updates, self.power = int(frequency), int(updates), power
+
+    @property
+    def end_step(self):
+        """The step of the last update, where the target sparsity is reached."""
+        return self.begin_step + self.updates * self.frequency
+
+    def exact_sparsity(self, step):
+        """The sparsity at `step` as a Python float (the tensor is float32)."""
+        done = min(max((step - self.begin_step) // self.frequency, 0), self.updates)
+        return self.target_sparsity * (1.0 - (1.0 - done / self.updates) ** self.power)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        offset = step - self.begin_step
+        should_prune = tf.logical_and(
+            tf.logical_and(offset >= 0, step <= self.end_step), tf.equal(tf.math.floormod(offset, self.frequency), 0))
+        done = tf.cast(tf.clip_by_value(tf.math.floordiv(offset, self.frequency), 0, self.updates), tf.float32)
+        sparsity = self.target_sparsity * (1.0 - tf.pow(1.0 - done / self.updates, self.power))
+        return should_prune, sparsity
+
+    def next_prune_step(self, step):
+        """The first step >= `step` at which this schedule fires, or None."""
+        if step <= self.begin_step:
+            return self.begin_step
+        candidate = self.begin_step + -(-(step - self.begin_step) // self.frequency) * self.frequency
+        return candidate if candidate <= self.end_step else None
+
+    def get_config(self):
+        return {
+            "class_name": self.__class__.__name__,
+            "config": {"target_sparsity": self.target_sparsity, "begin_step": self.begin_step,
+                       "frequency": self.frequency, "updates": self.updates, "power": self.power},
+        }
+
+
+CUSTOM_OBJECTS = {"OneShot": OneShot, "Iterative": Iterative, "Gradual": Gradual}
 
 
 def next_prune_step(schedule, step):

@@ -58,14 +58,15 @@ class TrainingConfig:
         return config
 
 
-def steps_per_execution(interval, rewind_step=0, limit=1000):
-    """Steps per call into TensorFlow: the largest divisor of `interval` (and `rewind_step`) <= `limit`.
+def steps_per_execution(interval, *steps, limit=1000):
+    """Steps per call into TensorFlow: the largest divisor of `interval` (and of `steps`) <= `limit`.
 
     One execution runs several steps without returning to Python (the main saving on
     small models); its length must divide the interval between Python-side checks
-    (evaluations, epoch ends) and the rewind step, so that none of them is skipped.
+    (evaluations, epoch ends) and every step where Python must act (the rewind step,
+    mask updates; 0 means none), so that none of them is skipped.
     """
-    common = math.gcd(interval, rewind_step) if rewind_step else interval
+    common = math.gcd(interval, *[step for step in steps if step])
     return max(d for d in range(1, min(common, limit) + 1) if common % d == 0)
 
 

@@ -74,6 +74,8 @@ class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
       **kwargs: passed to tfmot's wrapper.
     """
 
+    criterion = "magnitude"  # what `prune` ranks this layer's weights by (subclasses change it)
+
     def __init__(self, layer, pruning_schedule=None, strategy="layerwise", **kwargs):
         masks_lib.check_strategy(strategy)
         if pruning_schedule is None:
@@ -114,6 +116,18 @@ class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
             for (weight, _, _), attribute in zip(self.pruning_vars, self._masked_attributes):
                 object.__setattr__(layer, attribute, weight)
 
+    def bookkeeping_variables(self):
+        """Variables that record pruning state rather than the model (never rewound)."""
+        variables = [self.pruning_step]
+        for _, mask, threshold in self.pruning_vars:
+            variables += [mask, threshold]
+        return variables
+
+    def criterion_state(self, weight):
+        """Extra per-weight state a criterion may need for `weight` (none for magnitude)."""
+        del weight
+        return {}
+
     def get_config(self):
         config = super().get_config()
         config["strategy"] = self.strategy
@@ -141,7 +155,8 @@ def _call_arguments(layer):
 
 def custom_objects():
     """Objects needed to load a pruned model from .h5/.keras (like tfmot's prune_scope)."""
-    return {"PruneLowMagnitude": PruneLowMagnitude, **schedules.CUSTOM_OBJECTS}
+    wrapper_classes = [PruneLowMagnitude, *PruneLowMagnitude.__subclasses__()]
+    return {**{cls.__name__: cls for cls in wrapper_classes}, **schedules.CUSTOM_OBJECTS}
 
 
 # ----------------------------------------------------------------------------------------
@@ -204,6 +219,21 @@ def set_masks(model, new_masks):
     apply_masks(model)
 
 
+def check_criterion(model, criterion=None):
+    """Raises ValueError if some wrapper cannot serve `criterion` (None: its own).
+
+    Sign-flip criteria need the flip counts only `prune_low_sign_flip` keeps.
+    """
+    for wrapper in prunable_wrappers(model):
+        chosen = criterion if criterion is not None else getattr(wrapper, "criterion", "magnitude")
+        criteria.get(chosen)
+        if chosen in criteria.FLIP_CRITERIA and not hasattr(wrapper, "flip_counts"):
+            raise ValueError(
+                f"criterion {chosen!r} needs sign-flip counts, and layer {wrapper.layer.name!r} has none: "
+                "wrap the model with keras_lottery.prune_low_sign_flip(...) instead of prune_low_magnitude."
+            )
+
+
 def optimizer_slots(optimizer, weight):
     """The optimizer's state variables for `weight` (momentum, Adam moments, ...)."""
     if optimizer is None:
@@ -230,7 +260,7 @@ def apply_masks(model):
             slot.assign(slot * tf.cast(mask, slot.dtype))
 
 
-def prune(model, sparsity, strategy="layerwise", criterion="magnitude", rng=None, names=None):
+def prune(model, sparsity, strategy="layerwise", criterion=None, rng=None, names=None):
     """Computes masks at `sparsity` from the current weights and assigns them.
 
     Masks only shrink: weights already pruned stay pruned (see `masks.compute`).
@@ -239,14 +269,22 @@ def prune(model, sparsity, strategy="layerwise", criterion="magnitude", rng=None
       model: a model with pruning wrappers.
       sparsity: a float, or dict mask name -> float.
       strategy: 'layerwise' or 'global'.
-      criterion: a name from `criteria.CRITERIA` or a callable (weights, rng) -> scores.
+      criterion: a name from `criteria.CRITERIA` or a callable (weights, rng[, state])
+        -> scores; None (default) ranks each layer by its wrapper's own criterion
+        ('magnitude' for `prune_low_magnitude`, the chosen one for `prune_low_sign_flip`).
       rng: NumPy Generator for random criteria (default: a fresh one, seed 0).
       names: only update these masks (default: all).
 
     Returns:
       dict mask name -> the new masks of all layers.
+
+    Raises:
+      ValueError: no wrappers, an unknown criterion, a criterion the wrappers cannot
+        serve (sign-flip criteria need `prune_low_sign_flip`), or a global ranking
+        across layers with different criteria.
     """
-    score_fn = criteria.get(criterion)
+    if criterion is not None:
+        criteria.get(criterion)
     compat.check_not_keras3(model)
     if not prunable_wrappers(model):
         raise ValueError(
@@ -254,8 +292,23 @@ def prune(model, sparsity, strategy="layerwise", criterion="magnitude", rng=None
         )
     current_masks = get_masks(model)
     weights = get_weights(model)
-    selected = list(weights) if names is None else [name for name in weights if name in set(names)]
-    scores = score_fn({name: weights[name] for name in selected}, rng or np.random.default_rng(0))
+    groups = {}  # criterion -> names it ranks
+    states = {}
+    for name, wrapper, weight, _ in pruning_entries(model):
+        if names is not None and name not in set(names):
+            continue
+        chosen = criterion if criterion is not None else getattr(wrapper, "criterion", "magnitude")
+        groups.setdefault(chosen, []).append(name)
+        states[name] = wrapper.criterion_state(weight) if hasattr(wrapper, "criterion_state") else {}
+    if strategy == "global" and len(groups) > 1:
+        raise ValueError(
+            f"strategy='global' ranks all layers together, but they use different criteria {sorted(map(str, groups))}: "
+            "pass one criterion, or prune layerwise."
+        )
+    rng = rng or np.random.default_rng(0)
+    scores = {}
+    for chosen, group in groups.items():
+        scores.update(criteria.score(chosen, {n: weights[n] for n in group}, rng, {n: states[n] for n in group}))
     updated = masks_lib.compute(scores, sparsity, strategy, previous_masks=current_masks)
     current_masks.update(updated)
     set_masks(model, current_masks)
@@ -345,6 +398,28 @@ def prune_low_magnitude(
         )
     del block_pooling_type
 
+    def make_wrapper(layer, schedule, **wrapper_kwargs):
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, strategy=strategy, **wrapper_kwargs)
+
+    return wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, "prune_low_magnitude", **kwargs)
+
+
+def wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, function_name, **kwargs):
+    """Wraps the prunable layers of a model, a layer or a list of layers (shared by every wrapper kind).
+
+    Args:
+      to_prune: a Sequential or functional tf_keras model, a layer, or a list of layers.
+      pruning_schedule: a schedule, a dict layer name -> schedule, or a callable
+        layer -> schedule or None (see `prune_low_magnitude`).
+      pruning_policy: optional tfmot `PruningPolicy`.
+      make_wrapper: callable (layer, schedule, **kwargs) -> the wrapper.
+      function_name: the public function's name, for error messages.
+      **kwargs: passed to `make_wrapper` when `to_prune` is a layer.
+
+    Returns:
+      A new model (layers copied), or the wrapped layer(s).
+    """
+
     def schedule_for(layer):
         if isinstance(pruning_schedule, dict):
             return pruning_schedule.get(layer.name)
@@ -371,13 +446,19 @@ def prune_low_magnitude(
                 "Make it a tfmot PrunableLayer (define get_prunable_weights), or pass a dict "
                 "pruning_schedule that names only the layers to prune."
             )
-        return PruneLowMagnitude(
-            _copy_layer(layer) if copy else layer, pruning_schedule=schedule, strategy=strategy, **wrapper_kwargs
-        )
+        return make_wrapper(_copy_layer(layer) if copy else layer, schedule, **wrapper_kwargs)
 
+    given = list(pruning_schedule.values()) if isinstance(pruning_schedule, dict) else [pruning_schedule]
+    for schedule in given:
+        if not (schedule is None or isinstance(schedule, tfmot_schedule.PruningSchedule) or (
+                callable(schedule) and not isinstance(pruning_schedule, dict))):
+            raise TypeError(
+                f"pruning_schedule must be a PruningSchedule (e.g. keras_lottery.OneShot(0.8)), a dict layer "
+                f"name -> PruningSchedule, or a callable layer -> PruningSchedule; got {schedule!r}."
+            )
     if not isinstance(to_prune, (keras.Model, keras.layers.Layer, list, tuple)):
         raise TypeError(
-            f"prune_low_magnitude takes a tf_keras model, a layer or a list of layers; got {type(to_prune).__name__}."
+            f"{function_name} takes a tf_keras model, a layer or a list of layers; got {type(to_prune).__name__}."
         )
     if isinstance(pruning_schedule, dict):
         layers = to_prune.layers if isinstance(to_prune, keras.Model) else (

@@ -4,6 +4,7 @@ Everything here is small on purpose (8x8 inputs, a few hundred examples) so that
 whole suite runs in well under a few minutes on two CPU cores.
 """
 
+import gzip
 import types
 
 import numpy as np
@@ -113,3 +114,24 @@ def tiny():
         raw_kernels=raw_kernels,
         StepRecorder=StepRecorder,
     )
+
+
+def _write_idx(path, array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as file:
+        file.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion(tmp_path_factory):
+    """A learnable 10-class IDX dataset: the label decides which image row is bright."""
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 700), ("t10k", 200)):
+        labels = rng.integers(0, 10, count)
+        images = rng.integers(0, 60, (count, 28, 28))
+        for index, label in enumerate(labels):
+            images[index, 2 * label + 3, :] = 255
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 0x803)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
+    return str(folder)

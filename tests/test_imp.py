@@ -1,6 +1,5 @@
 """End-to-end tests of the IMP loop and its run folder, on a tiny on-disk dataset."""
 
-import gzip
 import json
 import os
 import subprocess
@@ -12,27 +11,6 @@ import pytest
 from keras_lottery import imp
 from keras_lottery import masks as masks_lib
 from keras_lottery import records
-
-
-def _write_idx(path, array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as file:
-        file.write(header + array.astype(np.uint8).tobytes())
-
-
-@pytest.fixture(scope="module")
-def tiny_fashion(tmp_path_factory):
-    """A learnable 10-class IDX dataset: the label decides which image row is bright."""
-    folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for prefix, count in (("train", 700), ("t10k", 200)):
-        labels = rng.integers(0, 10, count)
-        images = rng.integers(0, 60, (count, 28, 28))
-        for index, label in enumerate(labels):
-            images[index, 2 * label + 3, :] = 255
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 0x803)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
-    return str(folder)
 
 
 def _config(data_dir, output_dir, **overrides):

@@ -234,3 +234,24 @@ def test_lth_prune_rates_bad_rates_raise(kwargs):
 def test_lth_prune_rates_bad_output_factor_raises(factor):
     with pytest.raises(ValueError):
         schedules.lth_prune_rates(lth_like_model().layers, output_rate_factor=factor)
+
+
+def test_gradual_fires_on_its_steps_and_reaches_the_target_exactly():
+    schedule = schedules.Gradual(0.9, begin_step=10, frequency=5, updates=4)
+    fired = [step for step in range(60) if bool(schedule(step)[0])]
+    assert fired == [10, 15, 20, 25, 30] and schedule.end_step == 30
+    expected = [0.9 * (1 - (1 - k / 4) ** 3) for k in range(5)]
+    assert [schedule.exact_sparsity(step) for step in fired] == pytest.approx(expected)
+    assert schedule.exact_sparsity(30) == 0.9  # exactly, not float32's 0.9 approximation
+    for step in fired:
+        assert float(schedule(step)[1]) == pytest.approx(schedule.exact_sparsity(step), abs=1e-6)
+    assert [schedules.next_prune_step(schedule, s) for s in (0, 10, 11, 30, 31)] == [10, 10, 15, 30, None]
+
+
+@pytest.mark.parametrize("kwargs", [dict(target_sparsity=1.0), dict(frequency=0), dict(updates=0),
+                                    dict(power=0), dict(begin_step=-1)])
+def test_gradual_refuses_bad_arguments(kwargs):
+    settings = dict(target_sparsity=0.5, begin_step=0, frequency=1, updates=1)
+    settings.update(kwargs)
+    with pytest.raises(ValueError):
+        schedules.Gradual(**settings)

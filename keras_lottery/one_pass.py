@@ -1,0 +1,125 @@
+"""One-pass pruning: prune while training continues — no rewinding, no restarts.
+
+    config = ImpConfig(mode="one_pass", criterion="sign_flip", rounds=10, output_dir="runs/one_pass")
+    summary = imp.run(config)  # or one_pass.run(config)
+
+The research idea behind sign-flip pruning: if weights that flip sign are the ones a
+ticket can lose, a ticket can be found during *one* training run instead of IMP's
+train-prune-rewind rounds. The run trains the dense network for
+`one_pass_iterations` (default 3 x IMP's iterations per round); from `prune_begin` to
+`prune_end` (fractions of that length) the masks are updated `prune_updates` times on
+the cubic `schedules.Gradual` schedule, ranked by `criterion`, up to the per-layer
+sparsity IMP reaches after `rounds` rounds (same rates, so the two are compared at
+the same weights remaining). Training then continues at the final masks until the end.
+
+With `prune_begin == prune_end` all pruning happens once at that point; at 0 with
+`criterion='random'` this is the random-pruning control (a random mask at
+initialization, trained for the whole length).
+
+Results: the same run folder as IMP (`summary.json` with one record, "round" 0,
+`round_0/masks.npz`, TensorBoard logs); rerunning a finished run returns its summary.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_lottery import callbacks
+from keras_lottery import data
+from keras_lottery import imp
+from keras_lottery import masks as masks_lib
+from keras_lottery import models
+from keras_lottery import records
+from keras_lottery import schedules
+from keras_lottery import sign_flip
+from keras_lottery import training
+from keras_lottery import wrappers
+
+
+def total_iterations(config, iterations_per_round):
+    """The one-pass training length: `one_pass_iterations`, or 3 IMP rounds' worth."""
+    return config.one_pass_iterations or 3 * iterations_per_round
+
+
+def pruning_steps(config, total):
+    """(begin_step, frequency, updates) of the mask updates within `total` steps.
+
+    Raises:
+      ValueError: a window too short for the number of updates.
+    """
+    begin = int(round(config.prune_begin * total))
+    end = int(round(config.prune_end * total))
+    if end == begin:
+        return begin, 1, 0
+    frequency = (end - begin) // config.prune_updates
+    if frequency < 1:
+        raise ValueError(
+            f"prune_updates={config.prune_updates} do not fit in the {end - begin} steps between prune_begin "
+            f"and prune_end: use fewer updates or a wider window."
+        )
+    return begin, frequency, config.prune_updates
+
+
+def layer_schedules(config, dense_model, total):
+    """dict layer name -> schedule reaching IMP's sparsity after `config.rounds` rounds."""
+    begin, frequency, updates = pruning_steps(config, total)
+    result = {}
+    for name, rate in imp.layer_rates(config, dense_model).items():
+        target = masks_lib.sparsity_after_rounds(rate, config.rounds)
+        result[name] = (schedules.OneShot(target, begin) if updates == 0
+                        else schedules.Gradual(target, begin, frequency, updates))
+    return result
+
+
+def run(config, on_round_end=None):
+    """Runs the one-pass flow for an `ImpConfig` with `mode='one_pass'`; returns the summary.
+
+    Raises:
+      ValueError: bad config, a missing dataset, or an output folder that holds a run
+        with another config — all before any training.
+    """
+    config = config.resolved()
+    if config.mode != "one_pass":
+        raise ValueError("one_pass.run needs ImpConfig(mode='one_pass'); use imp.run for IMP.")
+    folder = records.RunFolder(config.output_dir)
+    config_dict = dataclasses.asdict(config)
+    summary = folder.load_checked(config_dict, imp.config_defaults())
+    if summary is not None and summary["rounds"]:
+        return summary
+
+    splits = data.load(
+        config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
+    )
+    total = total_iterations(config, imp.iterations_per_round(config, splits))
+    interval = max(1, total // config.evaluations_per_round)
+    total = interval * (total // interval)
+    begin, frequency, updates = pruning_steps(config, total)
+    if begin + frequency * updates >= total:
+        raise ValueError(f"the last mask update (step {begin + frequency * updates}) must come before the end "
+                         f"of training ({total} steps): lower prune_end.")
+    if config.rewind_step > begin:
+        raise ValueError(f"rewind_step={config.rewind_step} (the sign reference) comes after the first mask "
+                         f"update at step {begin}: raise prune_begin or lower rewind_step.")
+    dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+    model = imp.wrap(config, dense, layer_schedules(config, dense, total))
+    training.compile_for_training(
+        model, config.optimizer, config.learning_rate,
+        training.steps_per_execution(interval, begin, frequency if updates else 0, config.rewind_step))
+    # With rewind_step > 0 the sign-flip reference is the weights at that step: the
+    # RewindCallback's snapshot sets it (nothing is rewound in one pass).
+    extra = [callbacks.RewindCallback(config.rewind_step)] if config.rewind_step else []
+    extra.append(callbacks.UpdateMasks(criterion=config.criterion, seed=config.seed))
+    record = imp.train_round(model, config, splits, 0, total, interval, folder, extra)
+    current = wrappers.get_masks(model)
+    overall, per_layer = masks_lib.weights_remaining(current)
+    record = {"round": 0, "weights_remaining": overall, "layers": per_layer, **record,
+              "total_iterations": record["iterations"], "flips": sign_flip.flip_statistics(model)}
+    variables = callbacks.RewindCallback.rewindable_variables(model)
+    folder.save_round(0, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
+    summary = {"config": config_dict, "mode": "one_pass", "iterations_per_round": int(total),
+               "prune_steps": [int(step) for step in begin + frequency * np.arange(updates + 1)], "rounds": [record]}
+    folder.save_summary(summary)
+    imp.write_tensorboard_round(folder, record)
+    if on_round_end is not None:
+        on_round_end(record)
+    return summary

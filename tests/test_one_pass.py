@@ -1,0 +1,165 @@
+"""End-to-end tests of sign-flip pruning in the IMP loop and of the one-pass mode."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_lottery import imp
+from keras_lottery import masks as masks_lib
+from keras_lottery import one_pass
+from keras_lottery import records
+
+LENET_SIZES = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}
+LENET_RATES = {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
+
+
+def _config(data_dir, output_dir, **overrides):
+    settings = dict(
+        output_dir=str(output_dir), dataset="fashion_mnist", data_dir=data_dir, model="lenet_300_100",
+        rounds=2, iterations=40, batch_size=20, validation_examples=100, evaluations_per_round=4, verbose=0,
+        learning_rate=0.01,  # larger than LTH's, so that a few tiny rounds flip signs
+    )
+    settings.update(overrides)
+    return imp.ImpConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def sign_flip_run(tiny_fashion, tmp_path_factory):
+    output = tmp_path_factory.mktemp("sign_flip_imp")
+    return output, imp.run(_config(tiny_fashion, output, criterion="sign_flip"))
+
+
+def test_sign_flip_imp_prunes_the_weights_flipped_in_the_previous_round(sign_flip_run):
+    output, summary = sign_flip_run
+    folder = records.RunFolder(output)
+    snapshot = folder.load_snapshot()  # the rewind point: the reference signs of every round
+    final = folder.load_final_weights(0)  # the weights that round 0 ended with
+    masks = folder.load_masks(1)
+    kernels = {"fc1": "0000", "fc2": "0002", "output": "0004"}  # kernel, bias, kernel, bias, ...
+    for name, key in kernels.items():
+        flipped = np.sign(final[key]) * np.sign(snapshot[key]) < 0
+        pruned = masks[name] == 0
+        assert flipped.sum() > 0, name
+        if flipped.sum() <= pruned.sum():
+            assert np.all(pruned[flipped]), name  # every flipped weight is gone ...
+        else:
+            assert np.all(flipped[pruned]), name  # ... or only flipped weights are
+    first = summary["rounds"][0]["flips"]
+    assert set(first) == set(kernels) and first["fc1"]["fraction_flipped"] > 0
+
+
+def test_sign_flip_imp_keeps_lth_counts_and_records_iterations(sign_flip_run):
+    _, summary = sign_flip_run
+    for record in summary["rounds"]:
+        for name, size in LENET_SIZES.items():
+            keep = masks_lib.keep_count(size, masks_lib.sparsity_after_rounds(LENET_RATES[name], record["round"]))
+            assert record["layers"][name] == pytest.approx(keep / size)
+    assert [r["total_iterations"] for r in summary["rounds"]] == [40, 80, 120]
+
+
+def test_hybrid_and_sign_flip_differ_from_magnitude(tiny_fashion, sign_flip_run, tmp_path):
+    output, _ = sign_flip_run
+    magnitude = imp.run(_config(tiny_fashion, tmp_path / "magnitude", rounds=1))
+    hybrid = imp.run(_config(tiny_fashion, tmp_path / "hybrid", rounds=1, criterion="hybrid", alpha=4.0))
+    assert magnitude["rounds"][0]["flips"] == {}  # magnitude runs keep no flip state
+    masks = {kind: records.RunFolder(path).load_masks(1)["fc1"]
+             for kind, path in (("magnitude", tmp_path / "magnitude"), ("hybrid", tmp_path / "hybrid"),
+                                ("sign_flip", output))}
+    assert not np.array_equal(masks["magnitude"], masks["sign_flip"])
+    assert not np.array_equal(masks["magnitude"], masks["hybrid"])
+    assert hybrid["rounds"][1]["test_accuracy"] > 0.2
+
+
+def test_an_old_run_without_the_new_fields_still_resumes(tiny_fashion, tmp_path):
+    config = _config(tiny_fashion, tmp_path, rounds=1)
+    imp.run(config)
+    path = tmp_path / "summary.json"
+    summary = json.loads(path.read_text())
+    for field in ("criterion", "alpha", "mode", "one_pass_iterations", "prune_begin", "prune_end", "prune_updates"):
+        del summary["config"][field]  # as written before sign-flip pruning existed
+    path.write_text(json.dumps(summary))
+    assert len(imp.run(_config(tiny_fashion, tmp_path, rounds=2))["rounds"]) == 3
+    with pytest.raises(records.ConfigMismatchError, match="criterion"):
+        imp.run(_config(tiny_fashion, tmp_path, rounds=2, criterion="hybrid"))
+
+
+@pytest.fixture(scope="module")
+def one_pass_run(tiny_fashion, tmp_path_factory):
+    output = tmp_path_factory.mktemp("one_pass")
+    config = _config(tiny_fashion, output, mode="one_pass", criterion="hybrid", rounds=5, one_pass_iterations=200,
+                     evaluations_per_round=5, prune_updates=4)
+    return output, config, imp.run(config)
+
+
+def test_one_pass_reaches_imps_sparsity_in_one_training_run(one_pass_run):
+    output, _, summary = one_pass_run
+    assert summary["mode"] == "one_pass" and len(summary["rounds"]) == 1
+    record = summary["rounds"][0]
+    for name, size in LENET_SIZES.items():
+        keep = masks_lib.keep_count(size, masks_lib.sparsity_after_rounds(LENET_RATES[name], 5))
+        assert record["layers"][name] == pytest.approx(keep / size), name
+    # 200 steps, updates from 20% to 70%: at 40, 65, 90, 115, 140.
+    assert summary["prune_steps"] == [40, 65, 90, 115, 140]
+    assert record["iterations"] == record["total_iterations"] == 200
+    assert record["test_accuracy"] > 0.2 and set(record["flips"]) == set(LENET_SIZES)
+    assert os.path.exists(output / "round_0" / "masks.npz")
+
+
+def test_one_pass_rerun_returns_the_finished_run(one_pass_run):
+    _, config, summary = one_pass_run
+    assert imp.run(config) == summary
+
+
+def test_random_pruning_at_init_is_one_pass_with_an_empty_window(tiny_fashion, tmp_path):
+    summary = imp.run(_config(tiny_fashion, tmp_path, mode="one_pass", criterion="random", rounds=3,
+                              prune_begin=0.0, prune_end=0.0, one_pass_iterations=40))
+    assert summary["prune_steps"] == [0]
+    assert summary["rounds"][0]["weights_remaining"] == pytest.approx(
+        sum(masks_lib.keep_count(n, masks_lib.sparsity_after_rounds(LENET_RATES[k], 3))
+            for k, n in LENET_SIZES.items()) / sum(LENET_SIZES.values()))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"criterion": "flips"}, "criterion must be one of"),
+        ({"alpha": -0.5}, "alpha"),
+        ({"mode": "two_pass"}, "mode must be one of"),
+        ({"prune_begin": 0.8, "prune_end": 0.5}, "prune_begin <= prune_end"),
+        ({"prune_end": 1.0}, "prune_end < 1"),
+        ({"prune_updates": 0}, "prune_updates"),
+        ({"one_pass_iterations": 0}, "one_pass_iterations"),
+        ({"mode": "one_pass", "masks_from": "elsewhere"}, "masks_from"),
+        ({"mode": "one_pass", "one_pass_iterations": 40, "prune_updates": 30}, "do not fit"),
+        ({"mode": "one_pass", "rewind_step": 20, "prune_begin": 0.1}, "comes after the first mask update"),
+    ],
+)
+def test_bad_config_fails_before_any_work(tmp_path, tiny_fashion, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        imp.run(_config(tiny_fashion, tmp_path / "out", **overrides))
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_pruning_steps_window():
+    config = imp.ImpConfig(prune_begin=0.2, prune_end=0.7, prune_updates=20)
+    assert one_pass.pruning_steps(config, 18000) == (3600, 450, 20)
+    assert one_pass.pruning_steps(imp.ImpConfig(prune_begin=0.5, prune_end=0.5), 100) == (50, 1, 0)
+
+
+def test_app_one_pass_hybrid_end_to_end(tiny_fashion, tmp_path):
+    output = tmp_path / "app_one_pass"
+    command = [
+        sys.executable, "-m", "apps.imp_main", f"--data_dir={tiny_fashion}", f"--output_dir={output}",
+        "--mode=one_pass", "--criterion=hybrid", "--alpha=2", "--rounds=3", "--iterations=20",
+        "--batch_size=20", "--validation_examples=100", "--evaluations_per_round=2", "--verbose=0",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "51.3% weights remaining" in result.stderr and "sign changes per weight" in result.stderr
+    saved = json.loads((output / "summary.json").read_text())
+    assert saved["config"]["alpha"] == 2.0 and saved["rounds"][0]["iterations"] == 60
