@@ -19,13 +19,13 @@ from keras_lottery import masks  # noqa: F401
 from keras_lottery.callbacks import RewindCallback, UpdateMasks, reset_optimizer  # noqa: F401
 from keras_lottery.early_bird import EarlyBirdCallback, EarlyBirdSchedule  # noqa: F401
 from keras_lottery.sign_flip import PruneLowSignFlip, flip_counts, flip_statistics, prune_low_sign_flip  # noqa: F401
-from keras_lottery.schedules import Iterative, OneShot, lth_prune_rates  # noqa: F401
+from keras_lottery.pruning import prune  # noqa: F401
+from keras_lottery.schedules import Gradual, Iterative, OneShot, lth_prune_rates  # noqa: F401
 from keras_lottery.wrappers import (  # noqa: F401
     PruneLowMagnitude,
     apply_masks,
     custom_objects,
     get_masks,
-    prune,
     prune_low_magnitude,
     set_masks,
     strip_pruning,

@@ -9,6 +9,7 @@ import numpy as np
 
 from keras_lottery import compat
 from keras_lottery import masks as masks_lib
+from keras_lottery import pruning
 from keras_lottery import schedules
 from keras_lottery import criteria
 from keras_lottery import sign_flip
@@ -56,7 +57,7 @@ class UpdateMasks(keras.callbacks.Callback):
     """Computes masks when the wrappers' schedules fire (our `UpdatePruningStep`).
 
     At each step where some wrapper's schedule fires, the masks of all firing wrappers
-    are computed together by `wrappers.prune` (layerwise or global, as each wrapper's
+    are computed together by `pruning.prune` (layerwise or global, as each wrapper's
     `strategy` says) and assigned. At the end of training, pruned weights are set to
     exactly 0. Steps are the optimizer's iterations; with `steps_per_execution > 1` a
     mask update happens at the first step >= its scheduled step that starts an
@@ -106,7 +107,7 @@ class UpdateMasks(keras.callbacks.Callback):
             sparsity = {name: firing[wrapper] for name, wrapper, _, _ in entries
                         if wrapper in firing and getattr(wrapper, "strategy", "layerwise") == strategy}
             if sparsity:
-                wrappers.prune(self.model, sparsity, strategy, self.criterion, self.rng, names=list(sparsity))
+                pruning.prune(self.model, sparsity, strategy, self.criterion, self.rng, names=list(sparsity))
 
     def _maybe_update(self):
         step = optimizer_step(self.model)
@@ -118,7 +119,7 @@ class UpdateMasks(keras.callbacks.Callback):
             self._compute_next_step(due + 1)
 
     def on_train_begin(self, logs=None):
-        wrappers.check_criterion(self.model, self.criterion)
+        pruning.check_criterion(self.model, self.criterion)
         wrappers.apply_masks(self.model)
         self._compute_next_step(optimizer_step(self.model))
         self._maybe_update()

@@ -14,8 +14,10 @@ so the whole flow runs inside one `model.fit`:
 Criteria: `'magnitude'` (unstructured |w| per kernel, layerwise or global),
 `'bn_gamma'` (channels, one global threshold on |BatchNorm gamma|, as the paper) and
 `'l1'` (channels: L1 norm of each Conv2D filter / Dense unit, for models without
-BatchNorm; the output layer's units, the classes, are never removed). Channel masks name the units a ticket removes (`removed_units`), which
-is what neuron fusion needs.
+BatchNorm; the output layer's units, the classes, are never removed), and the
+unstructured sign-flip criteria `'sign_flip'` / `'hybrid'` (the model must be wrapped
+with `prune_low_sign_flip`; scores as in `criteria.py`). Channel masks name the units a
+ticket removes (`removed_units`), which is what neuron fusion needs.
 """
 
 import collections
@@ -25,13 +27,15 @@ import tensorflow as tf
 
 from keras_lottery import compat
 from keras_lottery import masks as masks_lib
+from keras_lottery import pruning
 from keras_lottery import schedules
 from keras_lottery import wrappers
 from keras_lottery.validation import check_int
 
 keras = compat.keras
 
-CRITERIA = ("magnitude", "bn_gamma", "l1")
+CRITERIA = ("magnitude", "bn_gamma", "l1", "sign_flip", "hybrid")
+CHANNEL_CRITERIA = ("bn_gamma", "l1")
 
 
 def mask_distance(first, second):
@@ -93,13 +97,16 @@ def _kernel_layers(model):
 
 
 def criterion_scores(model, criterion):
-    """Scores per weight ('magnitude') or per unit ('bn_gamma', 'l1'), keyed by layer name.
+    """Scores per weight ('magnitude', 'sign_flip', 'hybrid') or per unit ('bn_gamma', 'l1'), by layer name.
 
     Raises:
-      ValueError: unknown criterion, or 'bn_gamma' on a model without BatchNorm.
+      ValueError: unknown criterion, 'bn_gamma' on a model without BatchNorm, or a
+        sign-flip criterion on a model not wrapped with `prune_low_sign_flip`.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown early-bird criterion {criterion!r}; choose one of {CRITERIA}.")
+    if criterion in ("sign_flip", "hybrid"):
+        return pruning.scores(model, criterion)
     if criterion == "bn_gamma":
         layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         if not layers:
@@ -157,7 +164,7 @@ class EarlyBirdCallback(keras.callbacks.Callback):
                  queue_size=5, stop_training=False):
         """Args:
           target_sparsity: one sparsity or a list (the paper runs 0.3, 0.5, 0.7 together).
-          criterion: 'magnitude', 'bn_gamma' or 'l1'.
+          criterion: 'magnitude', 'bn_gamma', 'l1', 'sign_flip' or 'hybrid'.
           strategy: 'layerwise' or 'global' ('bn_gamma' is always global, as the paper).
           epsilon: distance threshold, in (0, 1).
           queue_size: masks compared, >= 2.
@@ -221,7 +228,7 @@ class EarlyBirdCallback(keras.callbacks.Callback):
         Raises:
           ValueError: the criterion is unstructured, or no ticket was drawn at `sparsity`.
         """
-        if self.criterion == "magnitude":
+        if self.criterion not in CHANNEL_CRITERIA:
             raise ValueError("removed_units needs a channel criterion ('bn_gamma' or 'l1').")
         if sparsity not in self.drawn_masks:
             raise ValueError(f"no early-bird ticket drawn at sparsity {sparsity} yet.")

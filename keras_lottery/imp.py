@@ -31,6 +31,7 @@ from keras_lottery import data
 from keras_lottery import masks as masks_lib
 from keras_lottery import models
 from keras_lottery import records
+from keras_lottery import pruning
 from keras_lottery import schedules
 from keras_lottery import sign_flip
 from keras_lottery import training
@@ -196,7 +197,7 @@ def _prune_for_round(config, model, round_index, masks_source, rng):
         sparsity[name] = wrapper.pruning_schedule.sparsity_at_round(round_index)
     if config.strategy == "global":
         sparsity = next(iter(sparsity.values()))
-    wrappers.prune(model, sparsity, config.strategy, config.criterion, rng)
+    pruning.prune(model, sparsity, config.strategy, config.criterion, rng)
 
 
 def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
@@ -232,10 +233,18 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
 
 
 def write_tensorboard_round(folder, record):
+    """Writes a round's record as scalars (step = round) under tensorboard/imp.
+
+    `imp/<record key>` for accuracy, early stop and weights remaining, and
+    `flips/<layer>/<statistic>` for sign-flip runs (see `sign_flip.flip_statistics`).
+    """
     writer = tf.summary.create_file_writer(folder.file("tensorboard", "imp"))
     with writer.as_default(step=record["round"]):
         for key in ("test_accuracy", "best_val_accuracy", "early_stop_iteration", "weights_remaining"):
             tf.summary.scalar(f"imp/{key}", record[key])
+        for layer, statistics in record.get("flips", {}).items():
+            for key, value in statistics.items():
+                tf.summary.scalar(f"flips/{layer}/{key}", value)
     writer.close()
 
 

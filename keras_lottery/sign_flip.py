@@ -92,20 +92,18 @@ class PruneLowSignFlip(wrappers.PruneLowMagnitude):
                 del shape
                 return tf.sign(tf.cast(weight.read_value(), dtype or tf.float32))
 
-            def add(name, initializer, dtype):
-                # ONLY_FIRST_REPLICA: replicas see the same (mirrored) weights, so the
-                # first replica's count is everyone's.
-                return self.add_weight(name + suffix, shape=weight.shape, initializer=initializer, dtype=dtype,
-                                       trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-            self.flip_vars.append((add("reference_sign", current_sign, tf.float32),
-                                   add("last_sign", current_sign, tf.float32),
-                                   add("flip_count", "zeros", tf.int32)))
+            self.flip_vars.append((self._add_state(f"reference_sign{suffix}", weight.shape, current_sign, tf.float32),
+                                   self._add_state(f"last_sign{suffix}", weight.shape, current_sign, tf.float32),
+                                   self._add_state(f"flip_count{suffix}", weight.shape, "zeros", tf.int32)))
         # The step whose weights are the reference; -1 until a RewindCallback sets it.
-        self.reference_step = self.add_weight(
-            "reference_step", shape=(), dtype=tf.int64, trainable=False,
-            initializer=keras.initializers.Constant(0 if self.reference == "init" else -1),
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.reference_step = self._add_state(
+            "reference_step", (), keras.initializers.Constant(0 if self.reference == "init" else -1), tf.int64)
+
+    def _add_state(self, name, shape, initializer, dtype):
+        # ONLY_FIRST_REPLICA: replicas see the same (mirrored) weights, so the first
+        # replica's count is everyone's.
+        return self.add_weight(name, shape=shape, initializer=initializer, dtype=dtype, trainable=False,
+                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def call(self, inputs, training=None, **kwargs):
         if training is None:

@@ -7,8 +7,8 @@ checkpoints) keep working. What differs from tfmot:
 
 * **No mask update inside the training graph.** tfmot re-ranks |w| in the graph on
   its schedule, which makes masks non-monotone and costs about 1.24x per step. Here
-  masks change only through `prune()` (called by the `UpdateMasks` callback or the
-  IMP loop).
+  masks change only through `pruning.prune()` (called by the `UpdateMasks` callback
+  or the IMP loop).
 * **Pruned weights are kept at exactly 0 instead of being multiplied away.** Every
   mask change sets pruned weights and their optimizer state (momentum, Adam
   moments) to 0, and the gradient reaching the kernel is multiplied by the mask. With
@@ -38,7 +38,6 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as tfmot_wrapper
 
 from keras_lottery import compat
-from keras_lottery import criteria
 from keras_lottery import masks as masks_lib
 from keras_lottery import schedules
 
@@ -219,21 +218,6 @@ def set_masks(model, new_masks):
     apply_masks(model)
 
 
-def check_criterion(model, criterion=None):
-    """Raises ValueError if some wrapper cannot serve `criterion` (None: its own).
-
-    Sign-flip criteria need the flip counts only `prune_low_sign_flip` keeps.
-    """
-    for wrapper in prunable_wrappers(model):
-        chosen = criterion if criterion is not None else getattr(wrapper, "criterion", "magnitude")
-        criteria.get(chosen)
-        if chosen in criteria.FLIP_CRITERIA and not hasattr(wrapper, "flip_counts"):
-            raise ValueError(
-                f"criterion {chosen!r} needs sign-flip counts, and layer {wrapper.layer.name!r} has none: "
-                "wrap the model with keras_lottery.prune_low_sign_flip(...) instead of prune_low_magnitude."
-            )
-
-
 def optimizer_slots(optimizer, weight):
     """The optimizer's state variables for `weight` (momentum, Adam moments, ...)."""
     if optimizer is None:
@@ -258,61 +242,6 @@ def apply_masks(model):
         weight.assign(weight * tf.cast(mask, weight.dtype))
         for slot in optimizer_slots(optimizer, weight):
             slot.assign(slot * tf.cast(mask, slot.dtype))
-
-
-def prune(model, sparsity, strategy="layerwise", criterion=None, rng=None, names=None):
-    """Computes masks at `sparsity` from the current weights and assigns them.
-
-    Masks only shrink: weights already pruned stay pruned (see `masks.compute`).
-
-    Args:
-      model: a model with pruning wrappers.
-      sparsity: a float, or dict mask name -> float.
-      strategy: 'layerwise' or 'global'.
-      criterion: a name from `criteria.CRITERIA` or a callable (weights, rng[, state])
-        -> scores; None (default) ranks each layer by its wrapper's own criterion
-        ('magnitude' for `prune_low_magnitude`, the chosen one for `prune_low_sign_flip`).
-      rng: NumPy Generator for random criteria (default: a fresh one, seed 0).
-      names: only update these masks (default: all).
-
-    Returns:
-      dict mask name -> the new masks of all layers.
-
-    Raises:
-      ValueError: no wrappers, an unknown criterion, a criterion the wrappers cannot
-        serve (sign-flip criteria need `prune_low_sign_flip`), or a global ranking
-        across layers with different criteria.
-    """
-    if criterion is not None:
-        criteria.get(criterion)
-    compat.check_not_keras3(model)
-    if not prunable_wrappers(model):
-        raise ValueError(
-            "The model has no pruning wrappers: wrap it with keras_lottery.prune_low_magnitude(model) first."
-        )
-    current_masks = get_masks(model)
-    weights = get_weights(model)
-    groups = {}  # criterion -> names it ranks
-    states = {}
-    for name, wrapper, weight, _ in pruning_entries(model):
-        if names is not None and name not in set(names):
-            continue
-        chosen = criterion if criterion is not None else getattr(wrapper, "criterion", "magnitude")
-        groups.setdefault(chosen, []).append(name)
-        states[name] = wrapper.criterion_state(weight) if hasattr(wrapper, "criterion_state") else {}
-    if strategy == "global" and len(groups) > 1:
-        raise ValueError(
-            f"strategy='global' ranks all layers together, but they use different criteria {sorted(map(str, groups))}: "
-            "pass one criterion, or prune layerwise."
-        )
-    rng = rng or np.random.default_rng(0)
-    scores = {}
-    for chosen, group in groups.items():
-        scores.update(criteria.score(chosen, {n: weights[n] for n in group}, rng, {n: states[n] for n in group}))
-    updated = masks_lib.compute(scores, sparsity, strategy, previous_masks=current_masks)
-    current_masks.update(updated)
-    set_masks(model, current_masks)
-    return current_masks
 
 
 # ----------------------------------------------------------------------------------------

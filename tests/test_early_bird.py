@@ -6,7 +6,7 @@ import pytest
 import keras_lottery as kl
 from keras_lottery import early_bird
 from keras_lottery import keras
-from keras_lottery import wrappers
+from keras_lottery import pruning
 
 
 def test_mask_distance_is_the_fraction_of_differing_entries():
@@ -100,8 +100,8 @@ def test_schedule_prunes_exactly_once_at_the_drawn_step(tiny, monkeypatch):
     detector = early_bird.EarlyBirdCallback(0.5, queue_size=2, epsilon=0.05)
     pruned = kl.prune_low_magnitude(tiny.build_dense(), pruning_schedule=early_bird.EarlyBirdSchedule(detector))
     calls = []
-    original = wrappers.prune
-    monkeypatch.setattr(wrappers, "prune", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = pruning.prune
+    monkeypatch.setattr(pruning, "prune", lambda *a, **k: calls.append(1) or original(*a, **k))
     kernels = _script(8, settle_at=3)
     _fit(tiny, pruned, [ScriptedWeights(kernels), detector, kl.UpdateMasks()], epochs=8)
     assert detector.drawn_epoch == {0.5: 4} and detector.drawn_step == {0.5: 8}
@@ -170,3 +170,19 @@ def test_early_bird_flow_end_to_end(tmp_path):
     assert (tmp_path / "run" / "masks.npz").exists()
     with pytest.raises(ValueError, match="retrain_from"):
         early_bird_flow.run(early_bird_flow.EarlyBirdConfig(retrain_from="scratch"))
+
+
+def test_sign_flip_criteria_need_the_sign_flip_wrapper_and_use_its_scores(tiny):
+    plain = kl.prune_low_magnitude(tiny.build_dense(), pruning_schedule=kl.OneShot(0.0))
+    tiny.compile_model(plain)
+    x, y = tiny.make_data(32)
+    with pytest.raises(ValueError, match="prune_low_sign_flip"):
+        plain.fit(x, y, epochs=1, verbose=0, callbacks=[early_bird.EarlyBirdCallback(0.5, criterion="hybrid")])
+    model = kl.prune_low_sign_flip(tiny.build_dense(), pruning_schedule=kl.OneShot(0.0), criterion="hybrid")
+    tiny.compile_model(model, keras.optimizers.SGD(0.5))
+    detector = early_bird.EarlyBirdCallback(0.5, criterion="hybrid", queue_size=2, epsilon=0.5)
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[detector])
+    expected = kl.masks.compute(pruning.scores(model, "hybrid"), 0.5)
+    for name, mask in detector.compute_masks(0.5).items():
+        np.testing.assert_array_equal(mask, expected[name])
+    assert detector.distances[0.5]  # distances were recorded each epoch

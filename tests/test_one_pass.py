@@ -163,3 +163,19 @@ def test_app_one_pass_hybrid_end_to_end(tiny_fashion, tmp_path):
     assert "51.3% weights remaining" in result.stderr and "sign changes per weight" in result.stderr
     saved = json.loads((output / "summary.json").read_text())
     assert saved["config"]["alpha"] == 2.0 and saved["rounds"][0]["iterations"] == 60
+
+
+def test_flip_statistics_reach_tensorboard(sign_flip_run):
+    import tensorflow as tf
+
+    output, summary = sign_flip_run
+    folder = output / "tensorboard" / "imp"
+    values = {}
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
+            for value in event.summary.value:
+                values[value.tag, event.step] = float(tf.make_ndarray(value.tensor))
+    for record in summary["rounds"]:
+        for layer, statistics in record["flips"].items():
+            for key, expected in statistics.items():
+                assert values[f"flips/{layer}/{key}", record["round"]] == pytest.approx(expected, rel=1e-6)
