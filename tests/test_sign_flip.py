@@ -232,3 +232,50 @@ def test_flip_criterion_on_a_magnitude_model_fails_before_training(tiny):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[keras_lottery.UpdateMasks(criterion="sign_flip")])
     for value, weight in zip(before, model.trainable_weights):
         np.testing.assert_array_equal(value, weight.numpy())
+
+
+_MIRRORED_SCRIPT = r'''
+import json
+import numpy as np
+import tensorflow as tf
+import keras_lottery as kl
+
+keras = kl.keras
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 4, 64)
+
+
+def run(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        dense = keras.Sequential([keras.layers.InputLayer(input_shape=(8,)),
+                                  keras.layers.Dense(16, activation="relu", name="fc1"), keras.layers.Dense(4, name="out")])
+        model = kl.prune_low_sign_flip(dense, kl.OneShot(0.5, 6), criterion="hybrid")
+        model.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[kl.UpdateMasks()])
+    return {name: value.tolist() for name, value in kl.flip_counts(model).items()}, \
+        {name: value.tolist() for name, value in kl.get_masks(model).items()}
+
+
+single = run(tf.distribute.get_strategy())
+mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+print("RESULT" + json.dumps({"single": single, "mirrored": mirrored}))
+'''
+
+
+def test_flip_counts_and_masks_under_mirrored_strategy_equal_one_device():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    # Two logical CPUs must be configured before TensorFlow starts: a fresh process.
+    result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout.split("RESULT", 1)[1])
+    counts, masks = output["single"]
+    assert output["mirrored"] == [counts, masks]
+    assert sum(np.sum(value) for value in counts.values()) > 0
