@@ -300,6 +300,9 @@ def run(config, on_round_end=None):
         for variable, key in zip(variables, sorted(final)):
             variable.assign(final[key])
         wrappers.apply_masks(model)
+        flip_state = folder.load_flip_state(done - 1)
+        if flip_state is not None:  # the flips the next prune ranks by
+            sign_flip.set_state(model, flip_state)
 
     for round_index in range(done, config.rounds + 1):
         seed = config.seed * 1000 + round_index
@@ -317,7 +320,8 @@ def run(config, on_round_end=None):
                   "total_iterations": spent, "flips": sign_flip.flip_statistics(model)}
         if round_index == 0:
             folder.save_snapshot(rewind.state())
-        folder.save_round(round_index, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
+        folder.save_round(round_index, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)},
+                          sign_flip.get_state(model))
         summary["rounds"].append(record)
         folder.save_summary(summary)
         write_tensorboard_round(folder, record)

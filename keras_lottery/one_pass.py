@@ -115,7 +115,8 @@ def run(config, on_round_end=None):
     record = {"round": 0, "weights_remaining": overall, "layers": per_layer, **record,
               "total_iterations": record["iterations"], "flips": sign_flip.flip_statistics(model)}
     variables = callbacks.RewindCallback.rewindable_variables(model)
-    folder.save_round(0, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
+    folder.save_round(0, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)},
+                      sign_flip.get_state(model))
     summary = {"config": config_dict, "mode": "one_pass", "iterations_per_round": int(total),
                "prune_steps": [int(step) for step in begin + frequency * np.arange(updates + 1)], "rounds": [record]}
     folder.save_summary(summary)

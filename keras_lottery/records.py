@@ -149,9 +149,17 @@ class RunFolder:
     def save_summary(self, summary):
         write_json(self.file(SUMMARY), summary)
 
-    def save_round(self, round_index, masks, final_weights):
+    def save_round(self, round_index, masks, final_weights, flip_state=None):
+        """Writes a round's masks, final weights and (sign-flip runs) flip state, each atomically."""
         write_npz(os.path.join(self.round_dir(round_index), "masks.npz"), masks)
         write_npz(os.path.join(self.round_dir(round_index), "final_weights.npz"), final_weights)
+        if flip_state:
+            write_npz(os.path.join(self.round_dir(round_index), "flip_state.npz"), flip_state)
+
+    def load_flip_state(self, round_index):
+        """The flip state saved with round `round_index`, or None if it has none."""
+        path = os.path.join(self.round_dir(round_index), "flip_state.npz")
+        return read_npz(path) if os.path.exists(path) else None
 
     def load_masks(self, round_index):
         return read_npz(os.path.join(self.round_dir(round_index), "masks.npz"))

@@ -197,6 +197,37 @@ def reset_reference(model, step=0, only_rewind=False):
             wrapper.reset_reference(step)
 
 
+def get_state(model):
+    """Every sign-flip wrapper's state as arrays (for saving with a round's results)."""
+    state = {}
+    for wrapper in sign_flip_wrappers(model):
+        for index, variables in enumerate(wrapper.flip_vars):
+            for variable, kind in zip(variables, ("reference_sign", "last_sign", "flip_count")):
+                state[f"{wrapper.layer.name}/{index}/{kind}"] = variable.numpy()
+        state[f"{wrapper.layer.name}/reference_step"] = wrapper.reference_step.numpy()
+    return state
+
+
+def set_state(model, state):
+    """Restores what `get_state` returned (e.g. when a run resumes).
+
+    Raises:
+      ValueError: the state names other layers or shapes than the model's.
+    """
+    expected = get_state(model)
+    if sorted(expected) != sorted(state):
+        raise ValueError(f"the saved sign-flip state names {sorted(state)}, the model has {sorted(expected)}.")
+    for wrapper in sign_flip_wrappers(model):
+        for index, variables in enumerate(wrapper.flip_vars):
+            for variable, kind in zip(variables, ("reference_sign", "last_sign", "flip_count")):
+                value = np.asarray(state[f"{wrapper.layer.name}/{index}/{kind}"])
+                if value.shape != tuple(variable.shape):
+                    raise ValueError(f"saved {kind} of {wrapper.layer.name!r} has shape {value.shape}, "
+                                     f"the layer's is {tuple(variable.shape)}.")
+                variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+        wrapper.reference_step.assign(int(state[f"{wrapper.layer.name}/reference_step"]))
+
+
 def flip_counts(model):
     """dict mask name -> exact per-weight sign changes since the reference."""
     return {name: wrapper.flip_counts(weight) for name, wrapper, weight, _ in wrappers.pruning_entries(model)

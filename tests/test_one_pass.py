@@ -61,6 +61,21 @@ def test_sign_flip_imp_keeps_lth_counts_and_records_iterations(sign_flip_run):
     assert [r["total_iterations"] for r in summary["rounds"]] == [40, 80, 120]
 
 
+def test_resume_restores_the_flip_counts_the_next_prune_ranks_by(tiny_fashion, tmp_path):
+    # The hybrid ranks by |w| / (1 + flips): lost counts would make round 2 a magnitude prune.
+    uninterrupted = imp.run(_config(tiny_fashion, tmp_path / "whole", criterion="hybrid", alpha=3.0))
+    imp.run(_config(tiny_fashion, tmp_path / "resumed", criterion="hybrid", alpha=3.0, rounds=1))  # stopped
+    state = records.RunFolder(tmp_path / "resumed").load_flip_state(1)
+    assert state is not None and state["fc1/0/flip_count"].sum() > 0
+    resumed = imp.run(_config(tiny_fashion, tmp_path / "resumed", criterion="hybrid", alpha=3.0))
+    expected = records.RunFolder(tmp_path / "whole").load_masks(2)
+    got = records.RunFolder(tmp_path / "resumed").load_masks(2)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    for layer, statistics in uninterrupted["rounds"][2]["flips"].items():
+        assert resumed["rounds"][2]["flips"][layer] == pytest.approx(statistics)
+
+
 def test_hybrid_and_sign_flip_differ_from_magnitude(tiny_fashion, sign_flip_run, tmp_path):
     output, _ = sign_flip_run
     magnitude = imp.run(_config(tiny_fashion, tmp_path / "magnitude", rounds=1))
