@@ -9,6 +9,7 @@ Public API:
 * `controls`: random_reinit, random_prune, signed_constant.
 * `imp`: the iterative magnitude pruning loop (`imp.ImpConfig`, `imp.run`).
 * `EarlyBirdCallback`, `EarlyBirdSchedule`: early-bird tickets (`early_bird_flow.run` for the flow).
+* `SparsitySummaries`, `write_hparams`: TensorBoard views of sparsity, flips, early-bird distance.
 * `keras`: the Keras 2 package (`tf_keras`) every model must be built with.
 """
 
@@ -20,6 +21,7 @@ from keras_lottery.callbacks import RewindCallback, UpdateMasks, reset_optimizer
 from keras_lottery.early_bird import EarlyBirdCallback, EarlyBirdSchedule  # noqa: F401
 from keras_lottery.sign_flip import PruneLowSignFlip, flip_counts, flip_statistics, prune_low_sign_flip  # noqa: F401
 from keras_lottery.pruning import prune  # noqa: F401
+from keras_lottery.summaries import SparsitySummaries, write_hparams  # noqa: F401
 from keras_lottery.schedules import Gradual, Iterative, OneShot, lth_prune_rates  # noqa: F401
 from keras_lottery.wrappers import (  # noqa: F401
     PruneLowMagnitude,

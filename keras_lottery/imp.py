@@ -34,6 +34,7 @@ from keras_lottery import records
 from keras_lottery import pruning
 from keras_lottery import schedules
 from keras_lottery import sign_flip
+from keras_lottery import summaries
 from keras_lottery import training
 from keras_lottery import wrappers
 from keras_lottery.validation import check_int
@@ -207,13 +208,14 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     validation = data.to_dataset(splits.validation_x, splits.validation_y, 1000)
     epochs = max(1, iterations // interval)
     tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
+    sparsity = summaries.SparsitySummaries(folder.file("tensorboard", f"round_{round_index}", "sparsity"))
     start = time.perf_counter()
     history = model.fit(
         train,
         epochs=epochs,
         steps_per_epoch=interval,
         validation_data=validation,
-        callbacks=[*extra_callbacks, tensorboard],
+        callbacks=[*extra_callbacks, tensorboard, sparsity],
         verbose=config.verbose,
     )
     seconds = time.perf_counter() - start
@@ -275,6 +277,7 @@ def run(config, on_round_end=None):
         summary["config"] = config_dict
     else:
         summary = {"config": config_dict, "rounds": []}
+        summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
     done = len(summary["rounds"])
     if done >= config.rounds + 1:
         return summary

@@ -32,6 +32,7 @@ from keras_lottery import models
 from keras_lottery import records
 from keras_lottery import schedules
 from keras_lottery import sign_flip
+from keras_lottery import summaries
 from keras_lottery import training
 from keras_lottery import wrappers
 
@@ -100,6 +101,7 @@ def run(config, on_round_end=None):
     if config.rewind_step > begin:
         raise ValueError(f"rewind_step={config.rewind_step} (the sign reference) comes after the first mask "
                          f"update at step {begin}: raise prune_begin or lower rewind_step.")
+    summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
     dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
     model = imp.wrap(config, dense, layer_schedules(config, dense, total))
     training.compile_for_training(

@@ -102,7 +102,7 @@ class StepRecorder(keras.callbacks.Callback):
             self.log.append((self._step(), self.record(self.model)))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny():
     """The helpers above as one namespace: `tiny.build_dense()`, `tiny.make_data()`, ..."""
     return types.SimpleNamespace(

@@ -189,8 +189,25 @@ def test_flip_statistics_reach_tensorboard(sign_flip_run):
     for name in os.listdir(folder):
         for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
             for value in event.summary.value:
-                values[value.tag, event.step] = float(tf.make_ndarray(value.tensor))
+                if value.metadata.plugin_data.plugin_name == "scalars":  # not the hparams entry
+                    values[value.tag, event.step] = float(tf.make_ndarray(value.tensor))
     for record in summary["rounds"]:
         for layer, statistics in record["flips"].items():
             for key, expected in statistics.items():
                 assert values[f"flips/{layer}/{key}", record["round"]] == pytest.approx(expected, rel=1e-6)
+
+
+def test_rounds_log_sparsity_summaries_and_the_config_as_hparams(sign_flip_run):
+    import tensorflow as tf
+
+    output, summary = sign_flip_run
+    sparsity_folder = output / "tensorboard" / "round_2" / "sparsity"
+    tags, plugins = set(), set()
+    for folder in (sparsity_folder, output / "tensorboard" / "imp"):
+        for name in os.listdir(folder):
+            for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
+                for value in event.summary.value:
+                    tags.add(value.tag)
+                    plugins.add(value.metadata.plugin_data.plugin_name)
+    assert {"sparsity/fc1/weights_remaining", "flips/fc1/flip_rate", "weights/fc1/surviving"} <= tags
+    assert "hparams" in plugins

@@ -1,0 +1,93 @@
+"""Tests of the TensorBoard summaries, read back from the event files."""
+
+import os
+
+import pytest
+import tensorflow as tf
+
+import keras_lottery as kl
+from keras_lottery import early_bird
+from keras_lottery import keras
+from keras_lottery import sign_flip
+from keras_lottery import summaries
+
+
+def _events(folder):
+    """dict tag -> list of (step, value or histogram proto), from every event file in `folder`."""
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+            for value in event.summary.value:
+                array = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+                found.setdefault(value.tag, []).append((event.step, array, value.metadata.plugin_data.plugin_name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def logged(tiny, tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("summaries"))
+    model = kl.prune_low_sign_flip(tiny.build_dense(), pruning_schedule=kl.OneShot(0.75, 8), criterion="hybrid")
+    tiny.compile_model(model, keras.optimizers.SGD(0.5))
+    detector = early_bird.EarlyBirdCallback(0.5, queue_size=2, epsilon=0.5)
+    x, y = tiny.make_data(64)
+    model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+              callbacks=[kl.UpdateMasks(), detector, summaries.SparsitySummaries(folder, early_bird=detector)])
+    return model, detector, _events(folder)
+
+
+def test_weights_remaining_and_mask_changes_per_layer(logged):
+    model, _, events = logged
+    steps = [step for step, _, _ in events["sparsity/fc1/weights_remaining"]]
+    assert steps == [0, 4, 8, 12, 16]  # train begin, then each epoch end
+    remaining = [float(value) for _, value, _ in events["sparsity/fc1/weights_remaining"]]
+    assert remaining[:2] == [1.0, 1.0] and remaining[-1] == pytest.approx(kl.get_masks(model)["fc1"].mean())
+    changes = [int(value) for _, value, _ in events["sparsity/fc1/mask_changes"]]
+    # The prune at step 8 happens at the start of epoch 3: logged at its end (step 12).
+    assert changes == [0, 0, 0, int(kl.get_masks(model)["fc1"].size * 0.75), 0]
+    total = [float(v) for _, v, _ in events["sparsity/weights_remaining"]]
+    assert total[-1] == pytest.approx(1 - 0.75, abs=0.01)
+
+
+def test_flip_statistics_and_rate(logged):
+    model, _, events = logged
+    final = sign_flip.flip_statistics(model)
+    for name, statistics in final.items():
+        for key, value in statistics.items():
+            assert float(events[f"flips/{name}/{key}"][-1][1]) == pytest.approx(value, rel=1e-5)
+    rates = [float(v) for _, v, _ in events["flips/fc1/flip_rate"]]
+    assert len(rates) == 4 and all(rate >= 0 for rate in rates) and max(rates) > 0
+
+
+def test_histograms_of_surviving_weights_and_early_bird_distance(logged):
+    model, detector, events = logged
+    histograms = events["weights/fc1/surviving"]
+    assert histograms and histograms[-1][2] == "histograms"
+    counts = histograms[-1][1][:, 2]  # [left, right, count] per bucket
+    assert counts.sum() == pytest.approx(kl.get_masks(model)["fc1"].sum())
+    logged_distances = [float(v) for _, v, _ in events["early_bird/distance_0.5"]]
+    assert logged_distances[-1] == pytest.approx(detector.distances[0.5][-1])
+
+
+def test_every_n_steps_and_bad_arguments(tiny, tmp_path):
+    model = kl.prune_low_magnitude(tiny.build_dense(), pruning_schedule=kl.OneShot(0.5, 3))
+    tiny.compile_model(model)
+    x, y = tiny.make_data(64)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[kl.UpdateMasks(), summaries.SparsitySummaries(str(tmp_path), update_freq=3, histograms=False)])
+    events = _events(str(tmp_path))
+    assert [step for step, _, _ in events["sparsity/out/weights_remaining"]] == [0, 3, 6]
+    assert "flips/out/mean_flips" not in events and "weights/out/surviving" not in events
+    with pytest.raises(ValueError, match="update_freq"):
+        summaries.SparsitySummaries(str(tmp_path), update_freq=0)
+    dense = tiny.compile_model(tiny.build_dense())
+    with pytest.raises(ValueError, match="pruning wrappers"):
+        dense.fit(x, y, epochs=1, verbose=0, callbacks=[summaries.SparsitySummaries(str(tmp_path / "d"))])
+
+
+def test_hparams_are_written(tmp_path):
+    summaries.write_hparams(str(tmp_path), {"criterion": "hybrid", "alpha": 1.0, "rounds": 3, "data_dir": None})
+    events = _events(str(tmp_path))
+    plugins = {plugin for entries in events.values() for _, _, plugin in entries}
+    assert "hparams" in plugins
+    raw = b"".join(open(os.path.join(tmp_path, f), "rb").read() for f in os.listdir(tmp_path))
+    assert b"criterion" in raw and b"hybrid" in raw
