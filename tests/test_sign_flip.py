@@ -174,21 +174,32 @@ def test_flip_state_is_not_rewound(tiny):
     assert sorted(names) == ["bias:0", "bias:0", "kernel:0", "kernel:0"]
 
 
-def test_save_and_load_keeps_flip_state(tiny, tmp_path):
+@pytest.mark.parametrize("file_name", ["model.h5", "model.keras", "saved_model"])
+def test_save_and_load_keeps_flip_state_and_training_goes_on(tiny, tmp_path, file_name):
     model = keras_lottery.prune_low_sign_flip(tiny.build_dense(), pruning_schedule=schedules.OneShot(0.5, 2),
                                               criterion="hybrid", alpha=0.5)
     tiny.compile_model(model, keras.optimizers.SGD(0.5))
     x, y = tiny.make_data(64)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[keras_lottery.UpdateMasks()])
-    path = str(tmp_path / "model.h5")
+    path = str(tmp_path / file_name)
     model.save(path)
     loaded = keras.models.load_model(path, custom_objects=keras_lottery.custom_objects())
     loaded_wrapper = wrappers.prunable_wrappers(loaded)[0]
+    assert isinstance(loaded_wrapper, sign_flip.PruneLowSignFlip)
     assert (loaded_wrapper.criterion, loaded_wrapper.alpha) == ("hybrid", 0.5)
-    for name, counts in sign_flip.flip_counts(model).items():
-        np.testing.assert_array_equal(sign_flip.flip_counts(loaded)[name], counts)
-    for key, mask in keras_lottery.get_masks(model).items():
+    counts = sign_flip.flip_counts(model)
+    for name, value in counts.items():
+        np.testing.assert_array_equal(sign_flip.flip_counts(loaded)[name], value)
+    for original, copy in zip(wrappers.prunable_wrappers(model), wrappers.prunable_wrappers(loaded)):
+        np.testing.assert_array_equal(copy.flip_vars[0][0].numpy(), original.flip_vars[0][0].numpy())  # reference
+    masks = keras_lottery.get_masks(model)
+    for key, mask in masks.items():
         np.testing.assert_array_equal(keras_lottery.get_masks(loaded)[key], mask)
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[keras_lottery.UpdateMasks()])
+    for name, value in sign_flip.flip_counts(loaded).items():
+        assert np.all(value >= counts[name])  # counting goes on from the saved counts
+    for name, _, weight, _ in wrappers.pruning_entries(loaded):
+        assert np.all(weight.numpy()[masks[name] == 0] == 0)  # pruned weights stay 0
 
 
 @pytest.mark.parametrize(
