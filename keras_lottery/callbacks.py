@@ -122,7 +122,24 @@ class UpdateMasks(keras.callbacks.Callback):
         pruning.check_criterion(self.model, self.criterion)
         wrappers.apply_masks(self.model)
         self._compute_next_step(optimizer_step(self.model))
+        self._check_reference_reachable()
         self._maybe_update()
+
+    def _check_reference_reachable(self):
+        """Fails before training if a sign-flip reference='rewind' would not exist in time."""
+        waiting = [w for w in sign_flip.sign_flip_wrappers(self.model)
+                   if w.reference == "rewind" and not w.reference_available()]
+        if not waiting or self._next_step is None:
+            return
+        rewind = getattr(self.model, REWIND_ATTRIBUTE, None)
+        if rewind is None or rewind.rewind_step > self._next_step:
+            found = "no RewindCallback in this fit" if rewind is None else f"rewind_step={rewind.rewind_step}"
+            raise ValueError(
+                f"Layer {waiting[0].layer.name!r} takes its sign reference from the rewind snapshot "
+                f"(reference='rewind'), but the first prune is at step {self._next_step} and there is {found}: "
+                "add keras_lottery.RewindCallback(rewind_step=k) with k <= the first prune step to the "
+                "callbacks, or use reference='init'."
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         # Schedules can learn their step only during training (EarlyBirdSchedule
@@ -136,6 +153,9 @@ class UpdateMasks(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         wrappers.apply_masks(self.model)
+
+
+REWIND_ATTRIBUTE = "_keras_lottery_rewind_callback"  # how UpdateMasks finds the fit's RewindCallback
 
 
 class RewindCallback(keras.callbacks.Callback):
@@ -158,6 +178,11 @@ class RewindCallback(keras.callbacks.Callback):
         super().__init__()
         self.rewind_step = check_int(rewind_step, "rewind_step (0 = the original init)")
         self.snapshot = None  # list of arrays, in the order of `rewindable_variables`
+
+    def set_model(self, model):
+        super().set_model(model)
+        # object.__setattr__: not a Keras attribute to track or save.
+        object.__setattr__(model, REWIND_ATTRIBUTE, self)
 
     @staticmethod
     def rewindable_variables(model):

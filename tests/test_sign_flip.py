@@ -234,6 +234,20 @@ def test_rewind_reference_before_its_snapshot_is_refused(tiny):
         keras_lottery.prune(model, 0.5)
 
 
+@pytest.mark.parametrize("rewind_step", [None, 8])
+def test_rewind_reference_without_a_snapshot_in_time_fails_before_training(tiny, rewind_step):
+    model = keras_lottery.prune_low_sign_flip(tiny.build_dense(), pruning_schedule=schedules.OneShot(0.5, 4),
+                                              reference="rewind")
+    tiny.compile_model(model)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    extra = [] if rewind_step is None else [keras_lottery.RewindCallback(rewind_step)]
+    x, y = tiny.make_data(32)
+    with pytest.raises(ValueError, match="reference='rewind'.*first prune is at step 4"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[*extra, keras_lottery.UpdateMasks()])
+    for value, weight in zip(before, model.trainable_weights):
+        np.testing.assert_array_equal(value, weight.numpy())
+
+
 def test_flip_criterion_on_a_magnitude_model_fails_before_training(tiny):
     model = keras_lottery.prune_low_magnitude(tiny.build_dense(), pruning_schedule=schedules.OneShot(0.5, 2))
     tiny.compile_model(model)
