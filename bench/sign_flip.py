@@ -3,13 +3,15 @@ r"""Sign-flip pruning vs magnitude IMP: accuracy at 20/10/5/2% weights remaining
     python -m bench.sign_flip --iterations=6000 --seeds=0,1,2 [--shard=0/2]
 
 LeNet-300-100 on Fashion-MNIST with the LTH settings (Adam 1.2e-3, batch 60, Dense
-20% / output 10% per round, rewind to init), `--iterations` per IMP round. Six methods:
+20% / output 10% per round, rewind to init), `--iterations` per IMP round. Seven methods:
 
 * magnitude IMP, sign-flip IMP, hybrid IMP (alpha = 1): `imp.run` with
   `criterion=...`, `--rounds` rounds; each target is read at the IMP round whose
   weights remaining is nearest (21.1%, 10.8%, 4.5%, 1.9%). Magnitude IMP shares its
   run folders with `bench.imp_reproduction` (same config; more rounds resume them).
-* one-pass sign-flip, one-pass hybrid: `mode='one_pass'`, one training run of
+* one-pass sign-flip, one-pass hybrid, and one-pass magnitude (gradual magnitude
+  pruning, Zhu & Gupta: the control that tells whether the flips matter):
+  `mode='one_pass'`, one training run of
   `--one_pass_factor` x `--iterations` iterations, masks updated 20 times between 20%
   and 70% of it, to the same per-layer sparsity as the IMP round of the target.
 * random pruning: a random mask at that sparsity at initialization, trained for
@@ -29,7 +31,7 @@ from keras_lottery import records
 
 TARGETS = {"20%": 7, "10%": 10, "5%": 14, "2%": 18}  # nearest IMP rounds (LTH rates, LeNet)
 IMP_METHODS = ("magnitude", "sign_flip", "hybrid")
-ONE_PASS_METHODS = ("sign_flip", "hybrid")
+ONE_PASS_METHODS = ("sign_flip", "hybrid", "magnitude")  # magnitude: the control for the criterion
 
 
 def _common(args, seed):
@@ -90,7 +92,8 @@ def collect(args):
     return results
 
 
-METHODS = ("magnitude IMP", "sign_flip IMP", "hybrid IMP", "one-pass sign_flip", "one-pass hybrid", "random pruning")
+METHODS = ("magnitude IMP", "sign_flip IMP", "hybrid IMP", "one-pass sign_flip", "one-pass hybrid",
+           "one-pass magnitude", "random pruning")
 
 
 def report(args, results):
@@ -110,7 +113,7 @@ def report(args, results):
                       f"{statistics.mean(r[2] for r in rows):,.0f}"]
         print(f"| {method} | " + " | ".join(cells) + " |")
     imp_rows = results.get(("magnitude IMP", "10%"), [])
-    for method in ("one-pass sign_flip", "one-pass hybrid"):
+    for method in ("one-pass sign_flip", "one-pass hybrid", "one-pass magnitude"):
         rows = results.get((method, "10%"), [])
         if imp_rows and rows:
             gap = statistics.mean(r[1] for r in rows) - statistics.mean(r[1] for r in imp_rows)
@@ -164,12 +167,14 @@ def main():
                         help="magnitude IMP run folders (shared with bench.imp_reproduction)")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i")
     parser.add_argument("--report", action="store_true", help="only print the table from finished runs")
+    parser.add_argument("--methods", default=None, help="comma-separated: only run these methods (e.g. 'one-pass magnitude')")
     parser.add_argument("--plot", default="bench/sign_flip.png")
     args = parser.parse_args()
 
     if not args.report:
         index, count = (int(part) for part in args.shard.split("/"))
-        for number, (method, target, seed, config) in enumerate(jobs(args)):
+        selected = [job for job in jobs(args) if args.methods is None or job[0] in args.methods.split(",")]
+        for number, (method, target, seed, config) in enumerate(selected):
             if number % count != index:
                 continue
 
