@@ -47,6 +47,10 @@ def _write_atomic(path, write):
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        # mkstemp makes the file private (0600); results are ordinary files (0666 & ~umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -57,6 +61,16 @@ def _write_atomic(path, write):
 def write_json(path, value):
     """Writes `value` as JSON to `path`, atomically."""
     _write_atomic(path, lambda file: file.write(json.dumps(value, indent=2, sort_keys=True).encode()))
+
+
+def write_bytes(path, content):
+    """Writes `content` (bytes) to `path`, atomically."""
+    _write_atomic(path, lambda file: file.write(content))
+
+
+def write_text(path, text):
+    """Writes `text` (UTF-8) to `path`, atomically."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_npz(path, arrays):

@@ -1,0 +1,132 @@
+"""Drawing the report: the PNG figures and the Markdown table of `report.write_report`.
+
+`figure(group, name, colors)` draws one of `PLOT_TITLES` for a (dataset, model) group
+as `report.write_report` aggregates it; `markdown(groups)` renders every group's table.
+"""
+
+import collections
+import io
+
+import numpy as np
+from matplotlib import ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from keras_lottery import records
+
+PLOT_TITLES = {"accuracy": "test accuracy vs weights remaining",
+               "early_stop": "early-stop iteration vs weights remaining (IMP)",
+               "iterations": "test accuracy vs training iterations spent"}
+
+
+def save_figure(figure_to_save, path):
+    """Writes a figure as PNG, atomically (an interrupted report leaves no half image)."""
+    buffer = io.BytesIO()
+    figure_to_save.savefig(buffer, format="png", dpi=120)
+    records.write_bytes(path, buffer.getvalue())
+
+
+def _draw(axes, x, statistics, color, label, scale):
+    """A mean line with a min-max band; a single point gets a marker and a min-max error bar."""
+    order = np.argsort(x)
+    x = np.asarray(x, dtype=float)[order]
+    mean, low, high = (scale * np.asarray([s[key] for s in statistics])[order] for key in ("mean", "min", "max"))
+    if len(x) > 1:
+        axes.plot(x, mean, marker="o", markersize=3, color=color, label=label)
+        axes.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+    else:
+        axes.errorbar(x, mean, yerr=[mean - low, high - mean], color=color, capsize=4, marker="D", label=label)
+
+
+def _dodged(x_by_label):
+    """Single points at the same x moved slightly apart (4% on the log axis), so that none hides another."""
+    sharing = collections.defaultdict(list)
+    for label, x in x_by_label.items():
+        if len(x) == 1:
+            sharing[f"{x[0]:.3g}"].append(label)
+    dodged = dict(x_by_label)
+    for labels in sharing.values():
+        for index, label in enumerate(labels):
+            dodged[label] = [dodged[label][0] * 1.04 ** (index - (len(labels) - 1) / 2)]
+    return dodged
+
+
+def _weights_axis(axes, percents):
+    """Log x axis of weights remaining in %, inverted (100% on the left), as in the LTH papers."""
+    axes.set_xscale("log")
+    high, low = max(percents) * 1.15, min(percents) / 1.15
+    axes.set_xlim(high, low)
+    axes.xaxis.set_major_locator(ticker.FixedLocator(
+        [tick for tick in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if low <= tick <= high]))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+    axes.set_xlabel("weights remaining (%, log scale)")
+
+
+def figure(group, name, colors):
+    """The Figure of plot `name` of `group`: an Agg canvas of its own, so no global pyplot state is touched."""
+    figure = Figure(figsize=(10, 5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    methods = [m for m in group["methods"] if name != "early_stop" or m["kind"] == "imp"]
+    x = {m["label"]: [level["total_iterations"]["mean"] if name == "iterations" else 100 * level["weights_remaining"]
+                      for level in m["levels"]] for m in methods}
+    y_key, scale = ("early_stop_iteration", 1.0) if name == "early_stop" else ("test_accuracy", 100.0)
+    for method, dodged in zip(methods, _dodged(x).values()):
+        _draw(axes, dodged, [level[y_key] for level in method["levels"]], colors[method["label"]],
+              f"{method['label']} (n={len(method['seeds'])})", scale)
+    if name == "iterations":
+        axes.set_xscale("log")
+        axes.set_xlabel("training iterations spent (log scale)")
+    else:
+        _weights_axis(axes, [value for values in x.values() for value in values])
+    dense = {round(level["test_accuracy"]["mean"], 6) for m in methods if m["kind"] == "imp"
+             for level in m["levels"] if level["key"] == 0 and level["weights_remaining"] == 1.0}
+    for value in sorted(dense) if name != "early_stop" else []:  # one line when the methods share their seeds
+        axes.axhline(100 * value, color="gray", linestyle="--", linewidth=1,
+                     label=f"dense (round 0): {100 * value:.2f}%")
+    axes.set_ylabel("early-stop iteration" if name == "early_stop" else "test accuracy (%)")
+    axes.set_title(f"{group['dataset']} / {group['model']}: {PLOT_TITLES[name]}")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    return figure
+
+
+def _format(value, pattern):
+    return "—" if value is None else pattern.format(value)
+
+
+def _row(label, level):
+    accuracy, early_stop = level["test_accuracy"], level["early_stop_iteration"]
+    spread = "" if accuracy["std"] is None else f" ± {100 * accuracy['std']:.2f}"  # one seed: no spread
+    return (f"| {label} | {100 * level['weights_remaining']:.3g} | {_format(level['compression'], '{:.1f}x')} "
+            f"| {_format(level['speedup'], '{:.1f}x')} | {100 * accuracy['mean']:.2f}{spread} | {accuracy['n']} "
+            f"| {_format(early_stop and early_stop['mean'], '{:,.0f}')} | {level['total_iterations']['mean']:,.0f} |")
+
+
+def markdown(groups):
+    """Per (dataset, model) group: its plots, one table of every method's levels, its runs."""
+    lines = [
+        "# Lottery-ticket report", "",
+        ("Compression = 1 / weights remaining. Theoretical speedup = dense / nonzero multiply-adds of the prunable "
+         "layers (each layer's multiply-adds x its weights remaining). Test accuracy: mean ± sample standard "
+         "deviation over seeds. IMP rounds are matched across seeds by round index; only the points every seed of "
+         "a method reached are shown."),
+    ]
+    for group in groups:
+        lines += ["", f"## {group['dataset']} / {group['model']}", ""]
+        lines += [f"![{PLOT_TITLES[name]}]({file})" for name, file in group["plots"].items()]
+        if group["layer_flops"] is None:
+            lines += ["", (f"Theoretical speedup not computed: no input shape for {group['dataset']!r} in "
+                           "keras_lottery.report.DATASET_INPUTS, or the model is not in keras_lottery.models.")]
+        lines += ["", ("| method | weights remaining (%) | compression | theoretical speedup | test accuracy (%) "
+                       "| seeds | early-stop iteration | iterations spent |"), "|---|" + "---:|" * 7]
+        lines += [_row(method["label"], level) for method in group["methods"] for level in method["levels"]]
+        lines += ["", "Runs:", ""]
+        for method in group["methods"]:
+            count = method["left_out"]
+            left_out = f"; left out: {count} point{'s' * (count != 1)} that not every seed reached" if count else ""
+            lines.append(f"- {method['label']}: seeds {', '.join(map(str, method['seeds']))}{left_out} "
+                         f"({', '.join(method['runs'])})")
+    return "\n".join(lines) + "\n"
