@@ -61,7 +61,9 @@ def scores(model, criterion=None, rng=None, names=None, strategy="layerwise"):
             continue
         chosen = criterion if criterion is not None else getattr(wrapper, "criterion", "magnitude")
         groups.setdefault(chosen, []).append(name)
-        states[name] = wrapper.criterion_state(weight) if hasattr(wrapper, "criterion_state") else {}
+        # Only criteria that may use it read the flip state (a 'rewind' reference may not exist yet).
+        wants_state = chosen in criteria.FLIP_CRITERIA or callable(chosen)
+        states[name] = wrapper.criterion_state(weight) if wants_state and hasattr(wrapper, "criterion_state") else {}
     if strategy == "global" and len(groups) > 1:
         raise ValueError(
             f"strategy='global' ranks all layers together, but they use different criteria {sorted(map(str, groups))}: "

@@ -120,11 +120,14 @@ class PruneLowSignFlip(wrappers.PruneLowMagnitude):
 
     # -- Reading and resetting the state (Python side, between steps). --
 
-    def _flip_vars_of(self, weight):
-        for (candidate, _, _), variables in zip(self.pruning_vars, self.flip_vars):
+    def _index_of(self, weight):
+        for index, (candidate, _, _) in enumerate(self.pruning_vars):
             if candidate is weight:
-                return variables
+                return index
         raise ValueError(f"{weight.name} is not a weight this wrapper prunes.")
+
+    def _flip_vars_of(self, weight):
+        return self.flip_vars[self._index_of(weight)]
 
     def flip_counts(self, weight):
         """Exact sign changes of `weight` since the reference, including the last update."""
@@ -167,10 +170,7 @@ class PruneLowSignFlip(wrappers.PruneLowMagnitude):
                 "alpha": self.alpha}
 
     def _mask_of(self, weight):
-        for candidate, mask, _ in self.pruning_vars:
-            if candidate is weight:
-                return mask.numpy().astype(np.int32)
-        raise ValueError(f"{weight.name} is not a weight this wrapper prunes.")
+        return self.pruning_vars[self._index_of(weight)][1].numpy().astype(np.int32)
 
     def get_config(self):
         config = super().get_config()
