@@ -25,7 +25,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import compat
-from keras_lottery import criteria
 from keras_lottery import schedules
 from keras_lottery import wrappers
 
@@ -290,7 +289,6 @@ def prune_low_sign_flip(to_prune, pruning_schedule=None, criterion="sign_flip", 
     """
     compat.check_not_keras3(to_prune, "The object to prune")
     reference_name = check_arguments(criterion, alpha, reference)
-    criteria.get(criterion)
     if hasattr(reference, "rewind_step") and pruning_schedule is not None:
         scheduled = pruning_schedule.values() if isinstance(pruning_schedule, dict) else [pruning_schedule]
         for schedule in scheduled:
