@@ -1,0 +1,116 @@
+"""What fusion did: units, parameters and multiply-adds per layer, and the output difference."""
+
+import dataclasses
+
+import numpy as np
+
+from keras_lottery import compat
+from keras_lottery import wrappers
+
+keras = compat.keras
+NOTES_ATTRIBUTE = "_keras_lottery_fusion_notes"
+
+
+def multiply_adds(layer):
+    """Dense multiply-adds of one example through a Dense or Conv2D layer (0 for other layers)."""
+    kind = type(layer).__name__
+    if kind == "Dense":
+        return int(np.prod(layer.input_shape[1:], dtype=np.int64)) * layer.units
+    if kind == "Conv2D":
+        height, width = layer.kernel_size
+        input_channels = layer.input_shape[-1] // layer.groups
+        return int(np.prod(layer.output_shape[1:-1], dtype=np.int64)) * height * width * input_channels * layer.filters
+    return 0
+
+
+def _units(layer):
+    return getattr(layer, "units", None) or getattr(layer, "filters", None)
+
+
+def model_outputs(model, data):
+    outputs = model.predict(data, batch_size=256, verbose=0)
+    return [np.asarray(output) for output in (outputs if isinstance(outputs, list) else [outputs])]
+
+
+def max_output_difference(first, second, data):
+    """The largest absolute difference between two models' outputs on `data`."""
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(model_outputs(first, data), model_outputs(second, data)))
+
+
+@dataclasses.dataclass
+class FusionReport:
+    """Per-layer units, parameters and multiply-adds before and after fusion.
+
+    Attributes:
+      layers: one dict per Dense/Conv2D/BatchNormalization layer of the input model.
+      params_before, params_after: all parameters of each model.
+      multiply_adds_before, multiply_adds_after: Dense/Conv2D multiply-adds per example.
+      max_output_difference: the largest output difference on the sample data (None without).
+      notes: what fusion folded, merged or left alone, and why.
+    """
+
+    layers: list
+    params_before: int
+    params_after: int
+    multiply_adds_before: int
+    multiply_adds_after: int
+    max_output_difference: float | None
+    notes: list
+
+    @property
+    def multiply_adds_ratio(self):
+        return self.multiply_adds_after / max(self.multiply_adds_before, 1)
+
+    def as_dict(self):
+        return {**dataclasses.asdict(self), "multiply_adds_ratio": self.multiply_adds_ratio}
+
+    def to_markdown(self):
+        """The report as a Markdown table plus totals and notes."""
+        lines = ["| layer | units | params | multiply-adds |", "|---|---|---|---|"]
+        for row in self.layers:
+            lines.append(f"| {row['name']} ({row['kind']}) | {row['units_before']} → {row['units_after']} | "
+                         f"{row['params_before']:,} → {row['params_after']:,} | "
+                         f"{row['multiply_adds_before']:,} → {row['multiply_adds_after']:,} |")
+        lines.append(f"| **total** | | {self.params_before:,} → {self.params_after:,} | "
+                     f"{self.multiply_adds_before:,} → {self.multiply_adds_after:,} "
+                     f"({self.multiply_adds_ratio:.3f}x) |")
+        if self.max_output_difference is not None:
+            lines.append(f"\nMax output difference on the sample data: {self.max_output_difference:.3g}")
+        lines += [f"- {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def fusion_report(original, fused, sample_data=None):
+    """Compares a model with its fused version, layer by layer (matched by name).
+
+    Args:
+      original: the model before fusion (wrapped or plain).
+      fused: the model `fuse_neurons` returned.
+      sample_data: inputs on which to measure the largest output difference, or None.
+
+    Returns:
+      A `FusionReport`.
+    """
+    compat.check_model(original, "The original model")
+    compat.check_model(fused, "The fused model")
+    if wrappers.prunable_wrappers(original):
+        original = wrappers.strip_pruning(original)
+    fused_layers = {layer.name: layer for layer in fused.layers}
+    rows = []
+    for layer in original.layers:
+        kind = type(layer).__name__
+        if kind not in ("Dense", "Conv2D", "BatchNormalization"):
+            continue
+        after = fused_layers.get(layer.name)
+        rows.append({
+            "name": layer.name, "kind": kind,
+            "units_before": _units(layer), "units_after": _units(after) if after is not None else None,
+            "params_before": layer.count_params(), "params_after": after.count_params() if after is not None else 0,
+            "multiply_adds_before": multiply_adds(layer),
+            "multiply_adds_after": multiply_adds(after) if after is not None else 0,
+        })
+    difference = max_output_difference(original, fused, sample_data) if sample_data is not None else None
+    return FusionReport(rows, original.count_params(), fused.count_params(),
+                        sum(multiply_adds(layer) for layer in original.layers),
+                        sum(multiply_adds(layer) for layer in fused.layers), difference,
+                        list(getattr(fused, NOTES_ATTRIBUTE, [])))
