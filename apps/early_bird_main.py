@@ -4,7 +4,8 @@ r"""Early-bird tickets: search until the mask stops changing, draw the ticket, r
         --target_sparsity=0.8 --search_epochs=20 --output_dir=runs/early_bird
 
 Results: <output_dir>/summary.json (epoch drawn, distance curve, accuracy, iterations
-per phase), masks.npz, TensorBoard logs (`early_bird_distance_*` under search/).
+per phase), masks.npz, final_weights.npz (the retrained ticket, for apps.export_main),
+TensorBoard logs (`early_bird_distance_*` under search/).
 """
 
 from absl import app

@@ -10,6 +10,8 @@ Public API:
 * `imp`: the iterative magnitude pruning loop (`imp.ImpConfig`, `imp.run`).
 * `EarlyBirdCallback`, `EarlyBirdSchedule`: early-bird tickets (`early_bird_flow.run` for the flow).
 * `SparsitySummaries`, `write_hparams`: TensorBoard views of sparsity, flips, early-bird distance.
+* `fuse_neurons`, `fusion_report`, `MergeBudget`: rewrite a pruned model into a smaller dense one.
+* `export_tflite`: strip, fuse, convert to TFLite, verify in LiteRT, measure size and latency.
 * `keras`: the Keras 2 package (`tf_keras`) every model must be built with.
 """
 
@@ -20,6 +22,8 @@ from keras_lottery import masks  # noqa: F401
 from keras_lottery.callbacks import RewindCallback, UpdateMasks, reset_optimizer  # noqa: F401
 from keras_lottery.early_bird import EarlyBirdCallback, EarlyBirdSchedule  # noqa: F401
 from keras_lottery.sign_flip import PruneLowSignFlip, flip_counts, flip_statistics, prune_low_sign_flip  # noqa: F401
+from keras_lottery.export import export_tflite  # noqa: F401
+from keras_lottery.fusion import FineTune, MergeBudget, fuse_neurons, fusion_report  # noqa: F401
 from keras_lottery.pruning import prune  # noqa: F401
 from keras_lottery.summaries import SparsitySummaries, write_hparams  # noqa: F401
 from keras_lottery.schedules import Gradual, Iterative, OneShot, lth_prune_rates  # noqa: F401

@@ -11,6 +11,7 @@ each phase spent, in the same style as IMP's `summary.json`.
 
 import dataclasses
 import math
+import os
 import time
 
 import numpy as np
@@ -29,6 +30,7 @@ from keras_lottery.validation import check_int
 
 keras = compat.keras
 RETRAIN_FROM = ("drawn", "rewind")
+FINAL_WEIGHTS = "final_weights.npz"
 
 
 @dataclasses.dataclass
@@ -102,13 +104,18 @@ def run(config):
     """Runs the search, draw and retrain phases and returns the summary dict.
 
     A finished run in `output_dir` with the same config is returned as it is; a
-    different config there is refused (records.ConfigMismatchError).
+    different config there is refused (records.ConfigMismatchError). A run finished
+    by an older version, which kept no final weights, is run again to save them.
+
+    Results: summary.json, masks.npz and final_weights.npz (the retrained ticket's
+    weights, keyed like IMP's round_<r>/final_weights.npz), each written atomically,
+    summary.json last.
     """
     config = config.resolved()
     folder = records.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
-    previous = folder.load_checked(config_dict)
-    if previous is not None and previous.get("retrain"):
+    previous = folder.load_checked(config_dict, required=("config", "retrain"))
+    if previous is not None and os.path.exists(folder.file(FINAL_WEIGHTS)):
         return previous
     splits = data.load(config.dataset, config.data_dir, config.validation_examples, config.train_examples)
     dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
@@ -141,5 +148,7 @@ def run(config):
         "total_iterations": search["iterations"] + retrain["iterations"],
     }
     records.write_npz(folder.file("masks.npz"), wrappers.get_masks(model))
+    variables = callbacks.RewindCallback.rewindable_variables(model)
+    records.write_npz(folder.file(FINAL_WEIGHTS), {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
     folder.save_summary(summary)
     return summary

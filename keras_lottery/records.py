@@ -108,11 +108,15 @@ class RunFolder:
     def round_dir(self, round_index):
         return self.file(f"round_{round_index}")
 
-    def load_summary(self):
+    def load_summary(self, required=("config", "rounds")):
         """The summary dict, or None for a new run.
 
+        Args:
+          required: keys a valid summary has (IMP's by default; an early-bird run's
+            summary has "retrain" instead of "rounds").
+
         Raises:
-          CorruptRecordError: summary.json exists but is not valid JSON.
+          CorruptRecordError: summary.json exists but is not valid JSON, or lacks a required key.
         """
         path = self.file(SUMMARY)
         if not os.path.exists(path):
@@ -120,7 +124,8 @@ class RunFolder:
         try:
             with open(path) as file:
                 summary = json.load(file)
-            summary["config"], summary["rounds"]  # noqa: B018  (both keys must be there)
+            for key in required:
+                summary[key]  # noqa: B018  (every required key must be there)
         except (ValueError, KeyError, TypeError) as error:
             raise CorruptRecordError(
                 f"{path} is not a valid summary ({error}). Move the folder away or choose another --output_dir."
@@ -149,13 +154,13 @@ class RunFolder:
                 "Use another --output_dir, or rerun with the same settings to resume it."
             )
 
-    def load_checked(self, config, defaults=None):
+    def load_checked(self, config, defaults=None, required=("config", "rounds")):
         """The saved summary (None for a new run), after refusing a different config.
 
         Raises:
           ConfigMismatchError, CorruptRecordError: see `check_config`, `load_summary`.
         """
-        summary = self.load_summary()
+        summary = self.load_summary(required)
         if summary is not None:
             self.check_config(summary, config, defaults)
         return summary

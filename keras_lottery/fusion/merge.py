@@ -175,20 +175,54 @@ class _Layer:
         self.found = rewrite.reach(graph, name)
         self.channels = self.node.weights[0].shape[-1]
         if budget.method == "data_aware":
-            self.order = np.argsort(self._data_scores(), kind="stable")
+            self.order = self._data_order()
         else:
             self.order = _l1_order(self.node)
 
-    def _data_scores(self):
-        scores = np.zeros(self.channels)
+    def _data_order(self):
+        """Units in the order a greedy backward elimination removes them (first removed first).
+
+        Each step removes the unit whose removal least increases the consumers'
+        least-squares residual: for a unit with features J (its rows at every position),
+        the increase is tr(B_J' (G^-1)_JJ^-1 B_J), with G the ridge Gram matrix and B the
+        fitted weights; G^-1 and B are then downdated without refitting.
+        """
+        states = []
         for consumer in self.found.consumers:
             features = self.features[consumer.name]
-            activations = features.select(consumer, self.channels, np.arange(self.channels))
-            activations = activations.reshape(len(activations), features.positions, -1)[:, :, consumer.offset:
-                                                                                       consumer.offset + self.channels]
-            _, segment = rewrite.consumer_rows(self.graph, consumer, self.channels)
-            scores += np.sqrt(np.mean(activations**2, axis=(0, 1))) * np.linalg.norm(segment, axis=(0, 2))
-        return scores
+            design = np.concatenate([features.x, np.ones((len(features.x), 1))], 1)
+            gram = design.T @ design
+            width = features.x.shape[1]
+            gram[np.arange(width), np.arange(width)] += self.budget.ridge * np.trace(gram[:-1, :-1]) / max(width, 1)
+            inverse = np.linalg.inv(gram)
+            groups = (np.arange(features.positions)[None, :] * features.total + consumer.offset
+                      + np.arange(self.channels)[:, None])  # (channels, positions): each unit's feature columns
+            states.append([inverse, inverse @ (design.T @ features.y), groups])
+        alive, removed = list(range(self.channels)), []
+        position = {}
+        for state in states:
+            position[id(state)] = np.arange(state[0].shape[0])  # current column of each original feature
+        while len(alive) > 1:
+            increase = np.zeros(len(alive))
+            for state in states:
+                inverse, weights, groups = state
+                columns = position[id(state)][groups[alive]]  # (alive, positions)
+                blocks = inverse[columns[:, :, None], columns[:, None, :]]
+                solved = np.linalg.solve(blocks, weights[columns])
+                increase += np.einsum("kpo,kpo->k", weights[columns], solved)
+            unit = alive.pop(int(np.argmin(increase)))
+            removed.append(unit)
+            for state in states:
+                inverse, weights, groups = state
+                drop = position[id(state)][groups[unit]]
+                keep = np.setdiff1d(np.arange(inverse.shape[0]), drop)
+                correction = inverse[np.ix_(keep, drop)] @ np.linalg.inv(inverse[np.ix_(drop, drop)])
+                state[0] = inverse[np.ix_(keep, keep)] - correction @ inverse[np.ix_(drop, keep)]
+                state[1] = weights[keep] - correction @ weights[drop]
+                mapping = np.full(len(position[id(state)]), -1)
+                mapping[keep] = np.arange(len(keep))
+                position[id(state)] = mapping[position[id(state)]]
+        return np.array(removed + alive)
 
     def candidate(self, count):
         """(kept, transfer, consumer weights or None, worst consumer error or None) for removing `count` units."""

@@ -1,0 +1,249 @@
+"""Export a (pruned) model to a verified TFLite file: strip, fuse, convert, check, write.
+
+    report = export_tflite(pruned_model, "lenet.tflite", quantize="float16", sample_data=test_x[:100])
+    report.as_dict()  # sizes, latency, accuracy of the conversion, fusion per layer
+
+Unstructured zeros make no TFLite model faster (RESEARCH.md section 5): the speed
+comes from neuron fusion (`keras_lottery.fusion`), which rewrites a pruned model into
+a physically smaller dense one. `export_tflite` strips the pruning wrappers, fuses,
+converts (`tflite.convert`), runs the file in the LiteRT interpreter on sample
+inputs one at a time at batch 1 and compares with Keras — both the model that was
+converted and the model that was passed in — and writes the file (atomically) only
+if the outputs agree. A failed check raises `VerificationError` and leaves nothing
+at `path`.
+
+Tolerances (`tolerance_for`), with `scale` the largest |output| of the Keras model
+over the samples:
+
+* float32: max |TFLite - Keras| <= 1e-4 * max(1, scale). Only float rounding differs
+  (XNNPACK sums in another order): 1e-4 absolute for outputs up to 1, and the same
+  relative bound for larger logits, whose rounding grows with their size (LeNet-300-100
+  logits of ~50 differ by ~1e-5).
+* float16: max diff <= 1e-2 * scale. Weights are rounded to 11 significant bits
+  (~5e-4 relative each); the sum of many such errors stays well within 1%.
+* dynamic, int8: int8 weights (and int8 activations) move outputs by up to a few
+  percent of the scale, so no tight bound holds. The check is that the predicted class
+  (argmax) agrees on >= 90% of the samples, with max diff <= 0.1 * scale as a sanity
+  bound (a wrong conversion is off by more). The exact figures are in the report.
+
+When `merge` is given the fused model approximates the stripped one by design; its
+distance to the input model is reported but not checked (`MergeBudget.tolerance`
+bounds it inside fusion). Without merges, fusion is exact and the input model must
+pass the same check.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_lottery import compat
+from keras_lottery import fusion
+from keras_lottery import records
+from keras_lottery import tflite
+from keras_lottery import wrappers
+from keras_lottery.validation import check_int
+
+keras = compat.keras
+
+FLOAT32_TOLERANCE = 1e-4
+FLOAT16_TOLERANCE = 1e-2
+QUANTIZED_SANITY_TOLERANCE = 0.1
+MIN_ARGMAX_AGREEMENT = 0.9
+DEFAULT_SAMPLES = 16
+_PREDICT_BATCH = 256
+
+
+class VerificationError(RuntimeError):
+    """The TFLite file's outputs differ from the Keras model's beyond the tolerance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """The check a conversion must pass (see the module docstring)."""
+
+    max_abs_diff: float  # the bound, in output units (already scaled)
+    min_argmax_agreement: float | None  # fraction of samples whose argmax must agree; None: not checked
+    rule: str  # how `max_abs_diff` was derived, for the report
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """How far TFLite outputs are from a Keras model's on the samples."""
+
+    max_abs_diff: float
+    argmax_agreement: float
+
+    def failures(self, tolerance):
+        """What breaks `tolerance`, as phrases (empty if it passes)."""
+        problems = []
+        if not self.max_abs_diff <= tolerance.max_abs_diff:  # also catches NaN
+            problems.append(f"max |difference| {self.max_abs_diff:.3g} > {tolerance.max_abs_diff:.3g}")
+        if tolerance.min_argmax_agreement is not None and self.argmax_agreement < tolerance.min_argmax_agreement:
+            problems.append(f"argmax agrees on {self.argmax_agreement:.0%} of the samples "
+                            f"< {tolerance.min_argmax_agreement:.0%}")
+        return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What `export_tflite` wrote and measured. `as_dict()` gives JSON-ready values."""
+
+    path: str
+    quantize: str | None
+    raw_bytes: int
+    gzip_bytes: int
+    latency_median_us: float  # invoke() at batch 1, after warm-up
+    latency_p90_us: float
+    latency_runs: int
+    num_threads: int
+    samples: int  # inputs the outputs were compared on
+    max_abs_diff: float  # vs the Keras model that was converted (stripped, fused)
+    argmax_agreement: float
+    max_abs_diff_original: float  # vs the model passed in
+    argmax_agreement_original: float
+    original_checked: bool  # False when lossy merges made the converted model differ by design
+    tolerance: Tolerance
+    fusion: dict | None  # fusion_report(stripped, fused).as_dict(), None when not fused
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def tolerance_for(quantize, scale):
+    """The `Tolerance` for a quantize mode, given the largest |output| of the Keras model."""
+    tflite.check_quantize(quantize)
+    scale = float(scale)
+    if quantize is None:
+        return Tolerance(FLOAT32_TOLERANCE * max(1.0, scale), None,
+                         f"float32: {FLOAT32_TOLERANCE:g} x max(1, output scale {scale:.4g})")
+    if quantize == "float16":
+        return Tolerance(FLOAT16_TOLERANCE * scale, None, f"float16: {FLOAT16_TOLERANCE:g} x output scale {scale:.4g}")
+    return Tolerance(QUANTIZED_SANITY_TOLERANCE * scale, MIN_ARGMAX_AGREEMENT,
+                     f"{quantize}: argmax agreement >= {MIN_ARGMAX_AGREEMENT:g}, max diff <= "
+                     f"{QUANTIZED_SANITY_TOLERANCE:g} x output scale {scale:.4g}")
+
+
+def compare(lite_outputs, keras_outputs):
+    """A `Comparison` of two output arrays of the same shape (argmax over the last axis)."""
+    lite_outputs, keras_outputs = np.asarray(lite_outputs), np.asarray(keras_outputs)
+    if lite_outputs.shape != keras_outputs.shape:
+        return Comparison(float("inf"), 0.0)
+    agreement = np.mean(np.argmax(lite_outputs, axis=-1) == np.argmax(keras_outputs, axis=-1))
+    return Comparison(float(np.max(np.abs(lite_outputs - keras_outputs))), float(agreement))
+
+
+def keras_outputs(model, inputs):
+    """The model's inference outputs (masks applied, dropout off) as float32 NumPy."""
+    return np.concatenate([np.asarray(model(inputs[start:start + _PREDICT_BATCH], training=False), np.float32)
+                           for start in range(0, len(inputs), _PREDICT_BATCH)])
+
+
+def default_samples(model, quantize=None, representative_data=None, count=DEFAULT_SAMPLES, seed=0):
+    """Inputs to verify on when none are given.
+
+    Seeded standard-normal inputs of the model's input shape; for int8, the first
+    `count` examples of `representative_data` instead, since int8 ranges are
+    calibrated on those and inputs outside them saturate.
+    """
+    shape = tflite.input_shape(model)
+    if quantize == "int8" and representative_data is not None:
+        rows = []
+        for row in tflite.representative_rows(representative_data, shape):
+            rows.append(row[0])
+            if len(rows) == count:
+                break
+        return np.stack(rows)
+    return np.random.default_rng(seed).standard_normal((count, *shape)).astype(np.float32)
+
+
+def _check_arguments(model, path, fuse, merge, calibration_data, quantize, representative_data, num_threads,
+                     latency_runs):
+    compat.check_model(model, "The model to export")
+    tflite.check_quantize(quantize)  # first: a bad mode is the likeliest mistake
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"path must be a file path for the .tflite file; got {path!r}.")
+    if os.path.isdir(path):
+        raise ValueError(f"path {os.fspath(path)!r} is a folder; give a file path such as model.tflite.")
+    if not fuse and (merge is not None or calibration_data is not None):
+        raise ValueError("merge and calibration_data are fusion settings: pass fuse=True, or drop them.")
+    if merge is not None:
+        if not isinstance(merge, fusion.MergeBudget):
+            raise TypeError(f"merge must be a keras_lottery.fusion.MergeBudget or None; got {type(merge).__name__}.")
+        merge.check(calibration_data)
+    check_int(num_threads, "num_threads", 1)
+    check_int(latency_runs, "latency_runs", 1)
+    tflite.check_quantization(quantize, representative_data, tflite.input_shape(model))
+
+
+def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, quantize=None,
+                  representative_data=None, sample_data=None, num_threads=1,
+                  latency_runs=tflite.DEFAULT_LATENCY_RUNS):
+    """Strips, fuses, converts and verifies `model`, then writes it to `path` as TFLite.
+
+    Args:
+      model: a tf_keras Sequential or functional model with one input and one output,
+        pruned (wrapped by `prune_low_magnitude` / `prune_low_sign_flip`) or plain.
+        It is not modified.
+      path: where the .tflite file goes (written atomically, only if verified).
+      fuse: rewrite the stripped model with `fusion.fuse_neurons` (removes dead units).
+      merge: optional `fusion.MergeBudget` (lossy neuron merging); needs fuse=True.
+      calibration_data: inputs for fusion's data-aware merge; needs fuse=True.
+      quantize: None (float32), 'dynamic', 'float16' or 'int8' (see `tflite`).
+      representative_data: calibration inputs for quantize='int8' (required there):
+        an array of examples or a `tf.data.Dataset`.
+      sample_data: array of inputs (N, ...) to verify on and report with; default
+        `default_samples(...)` (16 seeded random inputs; for int8, representative examples).
+      num_threads: LiteRT interpreter threads for the check and the latency.
+      latency_runs: timed `invoke()` calls (after warm-up).
+
+    Returns:
+      An `ExportReport`.
+
+    Raises:
+      TypeError: not a tf_keras Sequential/functional model, or a merge that is not a `MergeBudget`.
+      ValueError: bad arguments (quantize lists the choices, int8 without
+        representative_data, fusion settings with fuse=False, an unusable merge
+        budget, bad sample shape, ...), all before any work.
+      fusion.FusionError: a layer fusion cannot rewrite (export with fuse=False).
+      VerificationError: TFLite outputs differ beyond the tolerance; nothing is written.
+    """
+    _check_arguments(model, path, fuse, merge, calibration_data, quantize, representative_data, num_threads,
+                     latency_runs)
+    shape = tflite.input_shape(model)
+    if sample_data is not None:
+        samples = tflite.check_inputs(sample_data, shape, "sample_data")
+    else:
+        samples = default_samples(model, quantize, representative_data)
+
+    stripped = wrappers.strip_pruning(model)
+    converted = fusion.fuse_neurons(stripped, merge=merge, calibration_data=calibration_data) if fuse else stripped
+    content = tflite.convert(converted, quantize, representative_data)
+
+    lite = tflite.predict(content, samples, num_threads)
+    reference = keras_outputs(converted, samples)
+    tolerance = tolerance_for(quantize, np.max(np.abs(reference)))
+    against_converted = compare(lite, reference)
+    against_original = compare(lite, keras_outputs(model, samples))
+    original_checked = merge is None
+    problems = [f"vs the converted Keras model: {problem}" for problem in against_converted.failures(tolerance)]
+    if original_checked:
+        problems += [f"vs the model passed in: {problem}" for problem in against_original.failures(tolerance)]
+    if problems:
+        raise VerificationError(
+            f"the TFLite conversion (quantize={quantize!r}, fuse={fuse}) does not reproduce the Keras model on "
+            f"{len(samples)} samples: {'; '.join(problems)} ({tolerance.rule}). Nothing was written to {path}. "
+            + ("Try fuse=False to tell a fusion problem from a conversion one." if fuse else
+               "Try a less aggressive quantize mode, or pass sample_data from the real input distribution.")
+        )
+
+    measurement = tflite.measure_content(content, samples[0], num_threads, latency_runs)
+    fusion_dict = fusion.fusion_report(stripped, converted, samples).as_dict() if fuse else None
+    records.write_bytes(os.fspath(path), content)
+    return ExportReport(
+        path=os.fspath(path), quantize=quantize, **measurement.as_dict(), samples=len(samples),
+        max_abs_diff=against_converted.max_abs_diff, argmax_agreement=against_converted.argmax_agreement,
+        max_abs_diff_original=against_original.max_abs_diff,
+        argmax_agreement_original=against_original.argmax_agreement,
+        original_checked=original_checked, tolerance=tolerance, fusion=fusion_dict,
+    )
