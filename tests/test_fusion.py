@@ -285,3 +285,25 @@ def test_keras3_model_is_refused():
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
     with pytest.raises(TypeError, match="Keras 3"):
         fusion.fuse_neurons(model)
+
+
+def test_exact_pass_through_average_pooling_reshape_and_activation_layers():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.InputLayer((8, 8, 2)),
+        keras.layers.Conv2D(6, 3, padding="same", name="conv"),
+        keras.layers.Activation("relu", name="act"),
+        keras.layers.AveragePooling2D(2, name="avg"),
+        keras.layers.Reshape((16, 6), name="reshape"),  # the channel axis stays last
+        keras.layers.LeakyReLU(0.1, name="leaky"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(4, name="out"),
+    ])
+    sparsify(model, 0.3)
+    edit(model, "conv", kill_incoming(1, 0.6))  # constant relu(0.6) through pooling/reshape into out's bias
+    edit(model, "conv", duplicate(4, 3, 1.7))
+    x = inputs_for(model)
+    fused = fusion.fuse_neurons(model)
+    assert max_difference(model, fused, x) <= EXACT
+    assert units(fused)["conv"] == 4
+    assert fused.get_layer("reshape").output_shape == (None, 16, 4)

@@ -85,8 +85,8 @@ def _channels_last(node):
         return axis in (-1, len(node.input_shape) - 1)
     if node.kind == "Concatenate":
         return node.config["axis"] in (-1, len(node.output_shape) - 1)
-    if node.kind == "Reshape":
-        return node.config["target_shape"][-1] == node.input_shape[-1]
+    if node.kind == "Reshape":  # the original shapes: fusion narrows both alike
+        return node.output_shape[-1] == node.input_shape[-1]
     if node.kind == "Conv2D":
         return node.config.get("groups", 1) == 1
     return True
