@@ -280,11 +280,12 @@ def test_data_free_needs_homogeneous_layers():
         fusion.fuse_neurons(model, merge=fusion.MergeBudget(0.5, "data_free"))
 
 
-def test_keras3_model_is_refused():
+def test_keras3_model_is_converted():  # the conversion itself is tested in test_compat.py
     keras3 = pytest.importorskip("keras")
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(TypeError, match="Keras 3"):
-        fusion.fuse_neurons(model)
+    with pytest.warns(keras_lottery.Keras3ConversionWarning):
+        fused = fusion.fuse_neurons(model)
+    assert isinstance(fused, keras.Model)
 
 
 def test_exact_pass_through_average_pooling_reshape_and_activation_layers():
@@ -307,3 +308,16 @@ def test_exact_pass_through_average_pooling_reshape_and_activation_layers():
     assert max_difference(model, fused, x) <= EXACT
     assert units(fused)["conv"] == 4
     assert fused.get_layer("reshape").output_shape == (None, 16, 4)
+
+
+@pytest.mark.parametrize("method", ["l1", "data_aware"])
+def test_merge_through_concatenate_keeps_each_member_in_place(method):
+    model = branch_model()
+    sparsify(model, 0.2)
+    x = inputs_for(model, 256)
+    fused = fusion.fuse_neurons(model, merge=fusion.MergeBudget(0.5, method), calibration_data=x)
+    assert units(fused) == {"left": 3, "right": 3, "first": 7, "second": 7, "out": 3}
+    assert fused.get_layer("concat").output_shape == (None, 4, 4, 6)
+    if method == "data_aware":  # the refit reproduces the kept units' contribution better than dropping
+        dropped = fusion.fuse_neurons(model, merge=fusion.MergeBudget(0.5, "l1"))
+        assert max_difference(model, fused, x) < max_difference(model, dropped, x)
