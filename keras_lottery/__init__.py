@@ -13,6 +13,8 @@ Public API:
 * `fuse_neurons`, `fusion_report`, `MergeBudget`: rewrite a pruned model into a smaller dense one.
 * `export_tflite`: strip, fuse, convert to TFLite, verify in LiteRT, measure size and latency.
 * `keras`: the Keras 2 package (`tf_keras`) every model must be built with.
+* `to_tf_keras`: convert a Keras 3 Sequential/functional model to tf_keras, checked on
+  random inputs (the functions that return a new model call it themselves, with a warning).
 """
 
 from keras_lottery.compat import keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
@@ -24,6 +26,7 @@ from keras_lottery.early_bird import EarlyBirdCallback, EarlyBirdSchedule  # noq
 from keras_lottery.sign_flip import PruneLowSignFlip, flip_counts, flip_statistics, prune_low_sign_flip  # noqa: F401
 from keras_lottery.export import export_tflite  # noqa: F401
 from keras_lottery.fusion import FineTune, MergeBudget, fuse_neurons, fusion_report  # noqa: F401
+from keras_lottery.keras3_conversion import Keras3ConversionError, Keras3ConversionWarning, to_tf_keras  # noqa: F401
 from keras_lottery.pruning import prune  # noqa: F401
 from keras_lottery.summaries import SparsitySummaries, write_hparams  # noqa: F401
 from keras_lottery.schedules import Gradual, Iterative, OneShot, lth_prune_rates  # noqa: F401

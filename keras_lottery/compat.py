@@ -2,8 +2,10 @@
 
 tfmot only works with Keras 2, which ships as the `tf_keras` package. `import keras`
 gives Keras 3, whose models tfmot rejects with an error from deep inside its
-registry. Every public function of keras_lottery calls `check_model` first so that a
-Keras 3 or subclassed model fails at once with a message that says what to do.
+registry. Every public function of keras_lottery calls `check_model` (or
+`check_not_keras3`) first so that a Keras 3 object or a subclassed model fails at once
+with a message that says what to do. The functions that return a new model first
+convert a Keras 3 Sequential or functional model with `keras3_conversion.to_tf_keras`.
 """
 
 import os
@@ -18,8 +20,10 @@ KERAS3_MESSAGE = (
     "{what} is a Keras 3 object ({cls}). keras_lottery works on Keras 2 models, "
     "because tensorflow-model-optimization does. Build the model with "
     "`from keras_lottery import keras` (the same as `import tf_keras as keras`) "
-    "instead of `import keras`, or rebuild it from its config: "
-    "`keras_lottery.keras.Sequential.from_config(model.get_config())` and copy the weights."
+    "instead of `import keras`, or convert a Keras 3 Sequential or functional model "
+    "once with `model = keras_lottery.to_tf_keras(model)` and use the tf_keras model "
+    "it returns from then on (prune_low_magnitude, prune_low_sign_flip, strip_pruning, "
+    "fuse_neurons and export_tflite convert such a model themselves)."
 )
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from keras_lottery import compat
 from keras_lottery import fusion
+from keras_lottery import keras3_conversion
 from keras_lottery import records
 from keras_lottery import tflite
 from keras_lottery import wrappers
@@ -184,7 +185,9 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
     Args:
       model: a tf_keras Sequential or functional model with one input and one output,
         pruned (wrapped by `prune_low_magnitude` / `prune_low_sign_flip`) or plain.
-        It is not modified.
+        It is not modified. A Keras 3 Sequential or functional model is converted to
+        tf_keras first (see `keras3_conversion.to_tf_keras`, which warns); the report's
+        "model passed in" is then the converted model.
       path: where the .tflite file goes (written atomically, only if verified).
       fuse: rewrite the stripped model with `fusion.fuse_neurons` (removes dead units).
       merge: optional `fusion.MergeBudget` (lossy neuron merging); needs fuse=True.
@@ -201,13 +204,15 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
       An `ExportReport`.
 
     Raises:
-      TypeError: not a tf_keras Sequential/functional model, or a merge that is not a `MergeBudget`.
+      TypeError: not a tf_keras Sequential/functional model (nor a Keras 3 one that can
+        be converted), or a merge that is not a `MergeBudget`.
       ValueError: bad arguments (quantize lists the choices, int8 without
         representative_data, fusion settings with fuse=False, an unusable merge
         budget, bad sample shape, ...), all before any work.
       fusion.FusionError: a layer fusion cannot rewrite (export with fuse=False).
       VerificationError: TFLite outputs differ beyond the tolerance; nothing is written.
     """
+    model = keras3_conversion.to_tf_keras(model, "The model to export")
     _check_arguments(model, path, fuse, merge, calibration_data, quantize, representative_data, num_threads,
                      latency_runs)
     shape = tflite.input_shape(model)

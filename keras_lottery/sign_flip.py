@@ -266,7 +266,8 @@ def prune_low_sign_flip(to_prune, pruning_schedule=None, criterion="sign_flip", 
     layer by its wrapper's criterion, or use the IMP loop (`ImpConfig(criterion=...)`).
 
     Args:
-      to_prune: a Sequential or functional tf_keras model, a layer, or a list of layers.
+      to_prune: a Sequential or functional tf_keras model (or a Keras 3 one, converted
+        with `keras3_conversion.to_tf_keras`), a layer, or a list of layers.
       pruning_schedule: as for `prune_low_magnitude` (default `ConstantSparsity(0.5, 0)`).
       criterion: 'sign_flip' (alias 'flip'): flipped weights first, then magnitude;
         'hybrid': |w| / (1 + flips) ** alpha; 'magnitude': |w| through the same wrapper.
@@ -285,9 +286,9 @@ def prune_low_sign_flip(to_prune, pruning_schedule=None, criterion="sign_flip", 
       ValueError: unknown criterion or reference, negative alpha, a schedule that
         prunes before the rewind snapshot exists, or any error `prune_low_magnitude`
         raises.
-      TypeError: Keras 3 or subclassed models, or objects that are not layers/models.
+      TypeError: Keras 3 layers, Keras 3 models that cannot be converted, subclassed
+        models, or objects that are not layers/models.
     """
-    compat.check_not_keras3(to_prune, "The object to prune")
     reference_name = check_arguments(criterion, alpha, reference)
     if hasattr(reference, "rewind_step") and pruning_schedule is not None:
         scheduled = pruning_schedule.values() if isinstance(pruning_schedule, dict) else [pruning_schedule]

@@ -38,6 +38,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as tfmot_wrapper
 
 from keras_lottery import compat
+from keras_lottery import keras3_conversion
 from keras_lottery import masks as masks_lib
 from keras_lottery import schedules
 
@@ -295,6 +296,8 @@ def prune_low_magnitude(
     Same signature and accepted inputs as `tfmot.sparsity.keras.prune_low_magnitude`,
     plus `strategy` and per-layer schedules. Train with the `UpdateMasks` callback
     (it applies the schedules), or set masks with `prune()` / `keras_lottery.imp`.
+    A Keras 3 Sequential or functional model is first converted to tf_keras (see
+    `keras3_conversion.to_tf_keras`, which warns); the model returned is a tf_keras model.
 
     Args:
       to_prune: a Sequential or functional tf_keras model, a layer, or a list of layers.
@@ -314,11 +317,11 @@ def prune_low_magnitude(
       the wrapped layer(s).
 
     Raises:
-      TypeError: Keras 3 or subclassed models, or objects that are not layers/models.
+      TypeError: Keras 3 layers, Keras 3 models that cannot be converted, subclassed
+        models, or objects that are not layers/models.
       ValueError: unsupported arguments, unknown layer names in a schedule dict, a
         layer tfmot cannot prune, or a nested model.
     """
-    compat.check_not_keras3(to_prune, "The object to prune")
     masks_lib.check_strategy(strategy)
     if tuple(block_size) != (1, 1) or sparsity_m_by_n:
         raise ValueError(
@@ -337,7 +340,8 @@ def wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, functi
     """Wraps the prunable layers of a model, a layer or a list of layers (shared by every wrapper kind).
 
     Args:
-      to_prune: a Sequential or functional tf_keras model, a layer, or a list of layers.
+      to_prune: a Sequential or functional tf_keras model (or a Keras 3 one, converted
+        with `keras3_conversion.to_tf_keras`), a layer, or a list of layers.
       pruning_schedule: a schedule, a dict layer name -> schedule, or a callable
         layer -> schedule or None (see `prune_low_magnitude`).
       pruning_policy: optional tfmot `PruningPolicy`.
@@ -385,6 +389,8 @@ def wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, functi
                 f"pruning_schedule must be a PruningSchedule (e.g. keras_lottery.OneShot(0.8)), a dict layer "
                 f"name -> PruningSchedule, or a callable layer -> PruningSchedule; got {schedule!r}."
             )
+    to_prune = keras3_conversion.to_tf_keras(to_prune, "The model to prune")
+    compat.check_not_keras3(to_prune, "The object to prune")
     if not isinstance(to_prune, (keras.Model, keras.layers.Layer, list, tuple)):
         raise TypeError(
             f"{function_name} takes a tf_keras model, a layer or a list of layers; got {type(to_prune).__name__}."
@@ -413,11 +419,13 @@ def strip_pruning(model):
     """Returns a plain tf_keras model with the pruned weights as exact zeros.
 
     The result shares nothing with `model`: layers are rebuilt from their configs and
-    the effective weights (weight * mask) copied in.
+    the effective weights (weight * mask) copied in. A Keras 3 Sequential or functional
+    model is converted to tf_keras (see `keras3_conversion.to_tf_keras`, which warns).
 
     Raises:
-      TypeError: Keras 3 or subclassed models, or not a model.
+      TypeError: Keras 3 models that cannot be converted, subclassed models, or not a model.
     """
+    model = keras3_conversion.to_tf_keras(model, "The model to strip")
     compat.check_model(model, "The model to strip")
 
     def unwrap(layer):

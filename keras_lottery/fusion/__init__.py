@@ -89,7 +89,8 @@ def fuse_neurons(model, merge=None, calibration_data=None, fine_tune=None, sampl
     outputs, or a layer after the last Dense/Conv2D fusion does not know are left alone.
 
     Args:
-      model: a tf_keras Sequential or functional model, pruned (wrapped) or stripped.
+      model: a tf_keras Sequential or functional model, pruned (wrapped) or stripped;
+        a Keras 3 one is converted first (see `keras3_conversion.to_tf_keras`, which warns).
       merge: a `MergeBudget` for the opt-in merge pass, or None for the exact pass only.
       calibration_data: inputs for the 'data_aware' merge and for tolerance budgets.
       fine_tune: a `FineTune` to train the fused model briefly, or None.
@@ -100,7 +101,8 @@ def fuse_neurons(model, merge=None, calibration_data=None, fine_tune=None, sampl
       The fused tf_keras model (uncompiled unless fine-tuned).
 
     Raises:
-      TypeError: a Keras 3 or subclassed model, or a merge/fine_tune of the wrong type.
+      TypeError: a Keras 3 model that cannot be converted, a subclassed model, or a
+        merge/fine_tune of the wrong type.
       ValueError: a merge budget that cannot be used (e.g. data_aware without data).
       FusionError: a layer fusion cannot rewrite between Dense/Conv2D layers, a
         nested or shared layer, or (a bug) an exact pass that changed the outputs.

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from keras_lottery import compat
+from keras_lottery import keras3_conversion
 from keras_lottery import wrappers
 
 keras = compat.keras
@@ -55,10 +56,15 @@ class Graph:
     def __init__(self, model):
         """Reads `model` (a tf_keras Sequential or functional model, wrapped or not).
 
+        A Keras 3 Sequential or functional model is converted to tf_keras first (see
+        `keras3_conversion.to_tf_keras`, which warns).
+
         Raises:
-          TypeError: not a tf_keras Sequential/functional model.
+          TypeError: not a tf_keras Sequential/functional model, or a Keras 3 model
+            that cannot be converted.
           FusionError: a nested model or a layer used more than once.
         """
+        model = keras3_conversion.to_tf_keras(model, "The model to fuse")
         compat.check_model(model, "The model to fuse")
         if not model.built:
             raise FusionError("The model to fuse is not built; call it on data or give it an input shape first.")

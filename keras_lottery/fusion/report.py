@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from keras_lottery import compat
+from keras_lottery import keras3_conversion
 from keras_lottery import wrappers
 
 keras = compat.keras
@@ -84,13 +85,20 @@ def fusion_report(original, fused, sample_data=None):
     """Compares a model with its fused version, layer by layer (matched by name).
 
     Args:
-      original: the model before fusion (wrapped or plain).
+      original: the model before fusion (wrapped or plain; a Keras 3 model is
+        converted with `keras3_conversion.to_tf_keras`).
       fused: the model `fuse_neurons` returned.
       sample_data: inputs on which to measure the largest output difference, or None.
 
     Returns:
       A `FusionReport`.
+
+    Raises:
+      TypeError: a model that is not a tf_keras Sequential/functional model (nor a
+        Keras 3 one that can be converted).
     """
+    original = keras3_conversion.to_tf_keras(original, "The original model")
+    fused = keras3_conversion.to_tf_keras(fused, "The fused model")
     compat.check_model(original, "The original model")
     compat.check_model(fused, "The fused model")
     if wrappers.prunable_wrappers(original):
