@@ -7,6 +7,7 @@ import keras_lottery
 from keras_lottery import fusion
 from keras_lottery import keras
 from keras_lottery.fusion import exact
+from tests.conftest import build_conv
 
 EXACT = 1e-5
 
@@ -321,3 +322,22 @@ def test_merge_through_concatenate_keeps_each_member_in_place(method):
     if method == "data_aware":  # the refit reproduces the kept units' contribution better than dropping
         dropped = fusion.fuse_neurons(model, merge=fusion.MergeBudget(0.5, "l1"))
         assert max_difference(model, fused, x) < max_difference(model, dropped, x)
+
+
+@pytest.mark.parametrize("build", [conv_model, branch_model, build_conv])
+def test_width_multiple_pads_exactly_and_rounds_merges(build):
+    model = build()  # build_conv: BatchNormalization after a ReLU stays, and is padded with neutral channels
+    sparsify(model, 0.3)
+    if build is conv_model:
+        edit(model, "conv2", kill_outgoing(6))  # conv1 loses a filter: 7 -> padded back to 8
+    x = inputs_for(model)
+    padded = fusion.fuse_neurons(model, width_multiple=3 if build is build_conv else 4)
+    assert max_difference(model, padded, x) <= EXACT
+    changeable = {"conv1", "conv2", "fc", "left", "right"} if build is not build_conv else {"conv1", "conv2"}
+    multiple = 3 if build is build_conv else 4
+    assert all(width % multiple == 0 for name, width in units(padded).items() if name in changeable)
+    merged = fusion.fuse_neurons(model, merge=fusion.MergeBudget(0.6, "data_aware"), calibration_data=x,
+                                 width_multiple=4)
+    assert all(width % 4 == 0 for name, width in units(merged).items() if name in changeable)
+    with pytest.raises(ValueError, match="width_multiple"):
+        fusion.fuse_neurons(model, width_multiple=0)

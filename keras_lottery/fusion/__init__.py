@@ -77,7 +77,15 @@ def _check_exact(source, fused, data):
     return difference
 
 
-def fuse_neurons(model, merge=None, calibration_data=None, fine_tune=None, sample_data=None):
+def _pad_widths(graph, width_multiple):
+    for name, node in list(graph.nodes.items()):
+        width = node.weights[0].shape[-1] if node.kind in rewrite.PRODUCERS else 0
+        if width % width_multiple and rewrite.reach(graph, name).fixed is None:
+            rewrite.pad_units(graph, name, width_multiple * -(-width // width_multiple))
+            graph.notes.append(f"{name!r} padded from {width} to a multiple of {width_multiple} units with zero units")
+
+
+def fuse_neurons(model, merge=None, calibration_data=None, fine_tune=None, sample_data=None, width_multiple=None):
     """Returns a new, narrower tf_keras model computing the same function as `model`.
 
     `model` is left untouched. Units (Dense) and filters (Conv2D) are removed or
@@ -96,6 +104,11 @@ def fuse_neurons(model, merge=None, calibration_data=None, fine_tune=None, sampl
       fine_tune: a `FineTune` to train the fused model briefly, or None.
       sample_data: inputs on which the exact pass is checked; default: the
         calibration data, else 16 seeded random inputs.
+      width_multiple: if set (e.g. 16), every layer fusion may change ends with a
+        width that is a multiple of it: merges keep that many units, other layers get
+        zero units added (exact). TFLite's default CPU kernels (XNNPACK) run a fully
+        connected layer about 2x slower per unit at some other widths
+        (bench/RESULTS.md, "Neuron fusion: TFLite size and latency").
 
     Returns:
       The fused tf_keras model (uncompiled unless fine-tuned).
@@ -113,6 +126,8 @@ def fuse_neurons(model, merge=None, calibration_data=None, fine_tune=None, sampl
         raise TypeError(f"fine_tune must be a keras_lottery.fusion.FineTune or None; got {type(fine_tune).__name__}.")
     if merge is not None:
         merge.check(calibration_data)
+    if width_multiple is not None and not (isinstance(width_multiple, int) and width_multiple >= 1):
+        raise ValueError(f"width_multiple must be a positive integer such as 16, or None; got {width_multiple!r}.")
     graph = Graph(model)
     for name, node in graph.nodes.items():  # every unsupported layer is named before any work
         if node.kind in rewrite.PRODUCERS:
@@ -125,11 +140,15 @@ def fuse_neurons(model, merge=None, calibration_data=None, fine_tune=None, sampl
         sample_data = calibration_data if calibration_data is not None else _random_inputs(graph.source)
     rewrite.fold_batch_norms(graph)
     exact.exact_pass(graph)
-    _check_exact(graph.source, graph.to_model(), sample_data)
     if merge is not None:
-        merge_lib.merge_pass(graph, merge, calibration_data)
+        _check_exact(graph.source, graph.to_model(), sample_data)
+        merge_lib.merge_pass(graph, merge, calibration_data, width_multiple)
         exact.exact_pass(graph)
+    if width_multiple:
+        _pad_widths(graph, width_multiple)
     fused = graph.to_model()
+    if merge is None:  # every step was exact, padding included: the whole rewrite is checked
+        _check_exact(graph.source, fused, sample_data)
     setattr(fused, NOTES_ATTRIBUTE, list(graph.notes))
     if fine_tune is not None:
         fine_tune.run(fused)

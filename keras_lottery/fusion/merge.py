@@ -276,8 +276,11 @@ def check_layers(graph, budget):
             )
 
 
-def merge_pass(graph, budget, calibration_data):
-    """Narrows each producer within `budget`; returns units removed per layer."""
+def merge_pass(graph, budget, calibration_data, width_multiple=None):
+    """Narrows each producer within `budget`; returns units removed per layer.
+
+    With `width_multiple`, each layer keeps a multiple of it (removing fewer units).
+    """
     removed = {}
     reference = graph.to_model() if calibration_data is not None else None
     for name in [name for name, node in graph.nodes.items() if node.kind in rewrite.PRODUCERS]:
@@ -290,6 +293,8 @@ def merge_pass(graph, budget, calibration_data):
         limit = channels - 1
         if fraction is not None:
             limit = min(limit, max(0, int(round(fraction * graph.original_units[name])) - already))
+        if width_multiple:
+            limit = max(0, channels - width_multiple * -(-(channels - limit) // width_multiple))
         if limit == 0:
             continue
         features = {}
