@@ -37,9 +37,10 @@ def main(argv):
         epsilon=FLAGS.epsilon, queue_size=FLAGS.queue_size, search_epochs=FLAGS.search_epochs,
         retrain_epochs=FLAGS.retrain_epochs, retrain_from=FLAGS.retrain_from, **training_flags.values(),
     )
+    config = training_flags.resolved(config)
     logging.info("early bird: %s on %s at sparsity %s, results in %s",
                  config.model, config.dataset, config.target_sparsity, config.output_dir)
-    summary = early_bird_flow.run(config)
+    summary = training_flags.run_or_exit(early_bird_flow.run, config)
     drawn = summary["drawn_epoch"]
     logging.info(
         "ticket %s; retrained: test accuracy %.4f at %.1f%% weights remaining; %d training iterations in all",

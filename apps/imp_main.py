@@ -85,10 +85,10 @@ def log_round(record):
 
 def main(argv):
     del argv
-    config = config_from_flags()
+    config = training_flags.resolved(config_from_flags())
     logging.info("%s (%s criterion): %s on %s, %s rounds, results in %s", config.mode, config.criterion,
                  config.model, config.dataset, config.rounds, config.output_dir)
-    summary = imp.run(config, on_round_end=log_round)
+    summary = training_flags.run_or_exit(imp.run, config, on_round_end=log_round)
     last = summary["rounds"][-1]
     logging.info(
         "done: %d rounds in %s (summary.json); last round %.1f%% weights remaining, test accuracy %.4f. "

@@ -1,7 +1,9 @@
 """Flags every experiment app shares (data, model, optimizer, seed, output), defined once."""
 
+from absl import app
 from absl import flags
 
+from keras_lottery import data
 from keras_lottery import models
 from keras_lottery import training
 
@@ -31,3 +33,28 @@ def values():
         seed=FLAGS.seed, train_examples=FLAGS.train_examples or None,
         validation_examples=FLAGS.validation_examples, verbose=FLAGS.verbose,
     )
+
+
+def resolved(config):
+    """`config.resolved()`, a bad value reported as a usage error before any work.
+
+    Raises:
+      app.UsageError: the message names the flag's field and what it accepts.
+    """
+    try:
+        return config.resolved()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+
+
+def run_or_exit(run, config, **kwargs):
+    """`run(config, **kwargs)`; bad input it finds before training ends the app with its message.
+
+    A different config in the output folder, a corrupt record, a missing or bad
+    dataset, a setting that contradicts the data (ValueError): the message is clear
+    on its own, so it is printed without a traceback and the exit status is 1.
+    """
+    try:
+        return run(config, **kwargs)
+    except (ValueError, data.DataUnavailableError) as error:
+        raise SystemExit(f"error: {error}") from error

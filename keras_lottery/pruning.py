@@ -95,7 +95,8 @@ def prune(model, sparsity, strategy="layerwise", criterion=None, rng=None, names
       dict mask name -> the new masks of all layers.
 
     Raises:
-      ValueError: see `scores`, and a sparsity outside [0, 1).
+      ValueError: see `scores`, and a sparsity outside [0, 1] (1 prunes every weight,
+        which IMP's schedule reaches when (1 - rate) ** round underflows).
     """
     layer_scores = scores(model, criterion, rng, names, strategy)
     current_masks = get_masks(model)

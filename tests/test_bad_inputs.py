@@ -1,0 +1,211 @@
+"""The bad-input catalogue: every entry of docs/bad_inputs.md raises its clear error before any work.
+
+Each case names the input, the exception and words the message must contain (the
+problem and the fix). Cases that take an output folder also check that nothing was
+left there. `test_catalogue_matches_the_docs` keeps this list and the docs table equal.
+"""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_lottery as kl
+from keras_lottery import data
+from keras_lottery import early_bird
+from keras_lottery import fusion
+from keras_lottery import imp
+from keras_lottery import keras
+from keras_lottery import records
+from keras_lottery import report
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
+
+
+def dense():
+    return keras.Sequential([keras.layers.InputLayer((8,)), keras.layers.Dense(6, activation="relu", name="fc1"),
+                             keras.layers.Dense(3, name="out")])
+
+
+def pruned():
+    return kl.prune_low_magnitude(dense(), kl.OneShot(0.5))
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.layer = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.layer(inputs)
+
+
+def keras3_layer():
+    keras3 = pytest.importorskip("keras")
+    return keras3.layers.Dense(2)
+
+
+def keras3_subclassed():
+    keras3 = pytest.importorskip("keras")
+
+    class Keras3Subclassed(keras3.Model):
+        def __init__(self):
+            super().__init__()
+            self.layer = keras3.layers.Dense(2)
+
+        def call(self, inputs):
+            return self.layer(inputs)
+
+    model = Keras3Subclassed()
+    model(np.zeros((1, 4), np.float32))
+    return model
+
+
+def with_layer_norm():
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(6, activation="relu", name="fc1")(inputs)
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.LayerNormalization(name="norm")(hidden))
+    return keras.Model(inputs, outputs)
+
+
+def imp_config(tiny_fashion, output_dir, **overrides):
+    settings = dict(output_dir=str(output_dir), dataset="fashion_mnist", data_dir=tiny_fashion, rounds=1,
+                    iterations=20, batch_size=20, validation_examples=100, verbose=0)
+    settings.update(overrides)
+    return imp.ImpConfig(**settings)
+
+
+def finished_run(tiny_fashion, output_dir):
+    return imp.run(imp_config(tiny_fashion, output_dir))
+
+
+def corrupt_masks(tiny_fashion, output_dir):
+    imp.run(imp_config(tiny_fashion, output_dir, rounds=2))  # then lose round 1 and truncate round 0's masks
+    summary = json.loads((output_dir / "summary.json").read_text())
+    summary["rounds"] = summary["rounds"][:1]
+    (output_dir / "summary.json").write_text(json.dumps(summary))
+    masks = output_dir / "round_0" / "masks.npz"
+    masks.write_bytes(masks.read_bytes()[:100])
+    imp.run(imp_config(tiny_fashion, output_dir, rounds=2))
+
+
+def truncated_idx(tiny_fashion, folder):
+    """A copy of the tiny dataset whose training images file is cut short, then loaded."""
+    folder.mkdir()
+    for source in pathlib.Path(tiny_fashion).iterdir():
+        content = source.read_bytes()
+        (folder / source.name).write_bytes(content[:len(content) // 2] if "train-images" in source.name else content)
+    return data.load("fashion_mnist", str(folder), validation_examples=10)
+
+
+def app(module, *flags):
+    """Runs an app; raises CalledProcessError with its output if it fails."""
+    result = subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    if result.returncode:
+        raise subprocess.CalledProcessError(result.returncode, module, result.stdout, result.stderr)
+
+
+# (id, what is wrong, call(tiny_fashion, tmp_path), exception, words the message must contain)
+CASES = [
+    ("keras3-layer", "a Keras 3 layer to wrap", lambda d, t: kl.prune_low_magnitude(keras3_layer()),
+     TypeError, "Keras 3.*from keras_lottery import keras"),
+    ("keras3-subclassed", "a Keras 3 subclassed model (cannot be converted)",
+     lambda d, t: kl.prune_low_magnitude(keras3_subclassed(), kl.OneShot(0.5)), TypeError,
+     "subclassed Keras 3 model.*from keras_lottery import keras"),
+    ("subclassed-model", "a subclassed model", lambda d, t: kl.prune_low_magnitude(Subclassed()),
+     TypeError, "subclassed.*Sequential"),
+    ("not-a-model", "a string instead of a model", lambda d, t: kl.strip_pruning("model.h5"),
+     TypeError, "tf_keras Model"),
+    ("schedule-type", "a number as pruning_schedule", lambda d, t: kl.prune_low_magnitude(dense(), 0.5),
+     TypeError, "PruningSchedule"),
+    ("sparsity-above-one", "target sparsity 1.5", lambda d, t: kl.OneShot(1.5), ValueError, r"\[0, 1\)"),
+    ("sparsity-negative", "target sparsity -0.1", lambda d, t: kl.OneShot(-0.1), ValueError, r"\[0, 1\)"),
+    ("strategy", "an unknown mask strategy", lambda d, t: kl.prune_low_magnitude(dense(), kl.OneShot(0.5),
+                                                                              strategy="per_row"),
+     ValueError, "layerwise.*global"),
+    ("prune-sparsity", "prune(model, 1.5)", lambda d, t: kl.prune(pruned(), 1.5), ValueError, "fc1.*0.8 to keep"),
+    ("criterion", "an unknown criterion", lambda d, t: kl.prune(pruned(), 0.5, criterion="taylor"),
+     ValueError, "criterion.*magnitude"),
+    ("flip-on-magnitude", "a sign-flip criterion on a magnitude-wrapped model",
+     lambda d, t: kl.prune(pruned(), 0.5, criterion="sign_flip"), ValueError, "prune_low_sign_flip"),
+    ("alpha", "hybrid alpha < 0", lambda d, t: kl.prune_low_sign_flip(dense(), kl.OneShot(0.5), "hybrid", -1.0),
+     ValueError, "alpha"),
+    ("flip-reference", "an unknown flip reference",
+     lambda d, t: kl.prune_low_sign_flip(dense(), kl.OneShot(0.5), reference="yesterday"), ValueError, "init.*rewind"),
+    ("mask-shape", "a mask of the wrong shape",
+     lambda d, t: kl.set_masks(pruned(), {"fc1": np.ones((3, 3)), "out": np.ones((6, 3))}), ValueError, "fc1.*shape"),
+    ("mask-layer", "a mask for a layer that is not pruned", lambda d, t: kl.set_masks(pruned(), {"conv9": np.ones(3)}),
+     ValueError, "conv9"),
+    ("rewind-step", "rewind_step < 0", lambda d, t: kl.RewindCallback(rewind_step=-1), ValueError, "rewind_step"),
+    ("early-bird-epsilon", "epsilon outside (0, 1)", lambda d, t: kl.EarlyBirdCallback(0.5, epsilon=1.5),
+     ValueError, "epsilon"),
+    ("early-bird-queue", "queue_size < 2", lambda d, t: kl.EarlyBirdCallback(0.5, queue_size=1),
+     ValueError, "queue_size"),
+    ("bn-gamma-without-bn", "criterion 'bn_gamma' on a model without BatchNormalization",
+     lambda d, t: early_bird.criterion_scores(pruned(), "bn_gamma"), ValueError, "BatchNormalization.*l1"),
+    ("fusion-unsupported-layer", "a layer fusion cannot rewrite between two Dense layers",
+     lambda d, t: kl.fuse_neurons(with_layer_norm()), fusion.FusionError, "norm.*LayerNormalization.*supports"),
+    ("merge-without-data", "a data-aware merge without calibration data",
+     lambda d, t: kl.fuse_neurons(dense(), merge=kl.MergeBudget(0.5, "data_aware")), ValueError, "calibration_data"),
+    ("quantize-mode", "an unknown quantization", lambda d, t: kl.export_tflite(dense(), str(t / "m.tflite"),
+                                                                               quantize="int4"),
+     ValueError, "quantize.*float16"),
+    ("int8-without-data", "int8 without representative data",
+     lambda d, t: kl.export_tflite(dense(), str(t / "m.tflite"), quantize="int8"), ValueError, "representative_data"),
+    ("dataset-too-small", "more validation examples than the dataset has",
+     lambda d, t: data.load("fashion_mnist", d, validation_examples=10**7), ValueError, "Lower validation_examples"),
+    ("dataset-corrupt-idx", "a truncated IDX file", lambda d, t: truncated_idx(d, t / "data"), ValueError,
+     "cannot read .*train-images.*re-download"),
+    ("dataset-name", "an empty dataset name", lambda d, t: data.load(""), ValueError, "fashion_mnist"),
+    ("imp-rounds", "rounds < 0", lambda d, t: imp.run(imp_config(d, t / "run", rounds=-1)), ValueError, "rounds"),
+    ("imp-rewind-beyond-round", "rewind_step beyond a round's iterations",
+     lambda d, t: imp.run(imp_config(d, t / "run", rewind_step=1000)), ValueError, "rewind_step.*iterations"),
+    ("imp-other-config", "an output_dir holding a run with another config",
+     lambda d, t: (finished_run(d, t / "run"), imp.run(imp_config(d, t / "run", seed=5))),
+     records.ConfigMismatchError, "seed.*another --output_dir"),
+    ("imp-corrupt-summary", "an output_dir whose summary.json is not JSON",
+     lambda d, t: ((t / "run").mkdir(), (t / "run" / "summary.json").write_text("{trunc"), imp.run(imp_config(d, t / "run"))),
+     records.CorruptRecordError, "not a valid summary.*another --output_dir"),
+    ("imp-corrupt-masks", "a truncated masks file in a run being resumed",
+     lambda d, t: corrupt_masks(d, t / "run"), records.CorruptRecordError, "masks.npz"),
+    ("app-prune-rate", "apps.imp_main --prune_rate=1.5",
+     lambda d, t: app("apps.imp_main", f"--data_dir={d}", f"--output_dir={t / 'run'}", "--prune_rate=1.5"),
+     subprocess.CalledProcessError, "prune_rate"),
+    ("app-export-flags", "apps.export_main with both --run_dir and --model_path",
+     lambda d, t: app("apps.export_main", f"--run_dir={t}", f"--model_path={t / 'm.keras'}"),
+     subprocess.CalledProcessError, "exactly one of --run_dir"),
+    ("report-no-runs", "report_main over a folder with no runs",
+     lambda d, t: report.write_report([str(t)], str(t / "report")), report.ReportError, "no summary.json.*pass run folders"),
+]
+
+
+PRE_EXISTING = ("imp-other-config", "imp-corrupt-summary", "imp-corrupt-masks", "dataset-corrupt-idx")  # set up first
+
+
+def _message(error):
+    if isinstance(error, subprocess.CalledProcessError):
+        return f"{error.stdout}\n{error.stderr}"
+    return str(error)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+def test_bad_input_fails_clearly_before_work(case, tiny_fashion, tmp_path):
+    _, _, call, exception, words = case
+    with pytest.raises(exception) as raised:
+        call(tiny_fashion, tmp_path)
+    assert re.search(words, _message(raised.value), re.DOTALL | re.IGNORECASE), _message(raised.value)[-2000:]
+    left = [path for path in tmp_path.rglob("*") if path.is_file()]
+    if case[0] not in PRE_EXISTING:
+        assert not left, f"partial results left behind: {left}"
+
+
+def test_catalogue_matches_the_docs():
+    table_ids = re.findall(r"^\| `([a-z0-9-]+)` \|", DOCS.read_text(), re.MULTILINE)
+    assert sorted(table_ids) == sorted(case[0] for case in CASES)
+    assert len(CASES) >= 25
