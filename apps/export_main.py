@@ -42,7 +42,10 @@ flags.DEFINE_string("output", None, "The .tflite path (default: see the module d
 flags.DEFINE_boolean("fuse", True, "Fuse neurons (remove dead units) before converting; --nofuse converts as is.")
 flags.DEFINE_float("merge_fraction", None, "Fusion's merge budget: fraction of units merged per layer (lossy).")
 flags.DEFINE_enum("merge_method", "data_free", list(fusion.METHODS),
-                  "How fusion merges units (see keras_lottery.fusion).")
+                  "How fusion merges units (see keras_lottery.fusion); data_aware is the most accurate "
+                  "(bench/RESULTS.md) and uses --calibration_examples.")
+flags.DEFINE_integer("width_multiple", export.WIDTH_MULTIPLE, "Round fused layer widths to a multiple of this "
+                     "(XNNPACK runs those at full speed); 0 leaves them as fusion makes them.")
 flags.DEFINE_float("merge_tolerance", None, "Fusion's merge budget: largest relative change of a layer's "
                    "pre-activation on the calibration examples.")
 flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"], "TFLite quantization.")
@@ -168,6 +171,7 @@ def main(argv):
             calibration_data=calibration if merge_needs_calibration() else None,
             quantize=quantize, representative_data=calibration if quantize == "int8" else None,
             sample_data=samples, num_threads=FLAGS.num_threads, latency_runs=FLAGS.latency_runs,
+            width_multiple=FLAGS.width_multiple or None,
         )
     except fusion.FusionError as error:
         logging.error("%s --nofuse exports the model without fusion.", error)

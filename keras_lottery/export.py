@@ -51,6 +51,7 @@ FLOAT32_TOLERANCE = 1e-4
 FLOAT16_TOLERANCE = 1e-2
 QUANTIZED_SANITY_TOLERANCE = 0.1
 MIN_ARGMAX_AGREEMENT = 0.9
+WIDTH_MULTIPLE = 16  # XNNPACK's fully connected kernel is ~2x slower per unit at many other widths
 DEFAULT_SAMPLES = 16
 _PREDICT_BATCH = 256
 
@@ -159,7 +160,7 @@ def default_samples(model, quantize=None, representative_data=None, count=DEFAUL
 
 
 def _check_arguments(model, path, fuse, merge, calibration_data, quantize, representative_data, num_threads,
-                     latency_runs):
+                     latency_runs, width_multiple):
     compat.check_model(model, "The model to export")
     tflite.check_quantize(quantize)  # first: a bad mode is the likeliest mistake
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
@@ -174,12 +175,14 @@ def _check_arguments(model, path, fuse, merge, calibration_data, quantize, repre
         merge.check(calibration_data)
     check_int(num_threads, "num_threads", 1)
     check_int(latency_runs, "latency_runs", 1)
+    if width_multiple is not None:
+        check_int(width_multiple, "width_multiple", 1)
     tflite.check_quantization(quantize, representative_data, tflite.input_shape(model))
 
 
 def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, quantize=None,
                   representative_data=None, sample_data=None, num_threads=1,
-                  latency_runs=tflite.DEFAULT_LATENCY_RUNS):
+                  latency_runs=tflite.DEFAULT_LATENCY_RUNS, width_multiple=WIDTH_MULTIPLE):
     """Strips, fuses, converts and verifies `model`, then writes it to `path` as TFLite.
 
     Args:
@@ -192,6 +195,9 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
       fuse: rewrite the stripped model with `fusion.fuse_neurons` (removes dead units).
       merge: optional `fusion.MergeBudget` (lossy neuron merging); needs fuse=True.
       calibration_data: inputs for fusion's data-aware merge; needs fuse=True.
+      width_multiple: fused layer widths are rounded to a multiple of this (None: not);
+        16 by default, where XNNPACK's fully connected kernel runs at full speed
+        (bench/RESULTS.md: without it a fused LeNet can be slower than the sparse one).
       quantize: None (float32), 'dynamic', 'float16' or 'int8' (see `tflite`).
       representative_data: calibration inputs for quantize='int8' (required there):
         an array of examples or a `tf.data.Dataset`.
@@ -214,7 +220,7 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
     """
     model = keras3_conversion.to_tf_keras(model, "The model to export")
     _check_arguments(model, path, fuse, merge, calibration_data, quantize, representative_data, num_threads,
-                     latency_runs)
+                     latency_runs, width_multiple)
     shape = tflite.input_shape(model)
     if sample_data is not None:
         samples = tflite.check_inputs(sample_data, shape, "sample_data")
@@ -222,7 +228,8 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
         samples = default_samples(model, quantize, representative_data)
 
     stripped = wrappers.strip_pruning(model)
-    converted = fusion.fuse_neurons(stripped, merge=merge, calibration_data=calibration_data) if fuse else stripped
+    converted = (fusion.fuse_neurons(stripped, merge=merge, calibration_data=calibration_data,
+                                     width_multiple=width_multiple) if fuse else stripped)
     content = tflite.convert(converted, quantize, representative_data)
 
     lite = tflite.predict(content, samples, num_threads)

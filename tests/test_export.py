@@ -186,7 +186,7 @@ def test_measure_tflite_sizes_and_times_without_a_check(dense_model):
 
 
 def test_export_fused_pruned_model_with_dead_units_matches_the_original(tiny, tmp_path):
-    """Waits on keras_lottery.fusion: NotImplementedError until fuse_neurons and fusion_report land."""
+    """24 of fc1's 64 units go (40 stay); the default width_multiple=16 pads fc1 to 48 with zero units."""
     model = _pruned(tiny, sparsity=0.5)
     masks = kl.get_masks(model)
     masks["fc1"][:, :16] = 0  # 16 of fc1's 64 units receive nothing (constant relu(bias)): fusion folds them
@@ -198,3 +198,10 @@ def test_export_fused_pruned_model_with_dead_units_matches_the_original(tiny, tm
     assert isinstance(report.fusion, dict) and report.fusion
     unfused = export.export_tflite(model, tmp_path / "unfused.tflite", fuse=False, latency_runs=20)
     assert report.raw_bytes < unfused.raw_bytes
+    widths = {row["name"]: row["units_after"] for row in report.fusion["layers"]}
+    assert widths["fc1"] == 48
+    exact_width = export.export_tflite(model, tmp_path / "exact.tflite", latency_runs=20, width_multiple=None)
+    assert {row["name"]: row["units_after"] for row in exact_width.fusion["layers"]}["fc1"] == 40
+    with pytest.raises(ValueError, match="width_multiple"):
+        export.export_tflite(model, tmp_path / "bad.tflite", width_multiple=0)
+    assert not (tmp_path / "bad.tflite").exists()
