@@ -1,6 +1,8 @@
-r"""Early-bird tickets vs tickets drawn after full training, LeNet-300-100 / Fashion-MNIST.
+r"""Early-bird tickets vs tickets drawn after full training, on Fashion-MNIST.
 
     python -m bench.early_bird --target_sparsity=0.8 --epochs=20 --seeds=0,1,2
+    python -m bench.early_bird --model=conv2 --criterion=l1 --target_sparsity=0.5 --epochs=10 \
+        --train_examples=10000 --seeds=0,1,2      # channel tickets: filters/units by L1 norm
 
 Per seed, two flows with the same seed, model and data:
   early bird:    search until the mask is stable (EarlyBirdCallback, queue 5, epsilon 0.1),
@@ -24,16 +26,23 @@ def main():
     parser.add_argument("--target_sparsity", type=float, default=0.8)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1, 2])
+    parser.add_argument("--model", default="lenet_300_100")
+    parser.add_argument("--criterion", default="magnitude", choices=["magnitude", "l1"])
+    parser.add_argument("--train_examples", type=int, default=None)
     parser.add_argument("--output_dir", default="bench/out/early_bird")
     args = parser.parse_args()
 
+    # LeNet/magnitude runs keep their original folder names, so earlier results are read back.
+    variant = "" if (args.model, args.criterion, args.train_examples) == ("lenet_300_100", "magnitude", None) else (
+        f"_{args.model}_{args.criterion}_n{args.train_examples or 'all'}")
     rows = []
     for seed in args.seeds:
         flows = {}
         for name, stop in (("early_bird", True), ("full", False)):
             config = early_bird_flow.EarlyBirdConfig(
-                output_dir=os.path.join(args.output_dir, f"{name}_s{args.target_sparsity:g}_seed{seed}"),
+                output_dir=os.path.join(args.output_dir, f"{name}_s{args.target_sparsity:g}_seed{seed}{variant}"),
                 target_sparsity=args.target_sparsity, search_epochs=args.epochs, retrain_epochs=args.epochs,
+                model=args.model, criterion=args.criterion, train_examples=args.train_examples,
                 stop_at_draw=stop, seed=seed, verbose=0,
             )
             flows[name] = early_bird_flow.run(config)
@@ -42,7 +51,7 @@ def main():
                   flush=True)
         rows.append((seed, flows["early_bird"], flows["full"]))
 
-    print(f"\nLeNet-300-100 / Fashion-MNIST, magnitude masks at sparsity {args.target_sparsity:g}, "
+    print(f"\n{args.model} / Fashion-MNIST, {args.criterion} masks at sparsity {args.target_sparsity:g}, "
           f"{args.epochs} epochs of full training, retraining {args.epochs} epochs from the drawn weights:\n")
     print("| seed | epoch drawn (of full) | early-bird ticket acc. | full-training ticket acc. | difference | "
           "iterations: early bird | iterations: full | cost ratio |")
@@ -59,8 +68,10 @@ def main():
           f"accuracy difference {statistics.mean(differences):+.2f} pt (target within 0.5); "
           f"cost ratio {statistics.mean(ratios):.3f} (target <= 0.5)")
     seeds = ",".join(str(s) for s in args.seeds)
+    extra = "" if not variant else (f" --model={args.model} --criterion={args.criterion}"
+                                    + (f" --train_examples={args.train_examples}" if args.train_examples else ""))
     print(f"Reproduce: python -m bench.early_bird --target_sparsity={args.target_sparsity:g} "
-          f"--epochs={args.epochs} --seeds={seeds}")
+          f"--epochs={args.epochs} --seeds={seeds}{extra}")
 
 
 if __name__ == "__main__":

@@ -341,3 +341,15 @@ def test_width_multiple_pads_exactly_and_rounds_merges(build):
     assert all(width % 4 == 0 for name, width in units(merged).items() if name in changeable)
     with pytest.raises(ValueError, match="width_multiple"):
         fusion.fuse_neurons(model, width_multiple=0)
+
+
+def test_data_aware_merge_on_wide_consumers_ranks_by_activation(monkeypatch):
+    """Past MAX_GREEDY_FEATURES the cheap ranking is used; the refit still beats plain removal."""
+    monkeypatch.setattr(fusion.merge_lib, "MAX_GREEDY_FEATURES", 10)
+    model = dense_model()
+    sparsify(model, 0.2)
+    x = inputs_for(model, 512)
+    aware = fusion.fuse_neurons(model, merge=fusion.MergeBudget(0.5, "data_aware"), calibration_data=x)
+    l1 = fusion.fuse_neurons(model, merge=fusion.MergeBudget(0.5, "l1"))
+    assert units(aware) == {"fc1": 12, "fc2": 8, "out": 5}
+    assert max_difference(model, aware, x) < max_difference(model, l1, x)
