@@ -8,7 +8,8 @@ r"""Iterative magnitude pruning with rewinding: find lottery tickets.
 `--criterion=sign_flip|hybrid` prunes weights whose sign flipped (relative to the
 rewind point) first, or by |w| / (1 + flips)^alpha; `--mode=one_pass` prunes while
 training continues instead of IMP's rounds, to the sparsity IMP reaches after
-`--rounds` rounds. Rerunning the same command resumes at the first unfinished round. Results:
+`--rounds` rounds. Rerunning the same command resumes a stopped or killed run, at the last
+evaluation of its unfinished round (see keras_lottery/round_backup.py). Results:
 <output_dir>/summary.json, round_<r>/masks.npz, TensorBoard logs
 (`tensorboard --logdir <output_dir>/tensorboard`).
 """

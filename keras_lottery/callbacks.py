@@ -2,8 +2,12 @@
 
 Both keep per-step Python work at zero when they have nothing to do at the next
 step: Keras only calls batch hooks of callbacks that say they need them, and these
-say so only while a mask update or a snapshot is pending.
+say so only while a mask update or a snapshot is pending. Both keep state outside the
+model's variables; `backup_state()` / `restore_backup_state()` hand it to a mid-round
+backup (`round_backup.RoundBackup`).
 """
+
+import json
 
 import numpy as np
 
@@ -24,6 +28,12 @@ def optimizer_step(model):
     return int(model.optimizer.iterations.numpy())
 
 
+def optimizer_variables(optimizer):
+    """An optimizer's variables as a list (a method on legacy optimizers, a property on new ones)."""
+    variables = optimizer.variables
+    return list(variables() if callable(variables) and not isinstance(variables, list) else variables)
+
+
 def reset_optimizer(optimizer):
     """Zeroes an optimizer's state (iterations, momenta, moments); keeps its learning rate.
 
@@ -32,9 +42,7 @@ def reset_optimizer(optimizer):
     """
     if optimizer is None:
         return
-    variables = optimizer.variables
-    variables = variables() if callable(variables) and not isinstance(variables, list) else variables
-    for variable in variables:
+    for variable in optimizer_variables(optimizer):
         if "learning_rate" in variable.name:
             continue
         variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
@@ -77,6 +85,7 @@ class UpdateMasks(keras.callbacks.Callback):
         self.criterion = criterion
         self.rng = np.random.default_rng(seed)
         self._next_step = None
+        self._train_begin_step = None
 
     def _schedules(self):
         return [(wrapper, wrapper.pruning_schedule) for wrapper in wrappers.prunable_wrappers(self.model)]
@@ -124,6 +133,7 @@ class UpdateMasks(keras.callbacks.Callback):
         self._compute_next_step(optimizer_step(self.model))
         self._check_reference_reachable()
         self._maybe_update()
+        self._train_begin_step = optimizer_step(self.model)
 
     def _check_reference_reachable(self):
         """Fails before training if a sign-flip reference='rewind' would not exist in time."""
@@ -143,8 +153,13 @@ class UpdateMasks(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         # Schedules can learn their step only during training (EarlyBirdSchedule
-        # learns it at an epoch end): look again at every epoch start.
-        self._compute_next_step(optimizer_step(self.model))
+        # learns it at an epoch end): look again at every epoch start but the first,
+        # where on_train_begin has just done so (an update due there is done once, at
+        # whichever epoch a fit starts: a resumed fit updates as an uninterrupted one).
+        step = optimizer_step(self.model)
+        if step == self._train_begin_step:
+            return
+        self._compute_next_step(step)
         self._maybe_update()
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -153,6 +168,14 @@ class UpdateMasks(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         wrappers.apply_masks(self.model)
+
+    def backup_state(self):
+        """The random generator's state, for a mid-round backup (the rest is recomputed from the step)."""
+        return {"rng": np.array(json.dumps(self.rng.bit_generator.state))}
+
+    def restore_backup_state(self, arrays):
+        """Restores what `backup_state` returned."""
+        self.rng.bit_generator.state = json.loads(str(arrays["rng"]))
 
 
 REWIND_ATTRIBUTE = "_keras_lottery_rewind_callback"  # how UpdateMasks finds the fit's RewindCallback
@@ -272,3 +295,13 @@ class RewindCallback(keras.callbacks.Callback):
     def load_state(self, arrays):
         """Restores a snapshot saved with `state()`."""
         self.snapshot = [np.asarray(arrays[key]) for key in sorted(arrays)]
+
+    def backup_state(self):
+        """The snapshot once taken (else nothing), for a mid-round backup."""
+        return self.state() if self.snapshot is not None else {}
+
+    def restore_backup_state(self, arrays):
+        """Restores what `backup_state` returned: no snapshot yet if it is empty."""
+        self.snapshot = None
+        if arrays:
+            self.load_state(arrays)

@@ -8,7 +8,8 @@ Each round r >= 1 prunes the trained weights of round r-1 to sparsity
 `1 - (1 - rate) ** r` per layer (or globally), sets the surviving weights for the
 round (the ticket's rewind, or a control), resets the optimizer, and trains again.
 Results go to one folder per run (see `records.py`); rerunning the same config
-resumes at the first unfinished round.
+resumes at the first unfinished round, at its last evaluation if it has a backup
+(`round_backup.py`).
 
 `criterion` picks what each round prunes by: 'magnitude' (LTH), 'sign_flip' or
 'hybrid' (the model is wrapped with `prune_low_sign_flip`; flips are counted during
@@ -19,7 +20,6 @@ rewind point), or 'random'. `mode='one_pass'` runs the one-pass flow instead
 
 import dataclasses
 import math
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +32,7 @@ from keras_lottery import masks as masks_lib
 from keras_lottery import models
 from keras_lottery import records
 from keras_lottery import pruning
+from keras_lottery import round_backup
 from keras_lottery import schedules
 from keras_lottery import sign_flip
 from keras_lottery import summaries
@@ -202,32 +203,42 @@ def _prune_for_round(config, model, round_index, masks_source, rng):
 
 
 def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
+    """Trains one round, evaluating every `interval` steps, and returns its record.
+
+    A round killed mid-way resumes at its last evaluation: see `round_backup.py`. The
+    training batches are one seeded stream per round, so the resumed round skips the
+    batches already trained and sees the rest in the uninterrupted order. The caller
+    deletes the backup once the round's results are saved.
+    """
+    epochs = max(1, iterations // interval)
+    backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
+                                      config_defaults(), extra_callbacks)
+    epochs_done = backup.restore()
     train = data.to_dataset(
         splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed * 1000 + round_index, repeat=True
-    )
+    ).skip(epochs_done * interval)
     validation = data.to_dataset(splits.validation_x, splits.validation_y, 1000)
-    epochs = max(1, iterations // interval)
     tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
     sparsity = summaries.SparsitySummaries(folder.file("tensorboard", f"round_{round_index}", "sparsity"))
-    start = time.perf_counter()
-    history = model.fit(
+    model.fit(
         train,
+        initial_epoch=epochs_done,
         epochs=epochs,
         steps_per_epoch=interval,
         validation_data=validation,
-        callbacks=[*extra_callbacks, tensorboard, sparsity],
+        callbacks=[*extra_callbacks, tensorboard, sparsity, backup],
         verbose=config.verbose,
     )
-    seconds = time.perf_counter() - start
+    seconds = backup.seconds()
     test_loss, test_accuracy = model.evaluate(
         data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0
     )
-    val_loss = history.history["val_loss"]
+    val_loss = [logs["val_loss"] for logs in backup.logs]
     best = int(np.argmin(val_loss))
     return {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "best_val_accuracy": float(np.max(history.history["val_accuracy"])),
+        "best_val_accuracy": float(np.max([logs["val_accuracy"] for logs in backup.logs])),
         "early_stop_iteration": (best + 1) * interval,
         "iterations": epochs * interval,
         "train_seconds": round(seconds, 3),
@@ -279,6 +290,7 @@ def run(config, on_round_end=None):
         summary = {"config": config_dict, "rounds": []}
         summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
     done = len(summary["rounds"])
+    folder.remove_leftovers(done)
     if done >= config.rounds + 1:
         return summary
 
@@ -327,6 +339,7 @@ def run(config, on_round_end=None):
                           sign_flip.get_state(model))
         summary["rounds"].append(record)
         folder.save_summary(summary)
+        folder.remove_backup(round_index)
         write_tensorboard_round(folder, record)
         if on_round_end is not None:
             on_round_end(record)

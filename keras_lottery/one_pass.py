@@ -17,7 +17,8 @@ With `prune_begin == prune_end` all pruning happens once at that point; at 0 wit
 initialization, trained for the whole length).
 
 Results: the same run folder as IMP (`summary.json` with one record, "round" 0,
-`round_0/masks.npz`, TensorBoard logs); rerunning a finished run returns its summary.
+`round_0/masks.npz`, TensorBoard logs); rerunning a finished run returns its summary,
+rerunning a killed one resumes at its last evaluation (`round_backup.py`).
 """
 
 import dataclasses
@@ -87,6 +88,7 @@ def run(config, on_round_end=None):
     summary = folder.load_checked(config_dict, imp.config_defaults())
     if summary is not None and summary["rounds"]:
         return summary
+    folder.remove_leftovers(0)
 
     splits = data.load(
         config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
@@ -122,6 +124,7 @@ def run(config, on_round_end=None):
     summary = {"config": config_dict, "mode": "one_pass", "iterations_per_round": int(total),
                "prune_steps": [int(step) for step in begin + frequency * np.arange(updates + 1)], "rounds": [record]}
     folder.save_summary(summary)
+    folder.remove_backup(0)
     imp.write_tensorboard_round(folder, record)
     if on_round_end is not None:
         on_round_end(record)

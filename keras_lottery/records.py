@@ -4,7 +4,10 @@ One folder per run, so that rerunning the same command resumes it. Every file is
 written atomically (a temporary file in the same folder, fsync, then rename), so an
 interrupted run never leaves a half-written file under a real name. `summary.json`
 is written last for each round: a round counts as finished only once it is listed
-there, and files of an unfinished round are simply overwritten on resume.
+there, and files of an unfinished round are simply overwritten on resume. A round in
+progress keeps its latest backup (`round_backup.py`) until it is listed there; a
+temporary file left by a write that was killed is never read, and is removed when the
+run resumes (`remove_leftovers`).
 
 Layout::
 
@@ -12,11 +15,14 @@ Layout::
     <output_dir>/rewind_snapshot.npz   weights at the rewind step
     <output_dir>/round_<r>/masks.npz   0/1 mask per prunable kernel, keyed by layer name
     <output_dir>/round_<r>/final_weights.npz  weights after the round's training
+    <output_dir>/round_<r>/backup.npz  the unfinished round's state at its last evaluation
     <output_dir>/tensorboard/...       TensorBoard logs
 """
 
+import glob
 import json
 import os
+import signal
 import tempfile
 import zipfile
 
@@ -24,6 +30,14 @@ import numpy as np
 
 SUMMARY = "summary.json"
 SNAPSHOT = "rewind_snapshot.npz"
+BACKUP = "backup.npz"
+TEMPORARY_PREFIX = ".tmp-"
+
+# Test hook, inert unless set: KILL_AT_VARIABLE="before_rename:<path end>" (or
+# "after_rename:<path end>") makes the process SIGKILL itself while it writes the file
+# whose path ends with <path end> (e.g. "round_1/backup.npz"), just before (after) the
+# temporary file is renamed to it. tests/test_fault_tolerance.py crashes runs with it.
+KILL_AT_VARIABLE = "KERAS_LOTTERY_KILL_AT"
 
 # Fields that may change between a run and its resumption: where things are read
 # from or written to, and how many rounds to run (so a run can be extended).
@@ -38,10 +52,17 @@ class CorruptRecordError(ValueError):
     """A results file cannot be read back."""
 
 
+def _kill_if_asked(moment, path):
+    """SIGKILLs this process at `moment` of writing `path` if KILL_AT_VARIABLE asks for it."""
+    asked = os.environ.get(KILL_AT_VARIABLE)
+    if asked and asked.startswith(moment + ":") and os.fspath(path).endswith(asked[len(moment) + 1:]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _write_atomic(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path))
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
@@ -51,11 +72,13 @@ def _write_atomic(path, write):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
+        _kill_if_asked("before_rename", path)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+    _kill_if_asked("after_rename", path)
 
 
 def write_json(path, value):
@@ -191,3 +214,36 @@ class RunFolder:
 
     def load_snapshot(self):
         return read_npz(self.file(SNAPSHOT))
+
+    def backup_path(self, round_index):
+        return os.path.join(self.round_dir(round_index), BACKUP)
+
+    def save_backup(self, round_index, arrays):
+        """Writes the backup of unfinished round `round_index` (replacing the previous one), atomically."""
+        write_npz(self.backup_path(round_index), arrays)
+
+    def load_backup(self, round_index):
+        """The backup of round `round_index`, or None if it has none.
+
+        Raises:
+          CorruptRecordError: the backup cannot be read.
+        """
+        path = self.backup_path(round_index)
+        return read_npz(path) if os.path.exists(path) else None
+
+    def remove_backup(self, round_index):
+        """Deletes round `round_index`'s backup, if any (once the round's results are saved)."""
+        if os.path.exists(self.backup_path(round_index)):
+            os.remove(self.backup_path(round_index))
+
+    def remove_leftovers(self, finished_rounds):
+        """Deletes what an interrupted run leaves behind and never reads back.
+
+        That is the temporary files of writes that were killed before their rename, and
+        the backups of rounds 0 .. `finished_rounds` - 1, whose results are saved.
+        """
+        for folder in [self.path, *glob.glob(os.path.join(glob.escape(self.path), "round_*"))]:
+            for temporary in glob.glob(os.path.join(glob.escape(folder), TEMPORARY_PREFIX + "*")):
+                os.remove(temporary)
+        for round_index in range(finished_rounds):
+            self.remove_backup(round_index)

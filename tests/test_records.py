@@ -56,3 +56,29 @@ def test_config_guard_names_the_differences_and_allows_more_rounds(tmp_path):
 def test_output_dir_is_required():
     with pytest.raises(ValueError, match="output_dir"):
         records.RunFolder("")
+
+
+def test_a_flipped_bit_in_an_npz_is_refused(tmp_path):
+    path = tmp_path / "backup.npz"
+    records.write_npz(path, {"weights": np.arange(1000, dtype=np.float32)})
+    content = bytearray(path.read_bytes())
+    content[len(content) // 3] ^= 0x40  # inside the array's bytes: only the zip's CRC tells
+    path.write_bytes(bytes(content))
+    with pytest.raises(records.CorruptRecordError, match="CRC"):
+        records.read_npz(path)
+
+
+def test_leftovers_of_killed_writes_and_backups_of_finished_rounds_are_removed(tmp_path):
+    folder = records.RunFolder(tmp_path)
+    for round_index in (0, 1):
+        folder.save_backup(round_index, {"weights": np.zeros(2)})
+    (tmp_path / (records.TEMPORARY_PREFIX + "a1summary.json")).write_text('{"config"')
+    (tmp_path / "round_1" / (records.TEMPORARY_PREFIX + "b2backup.npz")).write_bytes(b"PK")
+    assert folder.load_backup(2) is None
+    folder.remove_leftovers(finished_rounds=1)
+    assert sorted(os.listdir(tmp_path)) == ["round_0", "round_1"]
+    assert os.listdir(tmp_path / "round_0") == []
+    assert os.listdir(tmp_path / "round_1") == [records.BACKUP]
+    np.testing.assert_array_equal(folder.load_backup(1)["weights"], np.zeros(2))
+    folder.remove_backup(1)
+    assert folder.load_backup(1) is None
