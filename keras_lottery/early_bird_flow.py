@@ -87,7 +87,8 @@ def _fit(model, config, splits, epochs, folder, phase, extra):
         data.to_dataset(splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed, repeat=True),
         epochs=epochs, steps_per_epoch=steps,
         validation_data=data.to_dataset(splits.validation_x, splits.validation_y, 1000),
-        callbacks=[*extra, tensorboard], verbose=config.verbose,
+        callbacks=[*extra, tensorboard, training.StopOnDivergence(f"the {phase} phase", config.learning_rate)],
+        verbose=config.verbose,
     )
     test_loss, test_accuracy = model.evaluate(data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0)
     return {

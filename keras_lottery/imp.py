@@ -202,6 +202,12 @@ def _prune_for_round(config, model, round_index, masks_source, rng):
     pruning.prune(model, sparsity, config.strategy, config.criterion, rng)
 
 
+def _fit_round(model, train, validation, epochs_done, epochs, interval, config, callbacks):
+    # The divergence check comes before the backup in `callbacks`, so a NaN model is never saved.
+    model.fit(train, initial_epoch=epochs_done, epochs=epochs, steps_per_epoch=interval,
+              validation_data=validation, callbacks=callbacks, verbose=config.verbose)
+
+
 def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
     """Trains one round, evaluating every `interval` steps, and returns its record.
 
@@ -220,15 +226,13 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     validation = data.to_dataset(splits.validation_x, splits.validation_y, 1000)
     tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
     sparsity = summaries.SparsitySummaries(folder.file("tensorboard", f"round_{round_index}", "sparsity"))
-    model.fit(
-        train,
-        initial_epoch=epochs_done,
-        epochs=epochs,
-        steps_per_epoch=interval,
-        validation_data=validation,
-        callbacks=[*extra_callbacks, tensorboard, sparsity, backup],
-        verbose=config.verbose,
-    )
+    try:
+        _fit_round(model, train, validation, epochs_done, epochs, interval, config,
+                   [*extra_callbacks, tensorboard, sparsity,
+                    training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup])
+    except training.TrainingDivergedError:
+        folder.remove_backup(round_index)  # resuming it would diverge again: nothing of the round is kept
+        raise
     seconds = backup.seconds()
     test_loss, test_accuracy = model.evaluate(
         data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0

@@ -8,6 +8,8 @@ experiment configs extend it with their own fields.
 import dataclasses
 import math
 
+import numpy as np
+
 from keras_lottery import compat
 from keras_lottery import models
 from keras_lottery.validation import check_int
@@ -84,3 +86,32 @@ def compile_for_training(model, optimizer, learning_rate, steps_per_execution=1)
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
+
+
+class TrainingDivergedError(ValueError):
+    """The loss became NaN or infinite while training."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Raises `TrainingDivergedError` at the first epoch end whose loss is not finite.
+
+    Placed before a callback that saves state (such as `RoundBackup`), it keeps a
+    diverged model from being written as a result or a backup.
+    """
+
+    def __init__(self, where, learning_rate):
+        super().__init__()
+        self.where = where
+        self.learning_rate = learning_rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not np.isfinite(value):
+                iteration = int(self.model.optimizer.iterations.numpy())
+                raise TrainingDivergedError(
+                    f"The {key.replace('_', ' ')} is {value} after iteration {iteration} of {self.where}: training "
+                    f"diverged. Lower the learning rate (now {self.learning_rate:g}), or check the data for NaN or "
+                    "infinite values, and rerun in a new --output_dir; results already finished are kept and "
+                    "nothing of this round was saved."
+                )
