@@ -3,6 +3,7 @@
 Public API:
 
 * `prune_low_magnitude`, `strip_pruning`, `prune`: wrap a model, compute masks, strip.
+* `custom_objects`, `prune_scope`: load saved pruned models (H5, .keras, SavedModel).
 * `prune_low_sign_flip`, `flip_statistics`: sign-flip / hybrid pruning, flip counts kept in the graph.
 * `OneShot`, `Iterative`, `lth_prune_rates`: pruning schedules and LTH's per-layer rates.
 * `UpdateMasks`, `RewindCallback`: Keras callbacks for schedules and rewinding.
@@ -34,6 +35,7 @@ from keras_lottery.wrappers import (  # noqa: F401
     PruneLowMagnitude,
     apply_masks,
     custom_objects,
+    prune_scope,
     get_masks,
     prune_low_magnitude,
     set_masks,

@@ -11,6 +11,9 @@ so the whole flow runs inside one `model.fit`:
     pruned = prune_low_magnitude(model, pruning_schedule=EarlyBirdSchedule(detector))
     pruned.fit(..., callbacks=[detector, UpdateMasks()])
 
+A saved model keeps its schedule's drawn step, not the detector (see `EarlyBirdSchedule`;
+`attach_detector` gives a loaded model a new one).
+
 Criteria: `'magnitude'` (unstructured |w| per kernel, layerwise or global),
 `'bn_gamma'` (channels, one global threshold on |BatchNorm gamma|, as the paper) and
 `'l1'` (channels: L1 norm of each Conv2D filter / Dense unit, for models without
@@ -235,30 +238,93 @@ class EarlyBirdCallback(keras.callbacks.Callback):
         return {name: np.flatnonzero(mask < 0.5).tolist() for name, mask in self.drawn_masks[sparsity].items()}
 
 
+@keras.utils.register_keras_serializable(package="keras_lottery")
 class EarlyBirdSchedule(schedules.PruningSchedule):
     """Prunes once, at the step its `EarlyBirdCallback` drew the ticket.
 
     Use with `UpdateMasks`, which checks it at each epoch start: the ticket is drawn
     at an epoch end, so pruning happens before the next epoch's first step.
+
+    Saving and loading (H5, `.keras`, SavedModel): the detector is a callback, not part
+    of the model, so the saved config holds what the schedule knows at save time,
+    `{"target_sparsity": s, "drawn_step": step or None}`, and the loaded schedule has
+    no detector (`detector is None`):
+
+    * With a drawn step, it fires at that step, as the original would have: a model
+      saved between the draw and the prune prunes when training resumes, one saved
+      after the prune does not prune again. SavedModel drops the optimizer state, so
+      the step count restarts at 0 and the schedule fires again when it reaches the
+      drawn step; the masks only shrink, so re-pruning at the same sparsity keeps them.
+    * Without one (saved before the draw), it refuses to run under `UpdateMasks`
+      (RuntimeError) until a new detector is attached with
+      `attach_detector(model, detector)`; the search then starts over, since the
+      detector's queue of masks is not saved.
     """
 
-    def __init__(self, detector, target_sparsity=None):
+    def __init__(self, detector=None, target_sparsity=None, drawn_step=None):
         """Args:
-          detector: the `EarlyBirdCallback` of the same fit.
+          detector: the `EarlyBirdCallback` of the same fit; None only for a schedule
+            rebuilt from a saved config (then `target_sparsity` is required).
           target_sparsity: which of the detector's sparsities (default: its first).
+          drawn_step: without a detector, the step the ticket was drawn at (None: not
+            drawn yet, a detector must be attached before pruning).
 
         Raises:
-          ValueError: a sparsity the detector does not watch.
+          TypeError: `detector` is not an `EarlyBirdCallback`.
+          ValueError: a sparsity the detector does not watch, no detector and no
+            sparsity, a negative `drawn_step`, or a `drawn_step` next to a detector
+            (the detector's own draw decides).
+        """
+        self.detector = None
+        self.recorded_step = None  # the drawn step of a schedule without a detector
+        if detector is None:
+            if target_sparsity is None:
+                raise ValueError("an EarlyBirdSchedule without a detector needs its target_sparsity.")
+            masks_lib.check_sparsity(target_sparsity, "target_sparsity")
+            self.target_sparsity = float(target_sparsity)
+            if drawn_step is not None:
+                self.recorded_step = check_int(drawn_step, "drawn_step")
+            return
+        if drawn_step is not None:
+            raise ValueError("drawn_step is for a schedule without a detector; the detector's draw decides.")
+        target_sparsity = detector.sparsities[0] if target_sparsity is None else target_sparsity
+        self.target_sparsity = float(target_sparsity)
+        self.attach(detector)
+
+    def attach(self, detector):
+        """Makes the schedule follow `detector`'s draw from now on (any recorded step is dropped).
+
+        Raises:
+          TypeError: `detector` is not an `EarlyBirdCallback`.
+          ValueError: the detector does not watch this schedule's sparsity.
         """
         if not isinstance(detector, EarlyBirdCallback):
             raise TypeError(f"detector must be an EarlyBirdCallback; got {type(detector).__name__}.")
-        target_sparsity = detector.sparsities[0] if target_sparsity is None else float(target_sparsity)
-        if target_sparsity not in detector.sparsities:
-            raise ValueError(f"the detector watches sparsities {detector.sparsities}, not {target_sparsity}.")
-        self.detector, self.target_sparsity = detector, target_sparsity
+        if self.target_sparsity not in detector.sparsities:
+            raise ValueError(f"the detector watches sparsities {detector.sparsities}, not {self.target_sparsity}.")
+        self.detector, self.recorded_step = detector, None
+
+    @property
+    def drawn_step(self):
+        """The step the ticket was drawn at, or None if not drawn (yet)."""
+        if self.detector is None:
+            return self.recorded_step
+        return self.detector.drawn_step.get(self.target_sparsity)
+
+    def _check_can_fire(self):
+        if self.detector is None and self.recorded_step is None:
+            raise RuntimeError(
+                f"This EarlyBirdSchedule (target_sparsity={self.target_sparsity}) was loaded from a model saved "
+                "before its ticket was drawn, and has no EarlyBirdCallback to draw it: create one and attach it with "
+                "keras_lottery.early_bird.attach_detector(model, detector), then pass it to fit with UpdateMasks."
+            )
 
     def __call__(self, step):
-        drawn = self.detector.drawn_step_variables[self.target_sparsity]
+        self._check_can_fire()
+        if self.detector is None:
+            drawn = tf.constant(self.recorded_step, tf.int64)
+        else:
+            drawn = self.detector.drawn_step_variables[self.target_sparsity]
         fire = tf.logical_and(drawn >= 0, tf.equal(tf.cast(step, tf.int64), drawn))
         return fire, tf.constant(self.target_sparsity, tf.float32)
 
@@ -267,8 +333,29 @@ class EarlyBirdSchedule(schedules.PruningSchedule):
         return self.target_sparsity
 
     def next_prune_step(self, step):
-        drawn = self.detector.drawn_step.get(self.target_sparsity)
+        self._check_can_fire()
+        drawn = self.drawn_step
         return drawn if drawn is not None and drawn >= step else None
 
     def get_config(self):
-        return {"class_name": self.__class__.__name__, "config": {"target_sparsity": self.target_sparsity}}
+        return {"class_name": self.__class__.__name__,
+                "config": {"target_sparsity": self.target_sparsity, "drawn_step": self.drawn_step}}
+
+
+def attach_detector(model, detector):
+    """Attaches `detector` to every `EarlyBirdSchedule` of `model` (e.g. after loading it).
+
+    Returns:
+      The number of schedules attached.
+
+    Raises:
+      ValueError: the model has no EarlyBirdSchedule, or the detector does not watch
+        one of their sparsities.
+    """
+    found = [wrapper.pruning_schedule for wrapper in wrappers.prunable_wrappers(model)
+             if isinstance(wrapper.pruning_schedule, EarlyBirdSchedule)]
+    if not found:
+        raise ValueError("the model's pruning wrappers have no EarlyBirdSchedule to attach a detector to.")
+    for schedule in found:
+        schedule.attach(detector)
+    return len(found)

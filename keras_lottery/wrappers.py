@@ -40,7 +40,6 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 from keras_lottery import compat
 from keras_lottery import keras3_conversion
 from keras_lottery import masks as masks_lib
-from keras_lottery import schedules
 
 keras = compat.keras
 
@@ -136,14 +135,8 @@ class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        schedule = config.pop("pruning_schedule")
-        custom_objects = {
-            "ConstantSparsity": tfmot_schedule.ConstantSparsity,
-            "PolynomialDecay": tfmot_schedule.PolynomialDecay,
-            **schedules.CUSTOM_OBJECTS,
-        }
         config["pruning_schedule"] = keras.utils.deserialize_keras_object(
-            schedule, custom_objects=custom_objects
+            config.pop("pruning_schedule"), custom_objects=custom_objects()
         )
         config["layer"] = keras.layers.deserialize(config.pop("layer"))
         return cls(**config)
@@ -153,10 +146,38 @@ def _call_arguments(layer):
     return inspect.signature(layer.call).parameters
 
 
+REGISTERED_PACKAGE = "keras_lottery"  # the package name of our `register_keras_serializable` classes
+
+
 def custom_objects():
-    """Objects needed to load a pruned model from .h5/.keras (like tfmot's prune_scope)."""
-    wrapper_classes = [PruneLowMagnitude, *PruneLowMagnitude.__subclasses__()]
-    return {**{cls.__name__: cls for cls in wrapper_classes}, **schedules.CUSTOM_OBJECTS}
+    """dict class name -> class of every wrapper and schedule a pruned model may hold.
+
+    These are the classes keras_lottery registers with Keras (wrappers, `OneShot`,
+    `Iterative`, `Gradual`, `EarlyBirdSchedule`, ...) under their plain names, plus
+    tfmot's `ConstantSparsity` and `PolynomialDecay`. Pass it as
+    `load_model(..., custom_objects=custom_objects())`, or use `prune_scope()`.
+    """
+    prefix = REGISTERED_PACKAGE + ">"
+    registered = {name[len(prefix):]: cls for name, cls in keras.utils.get_custom_objects().items()
+                  if name.startswith(prefix)}
+    return {"ConstantSparsity": tfmot_schedule.ConstantSparsity, "PolynomialDecay": tfmot_schedule.PolynomialDecay,
+            **registered}
+
+
+def prune_scope():
+    """A scope in which Keras finds every keras_lottery wrapper and schedule (like tfmot's `prune_scope`).
+
+    Our classes are registered with Keras, so `load_model` finds them in files saved
+    by keras_lottery even without it; the scope also resolves plain class names
+    ("OneShot", "PruneLowMagnitude", ...), as hand-written or tfmot-style configs use:
+
+        with keras_lottery.prune_scope():
+            model = keras.models.load_model(path)
+
+    Returns:
+      A `keras.utils.custom_object_scope` holding `custom_objects()`.
+    """
+    return keras.utils.custom_object_scope(custom_objects())
 
 
 # ----------------------------------------------------------------------------------------
@@ -220,15 +241,36 @@ def set_masks(model, new_masks):
 
 
 def optimizer_slots(optimizer, weight):
-    """The optimizer's state variables for `weight` (momentum, Adam moments, ...)."""
+    """The optimizer's state variables for `weight` (momentum, Adam moments, ...) shaped like it.
+
+    New (non-legacy) optimizers keep one list per kind of state (`momentums`,
+    `_velocities`, ...), indexed like the variables the optimizer was built on
+    (`_index_dict`). Slots are found through that index, not by name: a model loaded
+    from a `.keras` file names every kernel "kernel", so two layers with kernels of the
+    same shape would share a slot name. Factored state (Adafactor's row/column
+    statistics) has another shape and is left alone. A `LossScaleOptimizer` (mixed
+    precision) is looked through to the optimizer it wraps.
+    """
     if optimizer is None:
         return []
+    while hasattr(optimizer, "inner_optimizer"):  # LossScaleOptimizer
+        optimizer = optimizer.inner_optimizer
     if hasattr(optimizer, "get_slot_names"):  # legacy optimizers
         return [optimizer.get_slot(weight, name) for name in optimizer.get_slot_names()
                 if weight._unique_id in optimizer._slots and name in optimizer._slots[weight._unique_id]]
-    # New optimizers name a slot "<optimizer>/<slot>/<weight's shared name>".
-    suffix = "/" + weight._shared_name
-    return [v for v in optimizer.variables if v.name.split(":")[0].endswith(suffix) and v.shape == weight.shape]
+    index_of = getattr(optimizer, "_index_dict", None) or {}
+    index = index_of.get(optimizer._var_key(weight))
+    if index is None:  # the optimizer has not been built on this weight yet: no state
+        return []
+    own = {id(variable) for variable in optimizer.variables} - {id(optimizer.iterations)}
+    slots = []
+    for value in vars(optimizer).values():
+        if not isinstance(value, list) or len(value) != len(index_of) or value is optimizer.variables:
+            continue
+        slot = value[index]
+        if id(slot) in own and slot.shape == weight.shape:
+            slots.append(slot)
+    return slots
 
 
 def apply_masks(model):

@@ -345,6 +345,7 @@ OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(1e-2),
     "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.1),
     "adam_weight_decay": lambda: keras.optimizers.Adam(1e-2, weight_decay=0.1),
+    "loss_scale_sgd_momentum": lambda: keras.mixed_precision.LossScaleOptimizer(keras.optimizers.SGD(0.05, momentum=0.9)),
 }
 
 
