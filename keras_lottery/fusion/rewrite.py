@@ -211,6 +211,11 @@ def _set_consumer(node, kernel, bias):
     node.weights = [kernel, np.asarray(bias, kernel.dtype)]
 
 
+def _follow_channels(graph, reshape):
+    """A Reshape that keeps the last axis takes the (new) channel count of its input."""
+    reshape.config["target_shape"] = [*reshape.config["target_shape"][:-1], graph.channels(reshape.inbound[0])]
+
+
 def _slice_path(graph, path, kept, channels):
     for layer_name, offset in path.items():
         node = graph.nodes[layer_name]
@@ -218,7 +223,7 @@ def _slice_path(graph, path, kept, channels):
             rows = np.concatenate([np.arange(offset), offset + kept, np.arange(offset + channels, len(node.weights[0]))])
             node.weights = [weight[rows] for weight in node.weights]
         elif node.kind == "Reshape":
-            node.config["target_shape"] = [*node.config["target_shape"][:-1], graph.channels(node.inbound[0])]
+            _follow_channels(graph, node)
 
 
 def transformed_consumer(graph, consumer, channels, transfer, folded):
@@ -313,8 +318,7 @@ def pad_units(graph, name, width):
             path_node.weights = [np.insert(weight, offset + channels, value, 0)
                                  for weight, value in zip(path_node.weights, neutral)]
         elif path_node.kind == "Reshape":
-            path_node.config["target_shape"] = [*path_node.config["target_shape"][:-1],
-                                                graph.channels(path_node.inbound[0])]
+            _follow_channels(graph, path_node)
 
 
 def _neutral_batch_norm(node, extra):
