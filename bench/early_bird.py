@@ -1,8 +1,8 @@
 r"""Early-bird tickets vs tickets drawn after full training, on Fashion-MNIST.
 
     python -m bench.early_bird --target_sparsity=0.8 --epochs=20 --seeds=0,1,2
-    python -m bench.early_bird --model=conv2 --criterion=l1 --target_sparsity=0.5 --epochs=10 \
-        --train_examples=10000 --seeds=0,1,2      # channel tickets: filters/units by L1 norm
+    python -m bench.early_bird --model=conv2 --criterion=l1 --target_sparsity=0.5 --epochs=8 \
+        --train_examples=4000 --validation_examples=2000 --seeds=0,1,2   # channel tickets (L1 of filters)
 
 Per seed, two flows with the same seed, model and data:
   early bird:    search until the mask is stable (EarlyBirdCallback, queue 5, epsilon 0.1),
@@ -29,12 +29,15 @@ def main():
     parser.add_argument("--model", default="lenet_300_100")
     parser.add_argument("--criterion", default="magnitude", choices=["magnitude", "l1"])
     parser.add_argument("--train_examples", type=int, default=None)
+    parser.add_argument("--validation_examples", type=int, default=5000)
     parser.add_argument("--output_dir", default="bench/out/early_bird")
     args = parser.parse_args()
 
     # LeNet/magnitude runs keep their original folder names, so earlier results are read back.
-    variant = "" if (args.model, args.criterion, args.train_examples) == ("lenet_300_100", "magnitude", None) else (
-        f"_{args.model}_{args.criterion}_n{args.train_examples or 'all'}")
+    default = (args.model, args.criterion, args.train_examples, args.validation_examples) == (
+        "lenet_300_100", "magnitude", None, 5000)
+    variant = "" if default else (f"_{args.model}_{args.criterion}_n{args.train_examples or 'all'}"
+                                  f"_v{args.validation_examples}")
     rows = []
     for seed in args.seeds:
         flows = {}
@@ -43,6 +46,7 @@ def main():
                 output_dir=os.path.join(args.output_dir, f"{name}_s{args.target_sparsity:g}_seed{seed}{variant}"),
                 target_sparsity=args.target_sparsity, search_epochs=args.epochs, retrain_epochs=args.epochs,
                 model=args.model, criterion=args.criterion, train_examples=args.train_examples,
+                validation_examples=args.validation_examples,
                 stop_at_draw=stop, seed=seed, verbose=0,
             )
             flows[name] = early_bird_flow.run(config)
@@ -69,7 +73,8 @@ def main():
           f"cost ratio {statistics.mean(ratios):.3f} (target <= 0.5)")
     seeds = ",".join(str(s) for s in args.seeds)
     extra = "" if not variant else (f" --model={args.model} --criterion={args.criterion}"
-                                    + (f" --train_examples={args.train_examples}" if args.train_examples else ""))
+                                    + (f" --train_examples={args.train_examples}" if args.train_examples else "")
+                                    + f" --validation_examples={args.validation_examples}")
     print(f"Reproduce: python -m bench.early_bird --target_sparsity={args.target_sparsity:g} "
           f"--epochs={args.epochs} --seeds={seeds}{extra}")
 
