@@ -27,6 +27,8 @@ flags.DEFINE_float("epsilon", _DEFAULTS.epsilon, "Largest mask distance that cou
 flags.DEFINE_integer("queue_size", _DEFAULTS.queue_size, "Masks compared (>= 2).")
 flags.DEFINE_integer("search_epochs", _DEFAULTS.search_epochs, "Longest search (the full-training length).")
 flags.DEFINE_integer("retrain_epochs", None, "Epochs to retrain the ticket (default: search_epochs).")
+flags.DEFINE_integer("checks_per_epoch", _DEFAULTS.checks_per_epoch,
+                     "Mask checks per search epoch (with --queue_size=5 and 1 check, epoch 5 is the earliest draw).")
 flags.DEFINE_enum("retrain_from", _DEFAULTS.retrain_from, ["drawn", "rewind"], "Retrain from the drawn weights or init.")
 
 
@@ -35,7 +37,8 @@ def main(argv):
     config = early_bird_flow.EarlyBirdConfig(
         target_sparsity=FLAGS.target_sparsity, criterion=FLAGS.criterion, strategy=FLAGS.strategy,
         epsilon=FLAGS.epsilon, queue_size=FLAGS.queue_size, search_epochs=FLAGS.search_epochs,
-        retrain_epochs=FLAGS.retrain_epochs, retrain_from=FLAGS.retrain_from, **training_flags.values(),
+        retrain_epochs=FLAGS.retrain_epochs, retrain_from=FLAGS.retrain_from,
+        checks_per_epoch=FLAGS.checks_per_epoch, **training_flags.values(),
     )
     config = training_flags.resolved(config)
     logging.info("early bird: %s on %s at sparsity %s, results in %s",

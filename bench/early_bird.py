@@ -30,14 +30,16 @@ def main():
     parser.add_argument("--criterion", default="magnitude", choices=["magnitude", "l1"])
     parser.add_argument("--train_examples", type=int, default=None)
     parser.add_argument("--validation_examples", type=int, default=5000)
+    parser.add_argument("--checks_per_epoch", type=int, default=1)
     parser.add_argument("--output_dir", default="bench/out/early_bird")
     args = parser.parse_args()
 
     # LeNet/magnitude runs keep their original folder names, so earlier results are read back.
-    default = (args.model, args.criterion, args.train_examples, args.validation_examples) == (
-        "lenet_300_100", "magnitude", None, 5000)
+    default = (args.model, args.criterion, args.train_examples, args.validation_examples, args.checks_per_epoch) == (
+        "lenet_300_100", "magnitude", None, 5000, 1)
     variant = "" if default else (f"_{args.model}_{args.criterion}_n{args.train_examples or 'all'}"
-                                  f"_v{args.validation_examples}")
+                                  f"_v{args.validation_examples}"
+                                  + (f"_c{args.checks_per_epoch}" if args.checks_per_epoch > 1 else ""))
     rows = []
     for seed in args.seeds:
         flows = {}
@@ -46,7 +48,7 @@ def main():
                 output_dir=os.path.join(args.output_dir, f"{name}_s{args.target_sparsity:g}_seed{seed}{variant}"),
                 target_sparsity=args.target_sparsity, search_epochs=args.epochs, retrain_epochs=args.epochs,
                 model=args.model, criterion=args.criterion, train_examples=args.train_examples,
-                validation_examples=args.validation_examples,
+                validation_examples=args.validation_examples, checks_per_epoch=args.checks_per_epoch,
                 stop_at_draw=stop, seed=seed, verbose=0,
             )
             flows[name] = early_bird_flow.run(config)
@@ -56,6 +58,7 @@ def main():
         rows.append((seed, flows["early_bird"], flows["full"]))
 
     print(f"\n{args.model} / Fashion-MNIST, {args.criterion} masks at sparsity {args.target_sparsity:g}, "
+          f"{args.checks_per_epoch} mask check(s) per epoch, "
           f"{args.epochs} epochs of full training, retraining {args.epochs} epochs from the drawn weights:\n")
     print("| seed | epoch drawn (of full) | early-bird ticket acc. | full-training ticket acc. | difference | "
           "iterations: early bird | iterations: full | cost ratio |")
@@ -74,7 +77,8 @@ def main():
     seeds = ",".join(str(s) for s in args.seeds)
     extra = "" if not variant else (f" --model={args.model} --criterion={args.criterion}"
                                     + (f" --train_examples={args.train_examples}" if args.train_examples else "")
-                                    + f" --validation_examples={args.validation_examples}")
+                                    + f" --validation_examples={args.validation_examples}"
+                                    + f" --checks_per_epoch={args.checks_per_epoch}")
     print(f"Reproduce: python -m bench.early_bird --target_sparsity={args.target_sparsity:g} "
           f"--epochs={args.epochs} --seeds={seeds}{extra}")
 

@@ -47,6 +47,7 @@ class EarlyBirdConfig(training.TrainingConfig):
     retrain_epochs: int | None = None  # default: search_epochs
     retrain_from: str = "drawn"
     stop_at_draw: bool = True  # False: search all search_epochs and take the masks at the end (the full-training flow)
+    checks_per_epoch: int = 1  # mask checks per search epoch: with queue_size 5 and 1 check, epoch 5 is the earliest draw
 
     def resolved(self):
         """A copy with defaults filled in, validated (ValueError names the field)."""
@@ -54,6 +55,7 @@ class EarlyBirdConfig(training.TrainingConfig):
         config.retrain_epochs = config.retrain_epochs or config.search_epochs
         check_int(config.search_epochs, "search_epochs", 1)
         check_int(config.retrain_epochs, "retrain_epochs", 1)
+        check_int(config.checks_per_epoch, "checks_per_epoch", 1)
         masks_lib.check_sparsity(config.target_sparsity, "target_sparsity")
         if config.criterion not in ("magnitude", "l1"):
             raise ValueError(
@@ -79,20 +81,21 @@ def _steps_per_epoch(config, splits):
     return math.ceil(len(splits.train_y) / config.batch_size)
 
 
-def _fit(model, config, splits, epochs, folder, phase, extra):
-    steps = _steps_per_epoch(config, splits)
+def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1):
+    """Trains `epochs` epochs, each cut into `checks_per_epoch` Keras epochs (where callbacks look)."""
+    steps = math.ceil(_steps_per_epoch(config, splits) / checks_per_epoch)
     tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", phase), profile_batch=0)
     start = time.perf_counter()
     history = model.fit(
         data.to_dataset(splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed, repeat=True),
-        epochs=epochs, steps_per_epoch=steps,
+        epochs=epochs * checks_per_epoch, steps_per_epoch=steps,
         validation_data=data.to_dataset(splits.validation_x, splits.validation_y, 1000),
         callbacks=[*extra, tensorboard, training.StopOnDivergence(f"the {phase} phase", config.learning_rate)],
         verbose=config.verbose,
     )
     test_loss, test_accuracy = model.evaluate(data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0)
     return {
-        "epochs": len(history.history["loss"]),
+        "epochs": len(history.history["loss"]) / checks_per_epoch,
         "iterations": len(history.history["loss"]) * steps,
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
@@ -115,7 +118,7 @@ def run(config):
     config = config.resolved()
     folder = records.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
-    previous = folder.load_checked(config_dict, required=("config", "retrain"))
+    previous = folder.load_checked(config_dict, {"checks_per_epoch": 1}, required=("config", "retrain"))
     if previous is not None and os.path.exists(folder.file(FINAL_WEIGHTS)):
         return previous
     splits = data.load(config.dataset, config.data_dir, config.validation_examples, config.train_examples)
@@ -123,12 +126,14 @@ def run(config):
     # Masks are assigned by hand below; the schedule only documents that nothing else prunes.
     model = wrappers.prune_low_magnitude(dense, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
     # Epoch ends (where the detector looks) must fall on execution boundaries.
-    training.compile_for_training(model, config.optimizer, config.learning_rate,
-                                  training.steps_per_execution(_steps_per_epoch(config, splits)))
+    epoch_steps = _steps_per_epoch(config, splits)
+    training.compile_for_training(model, config.optimizer, config.learning_rate, training.steps_per_execution(
+        epoch_steps, math.ceil(epoch_steps / config.checks_per_epoch)))
     rewind = callbacks.RewindCallback(0)
     detector = early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
                                             config.epsilon, config.queue_size, stop_training=config.stop_at_draw)
-    search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector])
+    search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector],
+                  config.checks_per_epoch)
     sparsity = detector.sparsities[0]
     drawn = (detector.drawn_masks.get(sparsity) if config.stop_at_draw else None) or detector.compute_masks(sparsity)
     wrappers.set_masks(model, kernel_masks(model, drawn, config.criterion))
@@ -140,7 +145,9 @@ def run(config):
     overall, per_layer = masks_lib.weights_remaining(wrappers.get_masks(model))
     summary = {
         "config": config_dict,
-        "drawn_epoch": detector.drawn_epoch.get(sparsity),
+        # In epochs: a ticket drawn at the 5th of 4 checks per epoch is drawn at epoch 1.25.
+        "drawn_epoch": (detector.drawn_epoch[sparsity] / config.checks_per_epoch
+                        if sparsity in detector.drawn_epoch else None),
         "distances": detector.distances[sparsity],
         "search": search,
         "retrain": retrain,

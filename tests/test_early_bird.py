@@ -1,5 +1,7 @@
 """Tests of early-bird detection: distances, the queue, detection on scripted weights, the schedule."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -170,6 +172,14 @@ def test_early_bird_flow_end_to_end(tmp_path):
     assert (tmp_path / "run" / "masks.npz").exists()
     with pytest.raises(ValueError, match="retrain_from"):
         early_bird_flow.run(early_bird_flow.EarlyBirdConfig(retrain_from="scratch"))
+    # Checked 5 times per epoch (every iteration here), the queue of 2 fills within the first epoch.
+    finer = early_bird_flow.run(dataclasses.replace(config, output_dir=str(tmp_path / "finer"), checks_per_epoch=5))
+    assert finer["drawn_epoch"] is not None and finer["drawn_epoch"] * 5 == int(finer["drawn_epoch"] * 5)
+    assert finer["drawn_epoch"] < summary["drawn_epoch"]
+    assert finer["search"]["iterations"] == finer["drawn_epoch"] * 5  # one iteration per check
+    assert len(finer["distances"]) == finer["drawn_epoch"] * 5
+    with pytest.raises(ValueError, match="checks_per_epoch"):
+        early_bird_flow.run(dataclasses.replace(config, checks_per_epoch=0))
 
 
 def test_sign_flip_criteria_need_the_sign_flip_wrapper_and_use_its_scores(tiny):
