@@ -108,7 +108,7 @@ def fuse_neurons(model, merge=None, calibration_data=None, fine_tune=None, sampl
         width that is a multiple of it: merges keep that many units, other layers get
         zero units added (exact). TFLite's default CPU kernels (XNNPACK) run a fully
         connected layer about 2x slower per unit at some other widths
-        (bench/RESULTS.md, "Neuron fusion: TFLite size and latency").
+        (bench/RESULTS.md, "Neuron fusion exported to TFLite").
 
     Returns:
       The fused tf_keras model (uncompiled unless fine-tuned).
