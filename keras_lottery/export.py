@@ -162,7 +162,6 @@ def default_samples(model, quantize=None, representative_data=None, count=DEFAUL
 def _check_arguments(model, path, fuse, merge, calibration_data, quantize, representative_data, num_threads,
                      latency_runs, width_multiple):
     compat.check_model(model, "The model to export")
-    tflite.check_quantize(quantize)  # first: a bad mode is the likeliest mistake
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ValueError(f"path must be a file path for the .tflite file; got {path!r}.")
     if os.path.isdir(path):
@@ -218,6 +217,7 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
       fusion.FusionError: a layer fusion cannot rewrite (export with fuse=False).
       VerificationError: TFLite outputs differ beyond the tolerance; nothing is written.
     """
+    tflite.check_quantize(quantize)  # before converting a Keras 3 model: a bad mode is the likeliest mistake
     model = keras3_conversion.to_tf_keras(model, "The model to export")
     _check_arguments(model, path, fuse, merge, calibration_data, quantize, representative_data, num_threads,
                      latency_runs, width_multiple)

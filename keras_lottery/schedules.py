@@ -201,8 +201,6 @@ class Gradual(PruningSchedule):
         }
 
 
-CUSTOM_OBJECTS = {"OneShot": OneShot, "Iterative": Iterative, "Gradual": Gradual}
-
 
 def next_prune_step(schedule, step):
     """The first step >= `step` at which `schedule` may fire, or None if never again.

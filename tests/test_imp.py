@@ -99,7 +99,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(finished_run, tiny_f
         got = records.RunFolder(tmp_path).load_masks(round_index)
         for name in expected:
             np.testing.assert_array_equal(got[name], expected[name])
-    assert resumed["rounds"][2]["test_accuracy"] == pytest.approx(summary["rounds"][2]["test_accuracy"], abs=1e-6)
+    # Resuming restores every variable and the data order: the result is bit-identical on CPU.
+    assert resumed["rounds"][2]["test_accuracy"] == summary["rounds"][2]["test_accuracy"]
+    assert resumed["rounds"][2]["test_loss"] == summary["rounds"][2]["test_loss"]
 
 
 def test_a_different_config_in_the_same_folder_is_refused(finished_run, tiny_fashion):
