@@ -12,6 +12,7 @@ Public API:
 * `EarlyBirdCallback`, `EarlyBirdSchedule`: early-bird tickets (`early_bird_flow.run` for the flow).
 * `SparsitySummaries`, `write_hparams`: TensorBoard views of sparsity, flips, early-bird distance.
 * `fuse_neurons`, `fusion_report`, `MergeBudget`: rewrite a pruned model into a smaller dense one.
+* `remove_units`: a channel ticket as a narrower network to retrain (structured pruning).
 * `export_tflite`: strip, fuse, convert to TFLite, verify in LiteRT, measure size and latency.
 * `keras`: the Keras 2 package (`tf_keras`) every model must be built with.
 * `to_tf_keras`: convert a Keras 3 Sequential/functional model to tf_keras, checked on
@@ -26,7 +27,7 @@ from keras_lottery.callbacks import RewindCallback, UpdateMasks, reset_optimizer
 from keras_lottery.early_bird import EarlyBirdCallback, EarlyBirdSchedule  # noqa: F401
 from keras_lottery.sign_flip import PruneLowSignFlip, flip_counts, flip_statistics, prune_low_sign_flip  # noqa: F401
 from keras_lottery.export import export_tflite  # noqa: F401
-from keras_lottery.fusion import FineTune, MergeBudget, fuse_neurons, fusion_report  # noqa: F401
+from keras_lottery.fusion import FineTune, MergeBudget, fuse_neurons, fusion_report, remove_units  # noqa: F401
 from keras_lottery.keras3_conversion import Keras3ConversionError, Keras3ConversionWarning, to_tf_keras  # noqa: F401
 from keras_lottery.pruning import prune  # noqa: F401
 from keras_lottery.summaries import SparsitySummaries, write_hparams  # noqa: F401

@@ -13,14 +13,18 @@ NOTES_ATTRIBUTE = "_keras_lottery_fusion_notes"
 
 
 def multiply_adds(layer):
-    """Dense multiply-adds of one example through a Dense or Conv2D layer (0 for other layers)."""
-    kind = type(layer).__name__
+    """Dense multiply-adds of one example through a Dense or Conv2D layer (0 for other layers).
+
+    A pruning wrapper counts as the layer it wraps (pruned weights count too: dense cost).
+    """
+    inner = getattr(layer, "layer", layer)  # the wrapper knows the shapes: the inner layer was not called alone
+    kind = type(inner).__name__
     if kind == "Dense":
-        return int(np.prod(layer.input_shape[1:], dtype=np.int64)) * layer.units
+        return int(np.prod(layer.input_shape[1:], dtype=np.int64)) * inner.units
     if kind == "Conv2D":
-        height, width = layer.kernel_size
-        input_channels = layer.input_shape[-1] // layer.groups
-        return int(np.prod(layer.output_shape[1:-1], dtype=np.int64)) * height * width * input_channels * layer.filters
+        height, width = inner.kernel_size
+        input_channels = layer.input_shape[-1] // inner.groups
+        return int(np.prod(layer.output_shape[1:-1], dtype=np.int64)) * height * width * input_channels * inner.filters
     return 0
 
 

@@ -249,7 +249,7 @@ def transformed_consumer(graph, consumer, channels, transfer, folded):
     return rebuilt.astype(old_kernel.dtype), bias
 
 
-def transform_units(graph, name, kept, transfer=None, constants=None, consumer_weights=None, found=None):
+def transform_units(graph, name, kept, transfer=None, constants=None, consumer_weights=None, found=None, fold=True):
     """Keeps units `kept` of producer `name` and rewrites everything downstream.
 
     Args:
@@ -262,6 +262,9 @@ def transform_units(graph, name, kept, transfer=None, constants=None, consumer_w
         all-zero incoming weights) that go into the consumers' biases; 0 elsewhere.
       consumer_weights: consumer name -> (kernel, bias) refit on data, used as they are.
       found: the producer's `reach`, if already computed.
+      fold: False drops removed units altogether (structured pruning), instead of
+        folding what they output at each consumer into its bias (a unit's 0 is not 0
+        after a BatchNormalization on the way).
     """
     node = graph.nodes[name]
     channels = node.weights[0].shape[-1]
@@ -279,7 +282,8 @@ def transform_units(graph, name, kept, transfer=None, constants=None, consumer_w
             kernel, bias = consumer_weights[consumer.name]
             _set_consumer(consumer_node, kernel.astype(np.float32), bias)
         else:
-            kernel, bias = transformed_consumer(graph, consumer, channels, transfer, constants_at(graph, consumer, constants))
+            folded = constants_at(graph, consumer, constants) if fold else np.zeros(channels)
+            kernel, bias = transformed_consumer(graph, consumer, channels, transfer, folded)
             _set_consumer(consumer_node, kernel, bias)
     # Layers on the way (shared by consumers behind one BatchNormalization) are sliced once each.
     _slice_path(graph, dict(entry for consumer in found.consumers for entry in consumer.path), kept, channels)
