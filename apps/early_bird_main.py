@@ -3,8 +3,15 @@ r"""Early-bird tickets: search until the mask stops changing, draw the ticket, r
     python -m apps.early_bird_main --dataset=fashion_mnist --model=lenet_300_100 \
         --target_sparsity=0.8 --search_epochs=20 --output_dir=runs/early_bird
 
+    python -m apps.early_bird_main --model=conv4_bn --criterion=bn_gamma --target_sparsity=0.5 \
+        --search_epochs=8 --checks_per_epoch=4 --output_dir=runs/early_bird_conv4_bn
+
+A channel ticket ('l1', 'bn_gamma') is retrained as a narrower network (its removed
+units gone), so its iterations cost less; the summary counts them in dense-network
+iterations too.
+
 Results: <output_dir>/summary.json (epoch drawn, distance curve, accuracy, iterations
-per phase), masks.npz, final_weights.npz (the retrained ticket, for apps.export_main),
+per phase and their dense cost, removed units of a channel ticket), masks.npz, final_weights.npz (the retrained ticket, for apps.export_main),
 TensorBoard logs (`early_bird_distance_*` under search/).
 """
 
@@ -21,7 +28,11 @@ training_flags.define(_DEFAULTS, verbose=2)
 flags.adopt_module_key_flags(training_flags)  # so that --help lists them
 
 flags.DEFINE_float("target_sparsity", _DEFAULTS.target_sparsity, "Fraction of weights (or units) the ticket prunes.")
-flags.DEFINE_enum("criterion", _DEFAULTS.criterion, ["magnitude", "l1"], "Weights by |w|, or units by L1 norm.")
+flags.DEFINE_enum("criterion", _DEFAULTS.criterion, list(early_bird_flow.FLOW_CRITERIA),
+                  "Weights by |w|; or channels (retrained as a narrower network) by the L1 norm of each unit, "
+                  "or by |BatchNorm gamma| (one global threshold).")
+flags.DEFINE_float("gamma_penalty", _DEFAULTS.gamma_penalty,
+                   "With --criterion=bn_gamma: L1 penalty on BatchNorm gamma during the search (0 turns it off).")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["layerwise", "global"], "Rank per layer or globally.")
 flags.DEFINE_float("epsilon", _DEFAULTS.epsilon, "Largest mask distance that counts as stable, in (0, 1).")
 flags.DEFINE_integer("queue_size", _DEFAULTS.queue_size, "Masks compared (>= 2).")
@@ -38,7 +49,7 @@ def main(argv):
         target_sparsity=FLAGS.target_sparsity, criterion=FLAGS.criterion, strategy=FLAGS.strategy,
         epsilon=FLAGS.epsilon, queue_size=FLAGS.queue_size, search_epochs=FLAGS.search_epochs,
         retrain_epochs=FLAGS.retrain_epochs, retrain_from=FLAGS.retrain_from,
-        checks_per_epoch=FLAGS.checks_per_epoch, **training_flags.values(),
+        checks_per_epoch=FLAGS.checks_per_epoch, gamma_penalty=FLAGS.gamma_penalty, **training_flags.values(),
     )
     config = training_flags.resolved(config)
     logging.info("early bird: %s on %s at sparsity %s, results in %s",
@@ -46,10 +57,12 @@ def main(argv):
     summary = training_flags.run_or_exit(early_bird_flow.run, config)
     drawn = summary["drawn_epoch"]
     logging.info(
-        "ticket %s; retrained: test accuracy %.4f at %.1f%% weights remaining; %d training iterations in all",
+        "ticket %s; retrained: test accuracy %.4f at %.1f%% weights remaining; %d training iterations in all, "
+        "costing %.0f iterations of the dense network",
         f"drawn at epoch {drawn} of {config.search_epochs}" if drawn else
         f"not drawn within {config.search_epochs} epochs (masks taken at the end of the search)",
         summary["retrain"]["test_accuracy"], 100 * summary["weights_remaining"], summary["total_iterations"],
+        summary["total_dense_iterations"],
     )
 
 

@@ -3,10 +3,14 @@
     summary = run(EarlyBirdConfig(output_dir="runs/eb", search_epochs=20))
 
 Search: train the dense network with an `EarlyBirdCallback` until the ticket is
-drawn (or `search_epochs` end). Draw: assign the drawn masks. Retrain: from the
-drawn weights, or rewound to init, for `retrain_epochs`. The summary records the
-epoch the ticket was drawn, the distance curve, accuracy and the training iterations
-each phase spent, in the same style as IMP's `summary.json`.
+drawn (or `search_epochs` end). Draw: an unstructured ('magnitude') ticket is a mask
+assigned to the wrapped network; a channel ticket ('l1', or 'bn_gamma' with the
+paper's L1 penalty on gamma during the search) becomes a narrower network
+(`fusion.remove_units`), as in the paper, so retraining it costs less. Retrain: from
+the drawn weights, or rewound to init, for `retrain_epochs`. The summary records the
+epoch the ticket was drawn, the distance curve, accuracy, the training iterations
+each phase spent and their cost in dense-network iterations (by multiply-adds), in
+the same style as IMP's `summary.json`.
 """
 
 import dataclasses
@@ -20,16 +24,19 @@ from keras_lottery import callbacks
 from keras_lottery import compat
 from keras_lottery import data
 from keras_lottery import early_bird
+from keras_lottery import fusion
 from keras_lottery import masks as masks_lib
 from keras_lottery import models
 from keras_lottery import records
 from keras_lottery import schedules
 from keras_lottery import training
 from keras_lottery import wrappers
+from keras_lottery.fusion.report import multiply_adds
 from keras_lottery.validation import check_int
 
 keras = compat.keras
 RETRAIN_FROM = ("drawn", "rewind")
+FLOW_CRITERIA = ("magnitude", "l1", "bn_gamma")
 FINAL_WEIGHTS = "final_weights.npz"
 
 
@@ -39,7 +46,8 @@ class EarlyBirdConfig(training.TrainingConfig):
 
     output_dir: str = "runs/early_bird"
     target_sparsity: float = 0.5
-    criterion: str = "magnitude"  # 'magnitude' or 'l1' (units); 'bn_gamma' tickets are not retrained here yet
+    criterion: str = "magnitude"  # 'magnitude' (unstructured), or channels: 'l1' (units), 'bn_gamma' (|gamma|)
+    gamma_penalty: float = 1e-4  # 'bn_gamma' only: L1 penalty on BatchNorm gamma during the search (the paper's)
     strategy: str = "layerwise"
     epsilon: float = 0.1
     queue_size: int = 5
@@ -57,11 +65,14 @@ class EarlyBirdConfig(training.TrainingConfig):
         check_int(config.retrain_epochs, "retrain_epochs", 1)
         check_int(config.checks_per_epoch, "checks_per_epoch", 1)
         masks_lib.check_sparsity(config.target_sparsity, "target_sparsity")
-        if config.criterion not in ("magnitude", "l1"):
+        if config.criterion not in FLOW_CRITERIA:
             raise ValueError(
-                f"criterion must be 'magnitude' or 'l1' for this flow; got {config.criterion!r} "
-                "('bn_gamma' channel tickets are drawn by EarlyBirdCallback but not yet retrained here)."
+                f"criterion must be one of {FLOW_CRITERIA} for this flow; got {config.criterion!r} (the sign-flip "
+                "criteria need a prune_low_sign_flip model: use EarlyBirdCallback directly)."
             )
+        if isinstance(config.gamma_penalty, bool) or not isinstance(config.gamma_penalty, (int, float)) \
+                or not config.gamma_penalty >= 0:
+            raise ValueError(f"gamma_penalty must be a number >= 0 (the paper uses 1e-4); got {config.gamma_penalty!r}.")
         if config.retrain_from not in RETRAIN_FROM:
             raise ValueError(f"retrain_from must be one of {RETRAIN_FROM}; got {config.retrain_from!r}.")
         early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
@@ -69,12 +80,22 @@ class EarlyBirdConfig(training.TrainingConfig):
         return config
 
 
-def kernel_masks(model, drawn, criterion):
-    """Per-weight masks from drawn masks: a unit mask ('l1') covers its unit's whole kernel slice."""
-    if criterion == "magnitude":
-        return drawn
-    return {name: np.broadcast_to(drawn[name], weight.shape).astype(np.float32) if name in drawn
-            else np.ones(weight.shape, np.float32) for name, _, weight, _ in wrappers.pruning_entries(model)}
+def multiply_adds_per_example(model):
+    """Dense multiply-adds of one example's forward pass through the model's Dense/Conv2D layers."""
+    return sum(multiply_adds(layer) for layer in model.layers)
+
+
+def _layer_weights(model):
+    """Kernel size per Dense/Conv2D layer name (wrapped or not)."""
+    layers = (getattr(layer, "layer", layer) for layer in model.layers)
+    return {layer.name: int(layer.kernel.shape.num_elements()) for layer in layers
+            if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))}
+
+
+def channel_weights_remaining(dense, narrow):
+    """(overall, per layer) fraction of the dense network's kernel weights the narrow one keeps."""
+    before, after = _layer_weights(dense), _layer_weights(narrow)
+    return sum(after.values()) / sum(before.values()), {name: after[name] / before[name] for name in before}
 
 
 def _steps_per_epoch(config, splits):
@@ -93,15 +114,39 @@ def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1
         callbacks=[*extra, tensorboard, training.StopOnDivergence(f"the {phase} phase", config.learning_rate)],
         verbose=config.verbose,
     )
+    seconds = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0)
     return {
         "epochs": len(history.history["loss"]) / checks_per_epoch,
         "iterations": len(history.history["loss"]) * steps,
+        "multiply_adds_per_example": multiply_adds_per_example(model),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_val_accuracy": float(np.max(history.history["val_accuracy"])),
-        "train_seconds": round(time.perf_counter() - start, 3),
+        "train_seconds": round(seconds, 3),  # fit only (validation included), not the test evaluation
     }
+
+
+def _draw(model, detector, config):
+    """The drawn (or, for the full-training flow, final) masks at the target sparsity."""
+    sparsity = detector.sparsities[0]
+    return (detector.drawn_masks.get(sparsity) if config.stop_at_draw else None) or detector.compute_masks(sparsity)
+
+
+def _ticket(model, drawn, config, rewind):
+    """The network to retrain: `model` masked (unstructured), or a narrow copy (channels), compiled."""
+    channel = config.criterion in early_bird.CHANNEL_CRITERIA
+    if not channel:
+        wrappers.set_masks(model, drawn)  # before rewinding, which keeps pruned weights at 0
+    if config.retrain_from == "rewind":
+        rewind.rewind(model)
+    else:
+        callbacks.reset_optimizer(model.optimizer)
+    if not channel:
+        return model
+    ticket = fusion.remove_units(model, {name: np.flatnonzero(mask < 0.5) for name, mask in drawn.items()})
+    training.compile_for_training(ticket, config.optimizer, config.learning_rate)
+    return ticket
 
 
 def run(config):
@@ -109,22 +154,31 @@ def run(config):
 
     A finished run in `output_dir` with the same config is returned as it is; a
     different config there is refused (records.ConfigMismatchError). A run finished
-    by an older version, which kept no final weights, is run again to save them.
+    by an older version (no final weights; a channel ticket retrained at full width)
+    is run again.
 
-    Results: summary.json, masks.npz and final_weights.npz (the retrained ticket's
-    weights, keyed like IMP's round_<r>/final_weights.npz), each written atomically,
-    summary.json last.
+    Results: summary.json, masks.npz (kernel masks; for a channel ticket, one 0/1
+    entry per unit of each layer it narrows) and final_weights.npz (the retrained
+    ticket's weights, keyed like IMP's round_<r>/final_weights.npz), each written
+    atomically, summary.json last. A channel ticket's summary adds "removed_units"
+    (layer -> indices), which `fusion.remove_units` takes to rebuild the narrow network.
     """
     config = config.resolved()
     folder = records.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
-    previous = folder.load_checked(config_dict, {"checks_per_epoch": 1}, required=("config", "retrain"))
-    if previous is not None and os.path.exists(folder.file(FINAL_WEIGHTS)):
+    previous = folder.load_checked(config_dict, {"checks_per_epoch": 1, "gamma_penalty": 1e-4},
+                                   required=("config", "retrain"))
+    channel = config.criterion in early_bird.CHANNEL_CRITERIA
+    if previous is not None and os.path.exists(folder.file(FINAL_WEIGHTS)) and (
+            not channel or "removed_units" in previous):
         return previous
     splits = data.load(config.dataset, config.data_dir, config.validation_examples, config.train_examples)
-    dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
-    # Masks are assigned by hand below; the schedule only documents that nothing else prunes.
-    model = wrappers.prune_low_magnitude(dense, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
+    model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+    if not channel:  # an unstructured ticket is a mask on the same network; a channel ticket a new one
+        model = wrappers.prune_low_magnitude(model, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
+    if config.criterion == "bn_gamma" and config.gamma_penalty:
+        # Search only: the narrow network is built from the config, without this loss.
+        early_bird.add_gamma_l1_penalty(model, config.gamma_penalty)
     # Epoch ends (where the detector looks) must fall on execution boundaries.
     epoch_steps = _steps_per_epoch(config, splits)
     training.compile_for_training(model, config.optimizer, config.learning_rate, training.steps_per_execution(
@@ -135,14 +189,19 @@ def run(config):
     search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector],
                   config.checks_per_epoch)
     sparsity = detector.sparsities[0]
-    drawn = (detector.drawn_masks.get(sparsity) if config.stop_at_draw else None) or detector.compute_masks(sparsity)
-    wrappers.set_masks(model, kernel_masks(model, drawn, config.criterion))
-    if config.retrain_from == "rewind":
-        rewind.rewind(model)
+    drawn = _draw(model, detector, config)
+    ticket = _ticket(model, drawn, config, rewind)
+    retrain = _fit(ticket, config, splits, config.retrain_epochs, folder, "retrain", [])
+    extra = {}
+    if channel:
+        saved_masks = {name: np.asarray(mask, np.float32) for name, mask in drawn.items()}
+        overall, per_layer = channel_weights_remaining(model, ticket)
+        extra["removed_units"] = {name: np.flatnonzero(mask < 0.5).tolist() for name, mask in drawn.items()}
     else:
-        callbacks.reset_optimizer(model.optimizer)
-    retrain = _fit(model, config, splits, config.retrain_epochs, folder, "retrain", [])
-    overall, per_layer = masks_lib.weights_remaining(wrappers.get_masks(model))
+        saved_masks = wrappers.get_masks(ticket)
+        overall, per_layer = masks_lib.weights_remaining(saved_masks)
+    # A channel ticket's iteration costs what its narrow network costs: count it in dense iterations.
+    retrain_cost = retrain["iterations"] * retrain["multiply_adds_per_example"] / search["multiply_adds_per_example"]
     summary = {
         "config": config_dict,
         # In epochs: a ticket drawn at the 5th of 4 checks per epoch is drawn at epoch 1.25.
@@ -153,10 +212,13 @@ def run(config):
         "retrain": retrain,
         "weights_remaining": overall,
         "layers": per_layer,
+        **extra,
         "total_iterations": search["iterations"] + retrain["iterations"],
+        "total_dense_iterations": search["iterations"] + retrain_cost,
+        "total_train_seconds": search["train_seconds"] + retrain["train_seconds"],
     }
-    records.write_npz(folder.file("masks.npz"), wrappers.get_masks(model))
-    variables = callbacks.RewindCallback.rewindable_variables(model)
+    records.write_npz(folder.file("masks.npz"), saved_masks)
+    variables = callbacks.RewindCallback.rewindable_variables(ticket)
     records.write_npz(folder.file(FINAL_WEIGHTS), {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
     folder.save_summary(summary)
     return summary

@@ -9,7 +9,8 @@ masks and final weights; early-bird runs (`early_bird_flow.run`: summary.json wi
 "retrain") save the retrained ticket's. The network is rebuilt as the run built it
 (`models.build` with the run's seed, wrapped by `imp.wrap` or `prune_low_magnitude`),
 the masks and final weights assigned, and the wrappers stripped: pruned weights are
-exact zeros in an ordinary model. The run's dataset is loaded too (the model's input
+exact zeros in an ordinary model. An early-bird channel ticket comes back as the
+narrower network it was retrained as (`fusion.remove_units` with its removed units). The run's dataset is loaded too (the model's input
 shape comes from it, and it gives callers calibration and test examples).
 """
 
@@ -21,6 +22,7 @@ from keras_lottery import callbacks
 from keras_lottery import compat
 from keras_lottery import data
 from keras_lottery import early_bird_flow
+from keras_lottery import fusion
 from keras_lottery import imp
 from keras_lottery import models
 from keras_lottery import records
@@ -49,7 +51,7 @@ class RunModel:
       round_index: the IMP round loaded (0 for one pass), None for early bird.
       record: the summary's record of that round (early bird: the retrain record,
         plus the ticket's weights_remaining and layers).
-      masks: dict mask name -> 0/1 array, as saved.
+      masks: dict mask name -> 0/1 array, as saved (a channel ticket: one entry per unit).
     """
 
     model: keras.Model
@@ -180,11 +182,16 @@ def load_run_model(run_dir, round_index=None, data_dir=None):
     splits = data.load(config.dataset, data_dir or config.data_dir, config.validation_examples,
                        config.train_examples, split_seed=0)
     dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+    masks = _read_arrays(masks_path)
+    if kind == "early_bird" and "removed_units" in summary:  # a channel ticket: a narrower plain network
+        narrow = fusion.remove_units(dense, summary["removed_units"])
+        _assign_final_weights(narrow, _read_arrays(weights_path), weights_path)
+        return RunModel(model=narrow, config=summary["config"], splits=splits, kind=kind, round_index=None,
+                        record=record, masks=masks)
     if kind == "early_bird":
         wrapped = wrappers.prune_low_magnitude(dense, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
     else:  # the schedules only carry rates; the saved masks decide what is pruned
         wrapped = imp.wrap(config, dense, {name: schedules.OneShot(0.0) for name in imp.layer_rates(config, dense)})
-    masks = _read_arrays(masks_path)
     try:
         wrappers.set_masks(wrapped, masks)
     except ValueError as error:

@@ -182,6 +182,42 @@ def test_early_bird_flow_end_to_end(tmp_path):
         early_bird_flow.run(dataclasses.replace(config, checks_per_epoch=0))
 
 
+def test_bn_gamma_flow_retrains_a_narrower_network_and_counts_its_cheaper_iterations(tmp_path):
+    import json
+
+    from keras_lottery import early_bird_flow
+    from tests.test_data import write_idx_dataset
+
+    folder = write_idx_dataset(tmp_path / "data", train=150, test=50)
+    config = early_bird_flow.EarlyBirdConfig(
+        output_dir=str(tmp_path / "run"), data_dir=folder, model="conv2_bn", criterion="bn_gamma",
+        target_sparsity=0.5, queue_size=2, epsilon=0.5, search_epochs=3, retrain_epochs=1, batch_size=50,
+        validation_examples=50, verbose=0,
+    )
+    summary = early_bird_flow.run(config)
+    removed = summary["removed_units"]
+    assert set(removed) == {"bn1_1", "bn1_2"}
+    assert sum(len(units) for units in removed.values()) == 64  # one global threshold over 128 channels
+    search, retrain = summary["search"], summary["retrain"]
+    assert retrain["multiply_adds_per_example"] < search["multiply_adds_per_example"]
+    assert summary["total_iterations"] == search["iterations"] + retrain["iterations"]
+    assert summary["total_dense_iterations"] == pytest.approx(
+        search["iterations"] + retrain["iterations"] * retrain["multiply_adds_per_example"]
+        / search["multiply_adds_per_example"])
+    assert summary["total_dense_iterations"] < summary["total_iterations"]
+    assert 0 < summary["weights_remaining"] < 1 and summary["layers"]["output"] == 1.0
+    assert summary["layers"]["conv1_1"] == pytest.approx(1 - len(removed["bn1_1"]) / 64)
+
+    # A channel run an older version retrained at full width (no removed_units) is run again.
+    path = tmp_path / "run" / "summary.json"
+    path.write_text(json.dumps({key: value for key, value in summary.items() if key != "removed_units"}))
+    assert early_bird_flow.run(config)["removed_units"] == removed
+    with pytest.raises(ValueError, match="gamma_penalty"):
+        early_bird_flow.run(dataclasses.replace(config, gamma_penalty=-1.0))
+    with pytest.raises(ValueError, match="sign-flip"):
+        early_bird_flow.run(dataclasses.replace(config, criterion="hybrid"))
+
+
 def test_sign_flip_criteria_need_the_sign_flip_wrapper_and_use_its_scores(tiny):
     plain = kl.prune_low_magnitude(tiny.build_dense(), pruning_schedule=kl.OneShot(0.0))
     tiny.compile_model(plain)

@@ -103,6 +103,22 @@ def test_early_bird_run_saves_and_loads_its_retrained_ticket(tmp_path):
     assert early_bird_flow.run(config) == json.loads((tmp_path / "run" / "summary.json").read_text())
 
 
+def test_early_bird_channel_ticket_loads_as_its_narrow_network(tmp_path):
+    from tests.test_data import write_idx_dataset
+
+    folder = write_idx_dataset(tmp_path / "data", train=300, test=60)
+    config = early_bird_flow.EarlyBirdConfig(
+        output_dir=str(tmp_path / "run"), data_dir=folder, criterion="l1", target_sparsity=0.5, queue_size=2,
+        epsilon=0.5, search_epochs=2, retrain_epochs=1, batch_size=50, validation_examples=50, verbose=0,
+    )
+    summary = early_bird_flow.run(config)
+    loaded = run_models.load_run_model(tmp_path / "run")
+    assert loaded.model.get_layer("fc1").units == 300 - len(summary["removed_units"]["fc1"])
+    assert loaded.model.get_layer("fc2").units == 100 - len(summary["removed_units"]["fc2"])
+    assert loaded.masks["fc1"].shape == (300,) and int(loaded.masks["fc1"].sum()) == loaded.model.get_layer("fc1").units
+    assert _accuracy(loaded) == pytest.approx(summary["retrain"]["test_accuracy"], abs=1e-6)
+
+
 @pytest.mark.parametrize("name", ["pruned.keras", "pruned.h5"])
 def test_model_files_load_with_keras_lottery_wrappers(tiny, tmp_path, name):
     model = kl.prune_low_magnitude(tiny.build_dense(), pruning_schedule=kl.OneShot(0.0))
