@@ -174,6 +174,7 @@ def run(config):
         return previous
     splits = data.load(config.dataset, config.data_dir, config.validation_examples, config.train_examples)
     model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+    early_bird.criterion_scores(model, config.criterion)  # e.g. 'bn_gamma' without BatchNorm: fail before training
     if not channel:  # an unstructured ticket is a mask on the same network; a channel ticket a new one
         model = wrappers.prune_low_magnitude(model, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
     if config.criterion == "bn_gamma" and config.gamma_penalty:

@@ -216,6 +216,10 @@ def test_bn_gamma_flow_retrains_a_narrower_network_and_counts_its_cheaper_iterat
         early_bird_flow.run(dataclasses.replace(config, gamma_penalty=-1.0))
     with pytest.raises(ValueError, match="sign-flip"):
         early_bird_flow.run(dataclasses.replace(config, criterion="hybrid"))
+    no_batch_norm = dataclasses.replace(config, model="lenet_300_100", output_dir=str(tmp_path / "lenet"))
+    with pytest.raises(ValueError, match="needs BatchNormalization.*criterion='l1'"):
+        early_bird_flow.run(no_batch_norm)
+    assert not (tmp_path / "lenet" / "summary.json").exists() and not (tmp_path / "lenet" / "tensorboard").exists()
 
 
 def test_sign_flip_criteria_need_the_sign_flip_wrapper_and_use_its_scores(tiny):
