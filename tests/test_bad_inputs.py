@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -24,8 +25,10 @@ from keras_lottery import keras
 from keras_lottery import records
 from keras_lottery import report
 from keras_lottery import training
+from tests import conftest
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
+pytestmark = pytest.mark.usefixtures("app_server")  # the app cases run in conftest's app server
 
 
 def dense():
@@ -81,18 +84,33 @@ def imp_config(tiny_fashion, output_dir, **overrides):
     return imp.ImpConfig(**settings)
 
 
+QUICK = dict(evaluations_per_round=2)  # the finished run below: 2 evaluations per round, not 20
+_FINISHED = {}  # "factory": this module's tmp_path_factory; "run": the finished run, once made
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _finished_run_cache(tmp_path_factory):
+    _FINISHED["factory"] = tmp_path_factory
+    yield
+    _FINISHED.clear()
+
+
 def finished_run(tiny_fashion, output_dir):
-    return imp.run(imp_config(tiny_fashion, output_dir))
+    """Puts a finished 1-round run (`imp_config(**QUICK)`) in output_dir: a copy of one trained once per module."""
+    if "run" not in _FINISHED:
+        _FINISHED["run"] = _FINISHED["factory"].mktemp("finished_run")
+        imp.run(imp_config(tiny_fashion, _FINISHED["run"], **QUICK))
+    shutil.copytree(_FINISHED["run"], output_dir)
 
 
 def corrupt_masks(tiny_fashion, output_dir):
-    imp.run(imp_config(tiny_fashion, output_dir, rounds=2))  # then lose round 1 and truncate round 0's masks
+    finished_run(tiny_fashion, output_dir)  # then lose round 1 and truncate round 0's masks
     summary = json.loads((output_dir / "summary.json").read_text())
     summary["rounds"] = summary["rounds"][:1]
     (output_dir / "summary.json").write_text(json.dumps(summary))
     masks = output_dir / "round_0" / "masks.npz"
     masks.write_bytes(masks.read_bytes()[:100])
-    imp.run(imp_config(tiny_fashion, output_dir, rounds=2))
+    imp.run(imp_config(tiny_fashion, output_dir, **QUICK))
 
 
 def truncated_idx(tiny_fashion, folder):
@@ -106,8 +124,7 @@ def truncated_idx(tiny_fashion, folder):
 
 def app(module, *flags):
     """Runs an app; raises CalledProcessError with its output if it fails."""
-    result = subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    result = conftest.run([sys.executable, "-m", module, *flags], env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     if result.returncode:
         raise subprocess.CalledProcessError(result.returncode, module, result.stdout, result.stderr)
 
@@ -168,7 +185,7 @@ CASES = [
     ("imp-rewind-beyond-round", "rewind_step beyond a round's iterations",
      lambda d, t: imp.run(imp_config(d, t / "run", rewind_step=1000)), ValueError, "rewind_step.*iterations"),
     ("imp-other-config", "an output_dir holding a run with another config",
-     lambda d, t: (finished_run(d, t / "run"), imp.run(imp_config(d, t / "run", seed=5))),
+     lambda d, t: (finished_run(d, t / "run"), imp.run(imp_config(d, t / "run", seed=5, **QUICK))),
      records.ConfigMismatchError, "seed.*another --output_dir"),
     ("imp-corrupt-summary", "an output_dir whose summary.json is not JSON",
      lambda d, t: ((t / "run").mkdir(), (t / "run" / "summary.json").write_text("{trunc"), imp.run(imp_config(d, t / "run"))),

@@ -1,11 +1,12 @@
 """Pruning, rewinding and early-bird detection under MirroredStrategy equal the one-device run.
 
 Two logical CPU devices must be configured before TensorFlow initializes, so the runs
-happen in a fresh Python process (as in `test_sign_flip.py`): it trains the same
-models on one device and on `MirroredStrategy(["/cpu:0", "/cpu:1"])` and prints what
-each run ended with. Masks, the drawn epoch and step, and early-bird distances must be
-equal; weights equal to float tolerance (the two replicas' gradients are summed in
-another order than one device sums the whole batch).
+happen in a fresh Python process (shared with `test_sign_flip.py`'s, see
+`conftest.TWO_CPU_SCRIPTS`): it trains the same models on one device and on
+`MirroredStrategy(["/cpu:0", "/cpu:1"])` and returns what each run ended with. Masks,
+the drawn epoch and step, and early-bird distances must be equal; weights equal to float
+tolerance (the two replicas' gradients are summed in another order than one device sums
+the whole batch).
 
 An opt-in test (KERAS_LOTTERY_MULTI_WORKER=1, about 30 s) starts two
 MultiWorkerMirroredStrategy workers on localhost and checks that both end with the
@@ -20,16 +21,15 @@ import sys
 import numpy as np
 import pytest
 
+from tests import conftest
+
 _SCRIPT = r'''
-import json
 import numpy as np
 import tensorflow as tf
 import keras_lottery as kl
 from keras_lottery.wrappers import optimizer_slots, pruning_entries
 
 keras = kl.keras
-cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 rng = np.random.default_rng(0)
 x, y = rng.normal(size=(64, 8, 8)).astype("float32"), rng.integers(0, 10, 64).astype("int32")
 
@@ -78,22 +78,19 @@ def early_bird(strategy):
             "masks": arrays(kl.get_masks(model))}
 
 
-runs = {}
+RESULT = {}
 for name, strategy in (("single", tf.distribute.get_strategy()),
                        ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
-    runs[name] = {"replicas": strategy.num_replicas_in_sync, "prune_and_rewind": prune_and_rewind(strategy),
-                  "early_bird": early_bird(strategy)}
-print("RESULT" + json.dumps(runs))
+    RESULT[name] = {"replicas": strategy.num_replicas_in_sync, "prune_and_rewind": prune_and_rewind(strategy),
+                    "early_bird": early_bird(strategy)}
 '''
+conftest.TWO_CPU_SCRIPTS["distribute"] = _SCRIPT
 
 
 @pytest.fixture(scope="module")
-def runs():
+def runs(two_cpu_result):
     """{"single": ..., "mirrored": ...}: what the script's runs ended with."""
-    result = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=300,
-                            cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = json.loads(result.stdout.split("RESULT", 1)[1])
+    runs = two_cpu_result("distribute")
     assert (runs["single"]["replicas"], runs["mirrored"]["replicas"]) == (1, 2)
     return runs
 

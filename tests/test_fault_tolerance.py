@@ -1,11 +1,12 @@
 """Fault tolerance of IMP runs: killed anywhere, the same command resumes to the same results.
 
-The app runs as a subprocess on the tiny on-disk dataset and is SIGKILLed between
-rounds, mid-epoch (once a mid-round backup exists) and while it writes its results
-(the test hook `records.KILL_AT_VARIABLE` kills it between a temporary file and its
-rename), the same command rerun after each kill. It must end with the summary (all
-but the wall-clock `train_seconds`), masks and weights of an uninterrupted run, bit
-for bit (CPU).
+The app runs as a subprocess (forked by conftest's app server, where TensorFlow is
+imported already) on the tiny on-disk dataset and is SIGKILLed between rounds,
+mid-epoch (once a mid-round backup exists) and while it writes its results (the test
+hook `records.KILL_AT_VARIABLE` kills it between a temporary file and its rename), the
+same command rerun after each kill. It must end with the summary (all but the
+wall-clock `train_seconds`), masks and weights of an uninterrupted run, bit for bit
+(CPU).
 The uninterrupted reference runs in this process (so the comparisons also check that
 runs are deterministic across processes); in-process tests cover what is cheaper to
 reach here: two runs with one seed, corrupt backups, a backup of another config,
@@ -15,6 +16,7 @@ one-pass runs.
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,12 +28,14 @@ import pytest
 from keras_lottery import imp
 from keras_lottery import records
 from keras_lottery import round_backup
+from tests import conftest
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 6 evaluations per round (5 backups), a rewind step and sign-flip state to restore.
 SETTINGS = dict(rounds=1, iterations=60, batch_size=20, validation_examples=100, evaluations_per_round=6,
                 rewind_step=20, criterion="hybrid", verbose=0)
 RESULT_FILES = ("masks.npz", "final_weights.npz", "flip_state.npz")
+pytestmark = pytest.mark.usefixtures("app_server")
 
 
 def _command(data_dir, output):
@@ -53,8 +57,7 @@ def _environment(kill_at=None):
 
 def _run_app(data_dir, output, kill_at=None):
     """Runs the app to its end (or to the kill the hook asks for); returns (exit status, stderr)."""
-    result = subprocess.run(_command(data_dir, output), capture_output=True, text=True, timeout=300,
-                            cwd=REPOSITORY, env=_environment(kill_at))
+    result = conftest.run(_command(data_dir, output), cwd=REPOSITORY, env=_environment(kill_at))
     return result.returncode, result.stderr
 
 
@@ -118,8 +121,8 @@ def test_two_runs_with_one_seed_are_identical(tiny_fashion, uninterrupted, tmp_p
 def _kill_mid_epoch(command, backup, stderr_path):
     """Starts `command` and SIGKILLs it as soon as `backup` exists: during the next epoch."""
     with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPOSITORY,
-                                   env=_environment())
+        process = conftest.popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPOSITORY,
+                                 env=_environment())
         try:
             deadline = time.monotonic() + 240
             while not backup.exists():
@@ -183,6 +186,12 @@ def _crash_after_backup(monkeypatch, round_index, evaluations):
 
 
 def test_a_corrupt_backup_restarts_the_round_with_a_warning(tiny_fashion, uninterrupted, tmp_path, monkeypatch, caplog):
+    # Round 0 as the uninterrupted run left it (so only round 1 is trained here), then a crash in round 1.
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "round_1")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary["rounds"] = summary["rounds"][:1]
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
     _crash_after_backup(monkeypatch, round_index=1, evaluations=2)
     with pytest.raises(_Crash):
         imp.run(_config(tiny_fashion, tmp_path))

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from keras_lottery import imp
 from keras_lottery import masks as masks_lib
 from keras_lottery import records
+from tests import conftest
 
 
 def _config(data_dir, output_dir, **overrides):
@@ -20,6 +20,22 @@ def _config(data_dir, output_dir, **overrides):
     )
     settings.update(overrides)
     return imp.ImpConfig(**settings)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def app_run(tiny_fashion, tmp_path_factory, request):
+    """(output folder, `conftest.BackgroundProcess`): the app's run for `test_app_runs_end_to_end`,
+    started with the module's first test so that it overlaps the tests before that one. A fresh
+    `python -m` process (not the app server's): the apps' cold start is tested here."""
+    output = tmp_path_factory.mktemp("app") / "app_run"
+    command = [
+        sys.executable, "-m", "apps.imp_main", f"--data_dir={tiny_fashion}", f"--output_dir={output}",
+        "--rounds=1", "--iterations=20", "--batch_size=20", "--validation_examples=100",
+        "--evaluations_per_round=2", "--verbose=0",
+    ]
+    with conftest.early_process(request, "test_app_runs_end_to_end", command, fresh=True,
+                                cwd=os.path.dirname(os.path.dirname(__file__))) as process:
+        yield output, process
 
 
 @pytest.fixture(scope="module")
@@ -153,15 +169,9 @@ def test_global_strategy_prunes_one_rate_across_layers(tiny_fashion, tmp_path):
     assert len(set(summary["rounds"][1]["layers"].values())) > 1  # layers differ under a global ranking
 
 
-def test_app_runs_end_to_end(tiny_fashion, tmp_path):
-    output = tmp_path / "app_run"
-    command = [
-        sys.executable, "-m", "apps.imp_main", f"--data_dir={tiny_fashion}", f"--output_dir={output}",
-        "--rounds=1", "--iterations=20", "--batch_size=20", "--validation_examples=100",
-        "--evaluations_per_round=2", "--verbose=0",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+def test_app_runs_end_to_end(app_run):
+    output, process = app_run
+    result = process.result()
     assert result.returncode == 0, result.stderr[-3000:]
     assert "round 1: 80.0% weights remaining" in result.stderr  # one progress line per round
     assert str(output) in result.stderr

@@ -2,7 +2,7 @@
 
 import json
 import os
-import subprocess
+import shutil
 import sys
 
 import numpy as np
@@ -12,9 +12,11 @@ from keras_lottery import imp
 from keras_lottery import masks as masks_lib
 from keras_lottery import one_pass
 from keras_lottery import records
+from tests import conftest
 
 LENET_SIZES = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}
 LENET_RATES = {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
+pytestmark = pytest.mark.usefixtures("app_server")  # the app test runs in conftest's app server
 
 
 def _config(data_dir, output_dir, **overrides):
@@ -61,14 +63,38 @@ def test_sign_flip_imp_keeps_lth_counts_and_records_iterations(sign_flip_run):
     assert [r["total_iterations"] for r in summary["rounds"]] == [40, 80, 120]
 
 
-def test_resume_restores_the_flip_counts_the_next_prune_ranks_by(tiny_fashion, tmp_path):
+@pytest.fixture(scope="module")
+def hybrid_run(tiny_fashion, tmp_path_factory):
+    output = tmp_path_factory.mktemp("hybrid_imp")
+    return output, imp.run(_config(tiny_fashion, output, criterion="hybrid", alpha=3.0))
+
+
+@pytest.fixture(scope="module")
+def magnitude_run(tiny_fashion, tmp_path_factory):
+    """A 1-round magnitude run; tests that change it work on a copy (`copy_run`)."""
+    output = tmp_path_factory.mktemp("magnitude_imp")
+    return output, imp.run(_config(tiny_fashion, output, rounds=1))
+
+
+def copy_run(source, destination, rounds=None):
+    """Copies a run folder; with `rounds`, keeps only its first `rounds` records, as if stopped there."""
+    shutil.copytree(source, destination)
+    if rounds is not None:
+        summary = json.loads((destination / "summary.json").read_text())
+        for record in summary["rounds"][rounds:]:
+            shutil.rmtree(destination / f"round_{record['round']}")
+        summary["rounds"] = summary["rounds"][:rounds]
+        (destination / "summary.json").write_text(json.dumps(summary))
+
+
+def test_resume_restores_the_flip_counts_the_next_prune_ranks_by(tiny_fashion, hybrid_run, tmp_path):
     # The hybrid ranks by |w| / (1 + flips): lost counts would make round 2 a magnitude prune.
-    uninterrupted = imp.run(_config(tiny_fashion, tmp_path / "whole", criterion="hybrid", alpha=3.0))
-    imp.run(_config(tiny_fashion, tmp_path / "resumed", criterion="hybrid", alpha=3.0, rounds=1))  # stopped
+    whole, uninterrupted = hybrid_run
+    copy_run(whole, tmp_path / "resumed", rounds=2)  # stopped after round 1
     state = records.RunFolder(tmp_path / "resumed").load_flip_state(1)
     assert state is not None and state["fc1/0/flip_count"].sum() > 0
     resumed = imp.run(_config(tiny_fashion, tmp_path / "resumed", criterion="hybrid", alpha=3.0))
-    expected = records.RunFolder(tmp_path / "whole").load_masks(2)
+    expected = records.RunFolder(whole).load_masks(2)
     got = records.RunFolder(tmp_path / "resumed").load_masks(2)
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name])
@@ -76,30 +102,27 @@ def test_resume_restores_the_flip_counts_the_next_prune_ranks_by(tiny_fashion, t
         assert resumed["rounds"][2]["flips"][layer] == pytest.approx(statistics)
 
 
-def test_hybrid_and_sign_flip_differ_from_magnitude(tiny_fashion, sign_flip_run, tmp_path):
-    output, _ = sign_flip_run
-    magnitude = imp.run(_config(tiny_fashion, tmp_path / "magnitude", rounds=1))
-    hybrid = imp.run(_config(tiny_fashion, tmp_path / "hybrid", rounds=1, criterion="hybrid", alpha=4.0))
+def test_hybrid_and_sign_flip_differ_from_magnitude(sign_flip_run, hybrid_run, magnitude_run):
+    (output, _), (hybrid_output, hybrid), (magnitude_output, magnitude) = sign_flip_run, hybrid_run, magnitude_run
     assert magnitude["rounds"][0]["flips"] == {}  # magnitude runs keep no flip state
     masks = {kind: records.RunFolder(path).load_masks(1)["fc1"]
-             for kind, path in (("magnitude", tmp_path / "magnitude"), ("hybrid", tmp_path / "hybrid"),
-                                ("sign_flip", output))}
+             for kind, path in (("magnitude", magnitude_output), ("hybrid", hybrid_output), ("sign_flip", output))}
     assert not np.array_equal(masks["magnitude"], masks["sign_flip"])
     assert not np.array_equal(masks["magnitude"], masks["hybrid"])
     assert hybrid["rounds"][1]["test_accuracy"] > 0.2
 
 
-def test_an_old_run_without_the_new_fields_still_resumes(tiny_fashion, tmp_path):
-    config = _config(tiny_fashion, tmp_path, rounds=1)
-    imp.run(config)
-    path = tmp_path / "summary.json"
+def test_an_old_run_without_the_new_fields_still_resumes(tiny_fashion, magnitude_run, tmp_path):
+    output = tmp_path / "run"
+    copy_run(magnitude_run[0], output)
+    path = output / "summary.json"
     summary = json.loads(path.read_text())
     for field in ("criterion", "alpha", "mode", "one_pass_iterations", "prune_begin", "prune_end", "prune_updates"):
         del summary["config"][field]  # as written before sign-flip pruning existed
     path.write_text(json.dumps(summary))
-    assert len(imp.run(_config(tiny_fashion, tmp_path, rounds=2))["rounds"]) == 3
+    assert len(imp.run(_config(tiny_fashion, output, rounds=2))["rounds"]) == 3
     with pytest.raises(records.ConfigMismatchError, match="criterion"):
-        imp.run(_config(tiny_fashion, tmp_path, rounds=2, criterion="hybrid"))
+        imp.run(_config(tiny_fashion, output, rounds=2, criterion="hybrid"))
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +195,7 @@ def test_app_one_pass_hybrid_end_to_end(tiny_fashion, tmp_path):
         "--mode=one_pass", "--criterion=hybrid", "--alpha=2", "--rounds=3", "--iterations=20",
         "--batch_size=20", "--validation_examples=100", "--evaluations_per_round=2", "--verbose=0",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    result = conftest.run(command, cwd=os.path.dirname(os.path.dirname(__file__)))  # in conftest's app server
     assert result.returncode == 0, result.stderr[-3000:]
     assert "51.3% weights remaining" in result.stderr and "sign changes per weight" in result.stderr
     saved = json.loads((output / "summary.json").read_text())

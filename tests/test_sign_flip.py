@@ -10,6 +10,7 @@ from keras_lottery import keras
 from keras_lottery import schedules
 from keras_lottery import sign_flip
 from keras_lottery import wrappers
+from tests import conftest
 
 NEVER = 10**9  # a prune step no test reaches: masks stay all ones
 
@@ -261,14 +262,11 @@ def test_flip_criterion_on_a_magnitude_model_fails_before_training(tiny):
 
 
 _MIRRORED_SCRIPT = r'''
-import json
 import numpy as np
 import tensorflow as tf
 import keras_lottery as kl
 
 keras = kl.keras
-cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 rng = np.random.default_rng(0)
 x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 4, 64)
 
@@ -287,21 +285,14 @@ def run(strategy):
 
 single = run(tf.distribute.get_strategy())
 mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-print("RESULT" + json.dumps({"single": single, "mirrored": mirrored}))
+RESULT = {"single": single, "mirrored": mirrored}
 '''
+conftest.TWO_CPU_SCRIPTS["sign_flip"] = _MIRRORED_SCRIPT
 
 
-def test_flip_counts_and_masks_under_mirrored_strategy_equal_one_device():
-    import json
-    import os
-    import subprocess
-    import sys
-
-    # Two logical CPUs must be configured before TensorFlow starts: a fresh process.
-    result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300,
-                            cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = json.loads(result.stdout.split("RESULT", 1)[1])
+def test_flip_counts_and_masks_under_mirrored_strategy_equal_one_device(two_cpu_result):
+    # Two logical CPUs must be configured before TensorFlow starts: a fresh process (see conftest.py).
+    output = two_cpu_result("sign_flip")
     counts, masks = output["single"]
     assert output["mirrored"] == [counts, masks]
     assert sum(np.sum(value) for value in counts.values()) > 0

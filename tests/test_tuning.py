@@ -3,7 +3,6 @@
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import keras_tuner
@@ -12,11 +11,13 @@ import pytest
 from keras_lottery import imp
 from keras_lottery import records
 from keras_lottery import tuning
+from tests import conftest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 0.5
 # 0.3 reaches the target in 2 rounds, 0.5 in 1: every trial stays cheap.
 SPACE = tuning.SearchSpace(prune_rates=(0.3, 0.5), rewind_steps=(0, 2), learning_rate_span=10.0)
+pytestmark = pytest.mark.usefixtures("app_server")  # the app tests run in conftest's app server
 
 
 def _base(data_dir, **overrides):
@@ -151,8 +152,7 @@ def test_bad_input_fails_before_any_work(tiny_fashion, tmp_path, overrides, mess
 
 def test_app_runs_end_to_end(tiny_fashion, tmp_path):
     output = tmp_path / "app"
-    result = subprocess.run(_app_command(tiny_fashion, output), capture_output=True, text=True, timeout=600,
-                            cwd=REPO_ROOT)
+    result = conftest.run(_app_command(tiny_fashion, output), timeout=600, cwd=REPO_ROOT)  # in the app server
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trial 0: starting" in result.stderr and "trial 1: val_accuracy_at_target" in result.stderr
     assert "best trial" in result.stderr and "criterion=" in result.stderr
@@ -182,18 +182,18 @@ def test_chief_and_worker_on_loopback(tiny_fashion, tmp_path):
     processes = {}
     try:
         for tuner_id in ("chief", "tuner0"):  # the chief first: the worker waits for it
-            processes[tuner_id] = subprocess.Popen(
-                _app_command(tiny_fashion, output), cwd=REPO_ROOT, env=dict(environment, KERASTUNER_TUNER_ID=tuner_id),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _, worker_err = processes["tuner0"].communicate(timeout=600)
-        _, chief_err = processes["chief"].communicate(timeout=120)
+            processes[tuner_id] = conftest.BackgroundProcess(
+                _app_command(tiny_fashion, output), timeout=600, cwd=REPO_ROOT,
+                env=dict(environment, KERASTUNER_TUNER_ID=tuner_id))
+        worker = processes["tuner0"].result()
+        chief = processes["chief"].result()
     finally:
         for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-    assert processes["tuner0"].returncode == 0, worker_err[-3000:]
+            process.stop()
+    worker_err, chief_err = worker.stderr, chief.stderr
+    assert worker.returncode == 0, worker_err[-3000:]
     assert "trial 0: val_accuracy_at_target" in worker_err and "worker done" in worker_err
-    assert processes["chief"].returncode == 0, chief_err[-3000:]
+    assert chief.returncode == 0, chief_err[-3000:]
     assert "chief: serving" in chief_err and "best trial" in chief_err
     assert "trial 0: starting" not in chief_err  # the chief only serves the oracle
     with open(output / "pruning" / "oracle.json") as file:
