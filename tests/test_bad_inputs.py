@@ -19,6 +19,7 @@ import pytest
 import keras_lottery as kl
 from keras_lottery import data
 from keras_lottery import early_bird
+from keras_lottery import early_bird_flow
 from keras_lottery import fusion
 from keras_lottery import imp
 from keras_lottery import keras
@@ -171,6 +172,12 @@ CASES = [
      lambda d, t: kl.fuse_neurons(with_layer_norm()), fusion.FusionError, "norm.*LayerNormalization.*supports"),
     ("merge-without-data", "a data-aware merge without calibration data",
      lambda d, t: kl.fuse_neurons(dense(), merge=kl.MergeBudget(0.5, "data_aware")), ValueError, "calibration_data"),
+    ("remove-units-output", "removing units of the model's output layer",
+     lambda d, t: kl.remove_units(dense(), {"out": [0]}), ValueError, "'out' cannot be removed.*model output.*other layers"),
+    ("early-bird-flow-bn-gamma", "the early-bird flow with criterion 'bn_gamma' on a model without BatchNormalization",
+     lambda d, t: early_bird_flow.run(early_bird_flow.EarlyBirdConfig(
+         output_dir=str(t / "run"), data_dir=d, model="lenet_300_100", criterion="bn_gamma", validation_examples=100,
+         verbose=0)), ValueError, "needs BatchNormalization.*criterion='l1'"),
     ("quantize-mode", "an unknown quantization", lambda d, t: kl.export_tflite(dense(), str(t / "m.tflite"),
                                                                                quantize="int4"),
      ValueError, "quantize.*float16"),

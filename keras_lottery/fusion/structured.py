@@ -60,7 +60,8 @@ def _plan(graph, removed_units):
         if indices.size:
             fixed = rewrite.reach(graph, producer).fixed
             if fixed:
-                raise ValueError(f"the units of {producer!r} cannot be removed: {fixed}.")
+                raise ValueError(f"the units of {producer!r} cannot be removed: {fixed}. Remove units of other "
+                                 "layers only (an early-bird channel ticket never names them).")
             plan[producer] = indices
     return plan
 
