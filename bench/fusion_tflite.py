@@ -48,7 +48,7 @@ from keras_lottery import models
 from keras_lottery import run_models
 from keras_lottery import tflite
 from keras_lottery import training
-from keras_lottery.fusion.report import max_output_difference, multiply_adds
+from keras_lottery.fusion.report import max_output_difference, model_multiply_adds
 
 TARGET = 1.3
 PRODUCERS = (keras.layers.Dense, keras.layers.Conv2D)
@@ -118,7 +118,7 @@ def describe(label, model, quantize, splits, check_examples):
         test_accuracy = 100.0 * float(np.mean(np.argmax(tflite.predict(content, splits.test_x), -1) == splits.test_y))
     return Row(label, quantize, content, test_accuracy, hidden_widths(model), model.count_params(),
                sum(int(np.count_nonzero(values)) for values in model.get_weights()),
-               sum(multiply_adds(layer) for layer in model.layers), check)
+               model_multiply_adds(model), check)
 
 
 def measure_variants(variants, splits, args):

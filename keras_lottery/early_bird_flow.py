@@ -31,7 +31,7 @@ from keras_lottery import records
 from keras_lottery import schedules
 from keras_lottery import training
 from keras_lottery import wrappers
-from keras_lottery.fusion.report import multiply_adds
+from keras_lottery.fusion.report import model_multiply_adds
 from keras_lottery.validation import check_int
 
 keras = compat.keras
@@ -80,11 +80,6 @@ class EarlyBirdConfig(training.TrainingConfig):
         return config
 
 
-def multiply_adds_per_example(model):
-    """Dense multiply-adds of one example's forward pass through the model's Dense/Conv2D layers."""
-    return sum(multiply_adds(layer) for layer in model.layers)
-
-
 def _layer_weights(model):
     """Kernel size per Dense/Conv2D layer name (wrapped or not)."""
     layers = (getattr(layer, "layer", layer) for layer in model.layers)
@@ -119,7 +114,7 @@ def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1
     return {
         "epochs": len(history.history["loss"]) / checks_per_epoch,
         "iterations": len(history.history["loss"]) * steps,
-        "multiply_adds_per_example": multiply_adds_per_example(model),
+        "multiply_adds_per_example": model_multiply_adds(model),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_val_accuracy": float(np.max(history.history["val_accuracy"])),

@@ -28,6 +28,11 @@ def multiply_adds(layer):
     return 0
 
 
+def model_multiply_adds(model):
+    """Dense multiply-adds of one example's forward pass through a model's Dense/Conv2D layers."""
+    return sum(multiply_adds(layer) for layer in model.layers)
+
+
 def _units(layer):
     return getattr(layer, "units", None) or getattr(layer, "filters", None)
 
@@ -123,6 +128,5 @@ def fusion_report(original, fused, sample_data=None):
         })
     difference = max_output_difference(original, fused, sample_data) if sample_data is not None else None
     return FusionReport(rows, original.count_params(), fused.count_params(),
-                        sum(multiply_adds(layer) for layer in original.layers),
-                        sum(multiply_adds(layer) for layer in fused.layers), difference,
+                        model_multiply_adds(original), model_multiply_adds(fused), difference,
                         list(getattr(fused, NOTES_ATTRIBUTE, [])))
