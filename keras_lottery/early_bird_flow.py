@@ -122,7 +122,7 @@ def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1
     }
 
 
-def _draw(model, detector, config):
+def _draw(detector, config):
     """The drawn (or, for the full-training flow, final) masks at the target sparsity."""
     sparsity = detector.sparsities[0]
     return (detector.drawn_masks.get(sparsity) if config.stop_at_draw else None) or detector.compute_masks(sparsity)
@@ -185,7 +185,7 @@ def run(config):
     search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector],
                   config.checks_per_epoch)
     sparsity = detector.sparsities[0]
-    drawn = _draw(model, detector, config)
+    drawn = _draw(detector, config)
     ticket = _ticket(model, drawn, config, rewind)
     retrain = _fit(ticket, config, splits, config.retrain_epochs, folder, "retrain", [])
     extra = {}
