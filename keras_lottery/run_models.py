@@ -10,8 +10,9 @@ masks and final weights; early-bird runs (`early_bird_flow.run`: summary.json wi
 (`models.build` with the run's seed, wrapped by `imp.wrap` or `prune_low_magnitude`),
 the masks and final weights assigned, and the wrappers stripped: pruned weights are
 exact zeros in an ordinary model. An early-bird channel ticket comes back as the
-narrower network it was retrained as (`fusion.remove_units` with its removed units). The run's dataset is loaded too (the model's input
-shape comes from it, and it gives callers calibration and test examples).
+narrower network it was retrained as (`fusion.remove_units` with its removed units).
+The run's dataset is loaded too (the model's input shape comes from it, and it gives
+callers calibration and test examples).
 """
 
 import dataclasses
