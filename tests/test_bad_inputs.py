@@ -26,10 +26,10 @@ from keras_lottery import keras
 from keras_lottery import records
 from keras_lottery import report
 from keras_lottery import training
-from tests import conftest
+from tests import processes
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
-pytestmark = pytest.mark.usefixtures("app_server")  # the app cases run in conftest's app server
+pytestmark = pytest.mark.usefixtures("app_server")  # the app cases run in the app server (tests/processes.py)
 
 
 def dense():
@@ -125,7 +125,7 @@ def truncated_idx(tiny_fashion, folder):
 
 def app(module, *flags):
     """Runs an app; raises CalledProcessError with its output if it fails."""
-    result = conftest.run([sys.executable, "-m", module, *flags], env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    result = processes.run([sys.executable, "-m", module, *flags], env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     if result.returncode:
         raise subprocess.CalledProcessError(result.returncode, module, result.stdout, result.stderr)
 

@@ -2,7 +2,7 @@
 
 Two logical CPU devices must be configured before TensorFlow initializes, so the runs
 happen in a fresh Python process (shared with `test_sign_flip.py`'s, see
-`conftest.TWO_CPU_SCRIPTS`): it trains the same models on one device and on
+`processes.TWO_CPU_SCRIPTS`): it trains the same models on one device and on
 `MirroredStrategy(["/cpu:0", "/cpu:1"])` and returns what each run ended with. Masks,
 the drawn epoch and step, and early-bird distances must be equal; weights equal to float
 tolerance (the two replicas' gradients are summed in another order than one device sums
@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests import conftest
+from tests import processes
 
 _SCRIPT = r'''
 import numpy as np
@@ -84,7 +84,7 @@ for name, strategy in (("single", tf.distribute.get_strategy()),
     RESULT[name] = {"replicas": strategy.num_replicas_in_sync, "prune_and_rewind": prune_and_rewind(strategy),
                     "early_bird": early_bird(strategy)}
 '''
-conftest.TWO_CPU_SCRIPTS["distribute"] = _SCRIPT
+processes.TWO_CPU_SCRIPTS["distribute"] = _SCRIPT
 
 
 @pytest.fixture(scope="module")

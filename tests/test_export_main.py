@@ -12,7 +12,7 @@ from absl.testing import flagsaver
 
 from apps import export_main
 from keras_lottery import imp
-from tests import conftest
+from tests import processes
 from tests.test_run_models import imp_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +38,7 @@ def _export_in_process(*arguments):
 def _export(*arguments):
     command = [sys.executable, "-m", "apps.export_main", "--sample_examples=20", "--calibration_examples=100",
                "--latency_runs=20", *arguments]
-    return conftest.run(command, cwd=ROOT)  # in conftest's app server
+    return processes.run(command, cwd=ROOT)  # in the app server (tests/processes.py)
 
 
 def test_export_main_writes_a_verified_file_and_its_report(run_dir):

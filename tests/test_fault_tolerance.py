@@ -1,7 +1,7 @@
 """Fault tolerance of IMP runs: killed anywhere, the same command resumes to the same results.
 
-The app runs as a subprocess (forked by conftest's app server, where TensorFlow is
-imported already) on the tiny on-disk dataset and is SIGKILLed between rounds,
+The app runs as a subprocess (forked by the app server of tests/processes.py, where
+TensorFlow is imported already) on the tiny on-disk dataset and is SIGKILLed between rounds,
 mid-epoch (once a mid-round backup exists) and while it writes its results (the test
 hook `records.KILL_AT_VARIABLE` kills it between a temporary file and its rename), the
 same command rerun after each kill. It must end with the summary (all but the
@@ -28,7 +28,7 @@ import pytest
 from keras_lottery import imp
 from keras_lottery import records
 from keras_lottery import round_backup
-from tests import conftest
+from tests import processes
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 6 evaluations per round (5 backups), a rewind step and sign-flip state to restore.
@@ -57,7 +57,7 @@ def _environment(kill_at=None):
 
 def _run_app(data_dir, output, kill_at=None):
     """Runs the app to its end (or to the kill the hook asks for); returns (exit status, stderr)."""
-    result = conftest.run(_command(data_dir, output), cwd=REPOSITORY, env=_environment(kill_at))
+    result = processes.run(_command(data_dir, output), cwd=REPOSITORY, env=_environment(kill_at))
     return result.returncode, result.stderr
 
 
@@ -121,7 +121,7 @@ def test_two_runs_with_one_seed_are_identical(tiny_fashion, uninterrupted, tmp_p
 def _kill_mid_epoch(command, backup, stderr_path):
     """Starts `command` and SIGKILLs it as soon as `backup` exists: during the next epoch."""
     with open(stderr_path, "w") as stderr:
-        process = conftest.popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPOSITORY,
+        process = processes.popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPOSITORY,
                                  env=_environment())
         try:
             deadline = time.monotonic() + 240

@@ -10,7 +10,7 @@ import pytest
 from keras_lottery import imp
 from keras_lottery import masks as masks_lib
 from keras_lottery import records
-from tests import conftest
+from tests import processes
 
 
 def _config(data_dir, output_dir, **overrides):
@@ -24,7 +24,7 @@ def _config(data_dir, output_dir, **overrides):
 
 @pytest.fixture(scope="module", autouse=True)
 def app_run(tiny_fashion, tmp_path_factory, request):
-    """(output folder, `conftest.BackgroundProcess`): the app's run for `test_app_runs_end_to_end`,
+    """(output folder, `processes.BackgroundProcess`): the app's run for `test_app_runs_end_to_end`,
     started with the module's first test so that it overlaps the tests before that one. A fresh
     `python -m` process (not the app server's): the apps' cold start is tested here."""
     output = tmp_path_factory.mktemp("app") / "app_run"
@@ -33,7 +33,7 @@ def app_run(tiny_fashion, tmp_path_factory, request):
         "--rounds=1", "--iterations=20", "--batch_size=20", "--validation_examples=100",
         "--evaluations_per_round=2", "--verbose=0",
     ]
-    with conftest.early_process(request, "test_app_runs_end_to_end", command, fresh=True,
+    with processes.early_process(request, "test_app_runs_end_to_end", command, fresh=True,
                                 cwd=os.path.dirname(os.path.dirname(__file__))) as process:
         yield output, process
 

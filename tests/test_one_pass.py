@@ -12,11 +12,11 @@ from keras_lottery import imp
 from keras_lottery import masks as masks_lib
 from keras_lottery import one_pass
 from keras_lottery import records
-from tests import conftest
+from tests import processes
 
 LENET_SIZES = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}
 LENET_RATES = {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
-pytestmark = pytest.mark.usefixtures("app_server")  # the app test runs in conftest's app server
+pytestmark = pytest.mark.usefixtures("app_server")  # the app test runs in the app server (tests/processes.py)
 
 
 def _config(data_dir, output_dir, **overrides):
@@ -195,7 +195,7 @@ def test_app_one_pass_hybrid_end_to_end(tiny_fashion, tmp_path):
         "--mode=one_pass", "--criterion=hybrid", "--alpha=2", "--rounds=3", "--iterations=20",
         "--batch_size=20", "--validation_examples=100", "--evaluations_per_round=2", "--verbose=0",
     ]
-    result = conftest.run(command, cwd=os.path.dirname(os.path.dirname(__file__)))  # in conftest's app server
+    result = processes.run(command, cwd=os.path.dirname(os.path.dirname(__file__)))  # in the app server (tests/processes.py)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "51.3% weights remaining" in result.stderr and "sign changes per weight" in result.stderr
     saved = json.loads((output / "summary.json").read_text())

@@ -10,7 +10,7 @@ from keras_lottery import keras
 from keras_lottery import schedules
 from keras_lottery import sign_flip
 from keras_lottery import wrappers
-from tests import conftest
+from tests import processes
 
 NEVER = 10**9  # a prune step no test reaches: masks stay all ones
 
@@ -287,11 +287,11 @@ single = run(tf.distribute.get_strategy())
 mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
 RESULT = {"single": single, "mirrored": mirrored}
 '''
-conftest.TWO_CPU_SCRIPTS["sign_flip"] = _MIRRORED_SCRIPT
+processes.TWO_CPU_SCRIPTS["sign_flip"] = _MIRRORED_SCRIPT
 
 
 def test_flip_counts_and_masks_under_mirrored_strategy_equal_one_device(two_cpu_result):
-    # Two logical CPUs must be configured before TensorFlow starts: a fresh process (see conftest.py).
+    # Two logical CPUs must be configured before TensorFlow starts: a fresh process (see tests/processes.py).
     output = two_cpu_result("sign_flip")
     counts, masks = output["single"]
     assert output["mirrored"] == [counts, masks]
