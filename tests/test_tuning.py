@@ -179,16 +179,16 @@ def test_chief_and_worker_on_loopback(tiny_fashion, tmp_path):
     output = tmp_path / "distributed"
     environment = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(_free_port()),
                        no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
-    processes = {}
+    tuners = {}
     try:
         for tuner_id in ("chief", "tuner0"):  # the chief first: the worker waits for it
-            processes[tuner_id] = processes.BackgroundProcess(
+            tuners[tuner_id] = processes.BackgroundProcess(
                 _app_command(tiny_fashion, output), timeout=600, cwd=REPO_ROOT,
                 env=dict(environment, KERASTUNER_TUNER_ID=tuner_id))
-        worker = processes["tuner0"].result()
-        chief = processes["chief"].result()
+        worker = tuners["tuner0"].result()
+        chief = tuners["chief"].result()
     finally:
-        for process in processes.values():
+        for process in tuners.values():
             process.stop()
     worker_err, chief_err = worker.stderr, chief.stderr
     assert worker.returncode == 0, worker_err[-3000:]
