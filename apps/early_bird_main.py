@@ -20,7 +20,7 @@ from absl import flags
 from absl import logging
 
 from apps import training_flags
-from keras_lottery import early_bird_flow
+from keras_lottery.experiments import early_bird_flow
 
 FLAGS = flags.FLAGS
 _DEFAULTS = early_bird_flow.EarlyBirdConfig()

@@ -28,9 +28,9 @@ import numpy as np
 from keras_lottery import data
 from keras_lottery import export
 from keras_lottery import fusion
-from keras_lottery import records
-from keras_lottery import run_models
-from keras_lottery import tflite
+from keras_lottery.experiments import run_models
+from keras_lottery.export import tflite
+from keras_lottery.foundations import files
 
 FLAGS = flags.FLAGS
 
@@ -182,7 +182,7 @@ def main(argv):
         logging.error("%s", error)
         sys.exit(1)
     report_path = os.path.splitext(path)[0] + ".json"
-    records.write_json(report_path, report.as_dict())
+    files.write_json(report_path, report.as_dict())
     log_report(report)
     logging.info("report: %s", report_path)
 

@@ -9,7 +9,7 @@ r"""Iterative magnitude pruning with rewinding: find lottery tickets.
 rewind point) first, or by |w| / (1 + flips)^alpha; `--mode=one_pass` prunes while
 training continues instead of IMP's rounds, to the sparsity IMP reaches after
 `--rounds` rounds. Rerunning the same command resumes a stopped or killed run, at the last
-evaluation of its unfinished round (see keras_lottery/round_backup.py). Results:
+evaluation of its unfinished round (see keras_lottery/experiments/round_backup.py). Results:
 <output_dir>/summary.json, round_<r>/masks.npz, TensorBoard logs
 (`tensorboard --logdir <output_dir>/tensorboard`).
 """
@@ -19,7 +19,7 @@ from absl import flags
 from absl import logging
 
 from apps import training_flags
-from keras_lottery import imp
+from keras_lottery.experiments import imp
 
 FLAGS = flags.FLAGS
 _DEFAULTS = imp.ImpConfig()

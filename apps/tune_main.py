@@ -13,7 +13,7 @@ trial_<id>/run/ (the IMP run folder: summary.json, masks, TensorBoard).
 
 Distributed: run this same command on several machines with KERASTUNER_TUNER_ID=chief
 on one and tuner0, tuner1, ... on the others, and KERASTUNER_ORACLE_IP /
-KERASTUNER_ORACLE_PORT set to the chief's address (see keras_lottery/tuning.py).
+KERASTUNER_ORACLE_PORT set to the chief's address (see keras_lottery/experiments/tuning.py).
 """
 
 import os
@@ -23,8 +23,8 @@ from absl import flags
 from absl import logging
 
 from apps import training_flags
-from keras_lottery import imp
-from keras_lottery import tuning
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import tuning
 
 FLAGS = flags.FLAGS
 _DEFAULTS = imp.ImpConfig(output_dir="runs/tune")

@@ -22,7 +22,7 @@ import argparse
 import os
 import statistics
 
-from keras_lottery import early_bird_flow
+from keras_lottery.experiments import early_bird_flow
 
 
 def _cost(summary, key):

@@ -39,16 +39,16 @@ import numpy as np
 
 from bench.neuron_merging import accuracy, trained_lenet
 from keras_lottery import data
-from keras_lottery import early_bird
 from keras_lottery import export
 from keras_lottery import fusion
 from keras_lottery import keras
-from keras_lottery import masks
 from keras_lottery import models
-from keras_lottery import run_models
-from keras_lottery import tflite
 from keras_lottery import training
+from keras_lottery.experiments import run_models
+from keras_lottery.export import tflite
 from keras_lottery.fusion.report import max_output_difference, model_multiply_adds
+from keras_lottery.sparsity import early_bird
+from keras_lottery.sparsity import masks
 
 TARGET = 1.3
 PRODUCERS = (keras.layers.Dense, keras.layers.Conv2D)

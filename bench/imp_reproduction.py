@@ -16,7 +16,7 @@ import argparse
 import os
 import statistics
 
-from keras_lottery import imp
+from keras_lottery.experiments import imp
 
 
 def _runs(args):

@@ -14,7 +14,7 @@ import argparse
 import shutil
 import time
 
-from keras_lottery import imp
+from keras_lottery.experiments import imp
 
 
 def memory_mib():

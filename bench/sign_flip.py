@@ -26,8 +26,8 @@ import argparse
 import os
 import statistics
 
-from keras_lottery import imp
-from keras_lottery import records
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import run_folder
 
 TARGETS = {"20%": 7, "10%": 10, "5%": 14, "2%": 18}  # nearest IMP rounds (LTH rates, LeNet)
 IMP_METHODS = ("magnitude", "sign_flip", "hybrid")
@@ -74,7 +74,7 @@ def collect(args):
     """dict (method, target) -> list of (weights remaining, accuracy, iterations spent), one per seed."""
     results = {}
     for method, target, seed, config in jobs(args):
-        summary = records.RunFolder(config.output_dir).load_summary() if os.path.exists(config.output_dir) else None
+        summary = run_folder.RunFolder(config.output_dir).load_summary() if os.path.exists(config.output_dir) else None
         if summary is None:
             continue
         if target is not None:

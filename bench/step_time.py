@@ -28,8 +28,8 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 import keras_lottery as kl
-from keras_lottery import imp as imp_lib
 from keras_lottery import models
+from keras_lottery.experiments import imp as imp_lib
 
 keras = kl.keras
 BATCH = 60
@@ -139,7 +139,7 @@ def imp_round(iterations, repeats):
     train, test = _data(6000, 0), _data(10000, 1)
     dense = _lenet()
     ours = kl.prune_low_magnitude(dense, kl.OneShot(0.0))
-    interval, steps_per_execution = imp_lib._evaluation_interval(iterations, 1, 0)  # as imp.run compiles
+    interval, steps_per_execution = imp_lib.evaluation_interval(iterations, 1, 0)  # as imp.run compiles
     _compile(ours, steps_per_execution)
     rewind = kl.RewindCallback(0)
     rewind.take_snapshot(ours)

@@ -14,7 +14,7 @@ import pytest
 
 import keras_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from keras_lottery import keras
-from keras_lottery import wrappers
+from keras_lottery.sparsity import wrappers
 from tests.processes import _app_server_session, _two_cpu_process, app_server, two_cpu_result  # noqa: F401  (fixtures)
 
 

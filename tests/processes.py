@@ -9,7 +9,7 @@ its argv, working folder, environment and standard streams, runs the app's modul
 process of its own (killable, its own TensorFlow runtime), without the import.
 `popen` and `run` send `[sys.executable, "-m", "apps...", ...]` commands there and any
 other command to `subprocess`; `fresh=True` or KERAS_LOTTERY_TESTS_FRESH_PROCESSES=1
-(every app command) runs a fresh interpreter instead. test_imp.py's app test stays fresh,
+(every app command) runs a fresh interpreter instead. tests/experiments/test_imp.py's app test stays fresh,
 so the apps' cold start is still tested.
 
 Scripts that need two logical CPUs (MirroredStrategy) share one fresh process
@@ -46,9 +46,9 @@ import sys
 import threading
 import traceback
 
-for module in ("keras_lottery", "keras_lottery.imp", "keras_lottery.tuning", "keras_lottery.export",
-               "keras_lottery.fusion", "keras_lottery.run_models", "keras_lottery.report", "keras_lottery.tflite",
-               "absl.app", "absl.flags"):
+for module in ("keras_lottery", "keras_lottery.experiments.imp", "keras_lottery.experiments.tuning",
+               "keras_lottery.export", "keras_lottery.fusion", "keras_lottery.experiments.run_models",
+               "keras_lottery.report", "keras_lottery.export.tflite", "absl.app", "absl.flags"):
     try:  # what the apps import; preloading is only a speed-up
         importlib.import_module(module)
     except ImportError:

@@ -18,14 +18,14 @@ import pytest
 
 import keras_lottery as kl
 from keras_lottery import data
-from keras_lottery import early_bird
-from keras_lottery import early_bird_flow
 from keras_lottery import fusion
-from keras_lottery import imp
 from keras_lottery import keras
-from keras_lottery import records
 from keras_lottery import report
 from keras_lottery import training
+from keras_lottery.experiments import early_bird_flow
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import run_folder
+from keras_lottery.sparsity import early_bird
 from tests import processes
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
@@ -193,15 +193,15 @@ CASES = [
      lambda d, t: imp.run(imp_config(d, t / "run", rewind_step=1000)), ValueError, "rewind_step.*iterations"),
     ("imp-other-config", "an output_dir holding a run with another config",
      lambda d, t: (finished_run(d, t / "run"), imp.run(imp_config(d, t / "run", seed=5, **QUICK))),
-     records.ConfigMismatchError, "seed.*another --output_dir"),
+     run_folder.ConfigMismatchError, "seed.*another --output_dir"),
     ("imp-corrupt-summary", "an output_dir whose summary.json is not JSON",
      lambda d, t: ((t / "run").mkdir(), (t / "run" / "summary.json").write_text("{trunc"), imp.run(imp_config(d, t / "run"))),
-     records.CorruptRecordError, "not a valid summary.*another --output_dir"),
+     run_folder.CorruptRecordError, "not a valid summary.*another --output_dir"),
     ("imp-nan-loss", "a learning rate so high that the loss becomes NaN during a round",
      lambda d, t: imp.run(imp_config(d, t / "run", learning_rate=1e12, optimizer="sgd")), training.TrainingDivergedError,
      "diverged.*Lower the learning rate"),
     ("imp-corrupt-masks", "a truncated masks file in a run being resumed",
-     lambda d, t: corrupt_masks(d, t / "run"), records.CorruptRecordError, "masks.npz"),
+     lambda d, t: corrupt_masks(d, t / "run"), run_folder.CorruptRecordError, "masks.npz"),
     ("app-prune-rate", "apps.imp_main --prune_rate=1.5",
      lambda d, t: app("apps.imp_main", f"--data_dir={d}", f"--output_dir={t / 'run'}", "--prune_rate=1.5"),
      subprocess.CalledProcessError, "prune_rate"),

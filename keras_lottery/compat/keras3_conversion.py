@@ -17,9 +17,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_lottery import compat
+from keras_lottery.compat import keras2
 
-keras = compat.keras
+keras = keras2.keras
 
 # Keras 3 layer classes the conversion rebuilds (and the tests check) in tf_keras.
 SUPPORTED_LAYERS = (
@@ -53,7 +53,7 @@ class Keras3ConversionError(TypeError):
 
 def is_keras3_model(obj):
     """Returns True if `obj` is a Keras 3 model (of any kind, subclassed included)."""
-    if not compat.is_keras3_object(obj):
+    if not keras2.is_keras3_object(obj):
         return False
     import keras as keras3  # noqa: PLC0415  (already loaded: `obj` comes from it)
 

@@ -21,7 +21,7 @@ import threading  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_lottery.validation import check_int  # noqa: E402
+from keras_lottery.foundations.validation import check_int  # noqa: E402
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_DATASETS = ("mnist", "fashion_mnist")

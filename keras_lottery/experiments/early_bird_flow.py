@@ -20,19 +20,20 @@ import time
 
 import numpy as np
 
-from keras_lottery import callbacks
 from keras_lottery import compat
 from keras_lottery import data
-from keras_lottery import early_bird
 from keras_lottery import fusion
-from keras_lottery import masks as masks_lib
 from keras_lottery import models
-from keras_lottery import records
-from keras_lottery import schedules
 from keras_lottery import training
-from keras_lottery import wrappers
+from keras_lottery.experiments import run_folder
+from keras_lottery.foundations import files
+from keras_lottery.foundations.validation import check_int
 from keras_lottery.fusion.report import model_multiply_adds
-from keras_lottery.validation import check_int
+from keras_lottery.sparsity import callbacks
+from keras_lottery.sparsity import early_bird
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
 RETRAIN_FROM = ("drawn", "rewind")
@@ -148,7 +149,7 @@ def run(config):
     """Runs the search, draw and retrain phases and returns the summary dict.
 
     A finished run in `output_dir` with the same config is returned as it is; a
-    different config there is refused (records.ConfigMismatchError). A run finished
+    different config there is refused (run_folder.ConfigMismatchError). A run finished
     by an older version (no final weights; a channel ticket retrained at full width)
     is run again.
 
@@ -159,7 +160,7 @@ def run(config):
     (layer -> indices), which `fusion.remove_units` takes to rebuild the narrow network.
     """
     config = config.resolved()
-    folder = records.RunFolder(config.output_dir)
+    folder = run_folder.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
     previous = folder.load_checked(config_dict, {"checks_per_epoch": 1, "gamma_penalty": 1e-4},
                                    required=("config", "retrain"))
@@ -213,8 +214,8 @@ def run(config):
         "total_dense_iterations": search["iterations"] + retrain_cost,
         "total_train_seconds": search["train_seconds"] + retrain["train_seconds"],
     }
-    records.write_npz(folder.file("masks.npz"), saved_masks)
+    files.write_npz(folder.file("masks.npz"), saved_masks)
     variables = callbacks.RewindCallback.rewindable_variables(ticket)
-    records.write_npz(folder.file(FINAL_WEIGHTS), {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
+    files.write_npz(folder.file(FINAL_WEIGHTS), {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
     folder.save_summary(summary)
     return summary

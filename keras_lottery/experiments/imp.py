@@ -7,9 +7,10 @@ Round 0 trains the dense network and snapshots the weights at `rewind_step`.
 Each round r >= 1 prunes the trained weights of round r-1 to sparsity
 `1 - (1 - rate) ** r` per layer (or globally), sets the surviving weights for the
 round (the ticket's rewind, or a control), resets the optimizer, and trains again.
-Results go to one folder per run (see `records.py`); rerunning the same config
+Results go to one folder per run (see `run_folder.py`); rerunning the same config
 resumes at the first unfinished round, at its last evaluation if it has a backup
-(`round_backup.py`).
+(`round_backup.py`). The settings are an `ImpConfig` (`imp_config.py`); the round
+itself, shared with one-pass runs, is in `rounds.py`.
 
 `criterion` picks what each round prunes by: 'magnitude' (LTH), 'sign_flip' or
 'hybrid' (the model is wrapped with `prune_low_sign_flip`; flips are counted during
@@ -19,155 +20,31 @@ rewind point), or 'random'. `mode='one_pass'` runs the one-pass flow instead
 """
 
 import dataclasses
-import math
 
 import numpy as np
-import tensorflow as tf
 
-from keras_lottery import callbacks
-from keras_lottery import compat
-from keras_lottery import controls
 from keras_lottery import data
-from keras_lottery import masks as masks_lib
 from keras_lottery import models
-from keras_lottery import records
-from keras_lottery import pruning
-from keras_lottery import round_backup
-from keras_lottery import schedules
-from keras_lottery import sign_flip
-from keras_lottery import summaries
-from keras_lottery import training
-from keras_lottery import wrappers
-from keras_lottery.validation import check_int
-
-keras = compat.keras
-
-OPTIMIZERS = training.OPTIMIZERS
-compile_for_training = training.compile_for_training
-
-
-@dataclasses.dataclass
-class ImpConfig(training.TrainingConfig):
-    """Settings of one IMP run (plus `TrainingConfig`'s). `None` means the model's LTH default."""
-
-    output_dir: str = "runs/imp"
-    rounds: int = 5  # pruning rounds after the dense round 0
-    prune_rate: float | None = None  # None: LTH's per-layer rates; else this rate for every layer
-    strategy: str = "layerwise"
-    rewind_step: int = 0
-    control: str = "ticket"
-    iterations: int | None = None  # training iterations per round
-    epochs: float | None = None  # alternative to iterations
-    evaluations_per_round: int = 20  # validation checks per round (early-stop records)
-    masks_from: str | None = None  # take each round's masks from this run folder (a branch)
-    criterion: str = "magnitude"  # what each prune ranks by: see CRITERIA
-    alpha: float = 1.0  # the hybrid criterion's exponent: |w| / (1 + flips) ** alpha
-    mode: str = "imp"  # 'imp' (prune, rewind, retrain) or 'one_pass' (prune while training on)
-    one_pass_iterations: int | None = None  # one-pass training length; None: 3 x iterations
-    prune_begin: float = 0.2  # one pass: first mask update, as a fraction of its training
-    prune_end: float = 0.7  # one pass: last mask update (the target sparsity), same unit
-    prune_updates: int = 20  # one pass: mask updates between prune_begin and prune_end
-
-    def resolved(self):
-        """A copy with every default filled in and every field validated.
-
-        Raises:
-          ValueError: naming the bad field and what it accepts.
-        """
-        if self.iterations is not None and self.epochs is not None:
-            raise ValueError("give either iterations or epochs, not both.")
-        config = super().resolved()
-        if config.iterations is None and config.epochs is None:
-            config.iterations = models.get(config.model).iterations
-        check_int(config.rounds, "rounds", 0)
-        check_int(config.rewind_step, "rewind_step", 0)
-        check_int(config.evaluations_per_round, "evaluations_per_round", 1)
-        if config.iterations is not None:
-            check_int(config.iterations, "iterations", 1)
-        if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
-            raise ValueError(f"epochs must be > 0; got {config.epochs!r}.")
-        if config.prune_rate is not None:
-            masks_lib.check_sparsity(config.prune_rate, "prune_rate")
-        masks_lib.check_strategy(config.strategy)
-        controls.check_control(config.control)
-        if config.iterations is not None and config.rewind_step > config.iterations:
-            raise ValueError(
-                f"rewind_step={config.rewind_step} is beyond the {config.iterations} training iterations "
-                "of a round: it would never be reached."
-            )
-        if config.masks_from is not None:
-            _check_masks_from(config.masks_from, config.rounds)
-        if config.criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}; got {config.criterion!r}.")
-        sign_flip.check_alpha(config.alpha)
-        if config.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {config.mode!r}.")
-        if config.one_pass_iterations is not None:
-            check_int(config.one_pass_iterations, "one_pass_iterations", 1)
-        check_int(config.prune_updates, "prune_updates", 1)
-        fractions = (config.prune_begin, config.prune_end)
-        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions) or not (
-                0 <= config.prune_begin <= config.prune_end < 1):
-            raise ValueError(
-                "prune_begin and prune_end are fractions of the one-pass training with "
-                f"0 <= prune_begin <= prune_end < 1; got {config.prune_begin!r} and {config.prune_end!r}."
-            )
-        if config.mode == "one_pass" and config.masks_from is not None:
-            raise ValueError("masks_from takes masks round by round from an IMP run; it has no meaning in one-pass mode.")
-        return config
-
-
-CRITERIA = ("magnitude", "sign_flip", "hybrid", "random")
-MODES = ("imp", "one_pass")
-
-
-def config_defaults():
-    """Every `ImpConfig` field's default (what a run saved before the field existed used)."""
-    return {field.name: field.default for field in dataclasses.fields(ImpConfig)}
-
-
-def _check_masks_from(folder, rounds):
-    source = records.RunFolder(folder)
-    summary = source.load_summary()
-    if summary is None:
-        raise ValueError(f"masks_from={folder!r} holds no finished run (no summary.json).")
-    finished = len(summary["rounds"]) - 1
-    if finished < rounds:
-        raise ValueError(f"masks_from={folder!r} has {finished} pruning rounds; this run needs {rounds}.")
-
-
-def layer_rates(config, dense_model):
-    """Per-round prune rate of every prunable layer, by layer name.
-
-    LTH's rates by default: Dense 20%, convolutions 10% (15% for Conv-6), the output
-    layer at half rate. `prune_rate` replaces the Dense and convolution rates (the
-    output layer still at half). With the global strategy, one rate (`prune_rate`,
-    default 20%, as OpenLTH) for all layers ranked together.
-    """
-    spec = models.get(config.model)
-    if config.strategy == "global":
-        rate = 0.2 if config.prune_rate is None else config.prune_rate
-        return {name: rate for name in schedules.lth_prune_rates(dense_model.layers)}
-    dense_rate = spec.dense_rate if config.prune_rate is None else config.prune_rate
-    conv_rate = spec.conv_rate if config.prune_rate is None else config.prune_rate
-    return schedules.lth_prune_rates(dense_model.layers, dense_rate, conv_rate)
-
-
-def iterations_per_round(config, splits):
-    if config.iterations is not None:
-        return config.iterations
-    steps_per_epoch = math.ceil(len(splits.train_y) / config.batch_size)
-    return max(1, round(config.epochs * steps_per_epoch))
-
-
-def wrap(config, dense, layer_schedules):
-    """Wraps `dense` for `config.criterion`: the sign-flip wrapper when flips are needed."""
-    if config.criterion in ("sign_flip", "hybrid"):
-        return sign_flip.prune_low_sign_flip(
-            dense, pruning_schedule=layer_schedules, criterion=config.criterion, alpha=config.alpha,
-            reference="rewind" if config.rewind_step > 0 else "init", strategy=config.strategy,
-        )
-    return wrappers.prune_low_magnitude(dense, pruning_schedule=layer_schedules, strategy=config.strategy)
+from keras_lottery.experiments import one_pass
+from keras_lottery.experiments import run_folder
+from keras_lottery.experiments.imp_config import CRITERIA, MODES, ImpConfig, config_defaults  # noqa: F401
+from keras_lottery.experiments.rounds import (  # noqa: F401  (kl.imp's API, as before the layout move)
+    evaluation_interval,
+    iterations_per_round,
+    layer_rates,
+    train_round,
+    wrap,
+    write_tensorboard_round,
+)
+from keras_lottery.sparsity import callbacks
+from keras_lottery.sparsity import controls
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import pruning
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import sign_flip
+from keras_lottery.sparsity import summaries
+from keras_lottery.sparsity import wrappers
+from keras_lottery.training import OPTIMIZERS, compile_for_training  # noqa: F401
 
 
 def build_model(config, splits, iterations):
@@ -184,11 +61,6 @@ def build_model(config, splits, iterations):
     })
 
 
-def _evaluation_interval(iterations, evaluations, rewind_step):
-    interval = max(1, iterations // evaluations)
-    return interval, training.steps_per_execution(interval, rewind_step)
-
-
 def _prune_for_round(config, model, round_index, masks_source, rng):
     """Assigns the masks of round `round_index`: from the wrappers' schedules, or from another run."""
     if masks_source is not None:
@@ -200,69 +72,6 @@ def _prune_for_round(config, model, round_index, masks_source, rng):
     if config.strategy == "global":
         sparsity = next(iter(sparsity.values()))
     pruning.prune(model, sparsity, config.strategy, config.criterion, rng)
-
-
-def _fit_round(model, train, validation, epochs_done, epochs, interval, config, callbacks):
-    # The divergence check comes before the backup in `callbacks`, so a NaN model is never saved.
-    model.fit(train, initial_epoch=epochs_done, epochs=epochs, steps_per_epoch=interval,
-              validation_data=validation, callbacks=callbacks, verbose=config.verbose)
-
-
-def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
-    """Trains one round, evaluating every `interval` steps, and returns its record.
-
-    A round killed mid-way resumes at its last evaluation: see `round_backup.py`. The
-    training batches are one seeded stream per round, so the resumed round skips the
-    batches already trained and sees the rest in the uninterrupted order. The caller
-    deletes the backup once the round's results are saved.
-    """
-    epochs = max(1, iterations // interval)
-    backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
-                                      config_defaults(), extra_callbacks)
-    epochs_done = backup.restore()
-    train = data.to_dataset(
-        splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed * 1000 + round_index, repeat=True
-    ).skip(epochs_done * interval)
-    validation = data.to_dataset(splits.validation_x, splits.validation_y, 1000)
-    tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
-    sparsity = summaries.SparsitySummaries(folder.file("tensorboard", f"round_{round_index}", "sparsity"))
-    try:
-        _fit_round(model, train, validation, epochs_done, epochs, interval, config,
-                   [*extra_callbacks, tensorboard, sparsity,
-                    training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup])
-    except training.TrainingDivergedError:
-        folder.remove_backup(round_index)  # resuming it would diverge again: nothing of the round is kept
-        raise
-    seconds = backup.seconds()
-    test_loss, test_accuracy = model.evaluate(
-        data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0
-    )
-    val_loss = [logs["val_loss"] for logs in backup.logs]
-    best = int(np.argmin(val_loss))
-    return {
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "best_val_accuracy": float(np.max([logs["val_accuracy"] for logs in backup.logs])),
-        "early_stop_iteration": (best + 1) * interval,
-        "iterations": epochs * interval,
-        "train_seconds": round(seconds, 3),
-    }
-
-
-def write_tensorboard_round(folder, record):
-    """Writes a round's record as scalars (step = round) under tensorboard/imp.
-
-    `imp/<record key>` for accuracy, early stop and weights remaining, and
-    `flips/<layer>/<statistic>` for sign-flip runs (see `sign_flip.flip_statistics`).
-    """
-    writer = tf.summary.create_file_writer(folder.file("tensorboard", "imp"))
-    with writer.as_default(step=record["round"]):
-        for key in ("test_accuracy", "best_val_accuracy", "early_stop_iteration", "weights_remaining"):
-            tf.summary.scalar(f"imp/{key}", record[key])
-        for layer, statistics in record.get("flips", {}).items():
-            for key, value in statistics.items():
-                tf.summary.scalar(f"flips/{layer}/{key}", value)
-    writer.close()
 
 
 def run(config, on_round_end=None):
@@ -282,10 +91,8 @@ def run(config, on_round_end=None):
     """
     config = config.resolved()
     if config.mode == "one_pass":
-        from keras_lottery import one_pass  # imported here: one_pass builds on this module
-
         return one_pass.run(config, on_round_end)
-    folder = records.RunFolder(config.output_dir)
+    folder = run_folder.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
     summary = folder.load_checked(config_dict, config_defaults())
     if summary is not None:
@@ -304,9 +111,9 @@ def run(config, on_round_end=None):
     iterations = iterations_per_round(config, splits)
     if config.rewind_step > iterations:
         raise ValueError(f"rewind_step={config.rewind_step} is beyond the {iterations} iterations of a round.")
-    interval, steps_per_execution = _evaluation_interval(iterations, config.evaluations_per_round, config.rewind_step)
+    interval, steps_per_execution = evaluation_interval(iterations, config.evaluations_per_round, config.rewind_step)
     summary["iterations_per_round"] = iterations
-    masks_source = records.RunFolder(config.masks_from) if config.masks_from else None
+    masks_source = run_folder.RunFolder(config.masks_from) if config.masks_from else None
 
     model = build_model(config, splits, iterations)
     compile_for_training(model, config.optimizer, config.learning_rate, steps_per_execution)

@@ -25,17 +25,18 @@ import dataclasses
 
 import numpy as np
 
-from keras_lottery import callbacks
 from keras_lottery import data
-from keras_lottery import imp
-from keras_lottery import masks as masks_lib
 from keras_lottery import models
-from keras_lottery import records
-from keras_lottery import schedules
-from keras_lottery import sign_flip
-from keras_lottery import summaries
 from keras_lottery import training
-from keras_lottery import wrappers
+from keras_lottery.experiments import rounds
+from keras_lottery.experiments import run_folder
+from keras_lottery.experiments.imp_config import config_defaults
+from keras_lottery.sparsity import callbacks
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import sign_flip
+from keras_lottery.sparsity import summaries
+from keras_lottery.sparsity import wrappers
 
 
 def total_iterations(config, iterations_per_round):
@@ -66,7 +67,7 @@ def layer_schedules(config, dense_model, total):
     """dict layer name -> schedule reaching IMP's sparsity after `config.rounds` rounds."""
     begin, frequency, updates = pruning_steps(config, total)
     result = {}
-    for name, rate in imp.layer_rates(config, dense_model).items():
+    for name, rate in rounds.layer_rates(config, dense_model).items():
         target = masks_lib.sparsity_after_rounds(rate, config.rounds)
         result[name] = (schedules.OneShot(target, begin) if updates == 0
                         else schedules.Gradual(target, begin, frequency, updates))
@@ -83,9 +84,9 @@ def run(config, on_round_end=None):
     config = config.resolved()
     if config.mode != "one_pass":
         raise ValueError("one_pass.run needs ImpConfig(mode='one_pass'); use imp.run for IMP.")
-    folder = records.RunFolder(config.output_dir)
+    folder = run_folder.RunFolder(config.output_dir)
     config_dict = dataclasses.asdict(config)
-    summary = folder.load_checked(config_dict, imp.config_defaults())
+    summary = folder.load_checked(config_dict, config_defaults())
     if summary is not None and summary["rounds"]:
         return summary
     folder.remove_leftovers(0)
@@ -93,7 +94,7 @@ def run(config, on_round_end=None):
     splits = data.load(
         config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
     )
-    total = total_iterations(config, imp.iterations_per_round(config, splits))
+    total = total_iterations(config, rounds.iterations_per_round(config, splits))
     interval = max(1, total // config.evaluations_per_round)
     total = interval * (total // interval)
     begin, frequency, updates = pruning_steps(config, total)
@@ -105,7 +106,7 @@ def run(config, on_round_end=None):
                          f"update at step {begin}: raise prune_begin or lower rewind_step.")
     summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
     dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
-    model = imp.wrap(config, dense, layer_schedules(config, dense, total))
+    model = rounds.wrap(config, dense, layer_schedules(config, dense, total))
     training.compile_for_training(
         model, config.optimizer, config.learning_rate,
         training.steps_per_execution(interval, begin, frequency if updates else 0, config.rewind_step))
@@ -113,7 +114,7 @@ def run(config, on_round_end=None):
     # RewindCallback's snapshot sets it (nothing is rewound in one pass).
     extra = [callbacks.RewindCallback(config.rewind_step)] if config.rewind_step else []
     extra.append(callbacks.UpdateMasks(criterion=config.criterion, seed=config.seed))
-    record = imp.train_round(model, config, splits, 0, total, interval, folder, extra)
+    record = rounds.train_round(model, config, splits, 0, total, interval, folder, extra)
     current = wrappers.get_masks(model)
     overall, per_layer = masks_lib.weights_remaining(current)
     record = {"round": 0, "weights_remaining": overall, "layers": per_layer, **record,
@@ -125,7 +126,7 @@ def run(config, on_round_end=None):
                "prune_steps": [int(step) for step in begin + frequency * np.arange(updates + 1)], "rounds": [record]}
     folder.save_summary(summary)
     folder.remove_backup(0)
-    imp.write_tensorboard_round(folder, record)
+    rounds.write_tensorboard_round(folder, record)
     if on_round_end is not None:
         on_round_end(record)
     return summary

@@ -1,6 +1,6 @@
 """Mid-round backups: a round killed mid-way resumes at its last evaluation, not its start.
 
-IMP and one-pass runs save their results round by round (`records.py`), and one round
+IMP and one-pass runs save their results round by round (`run_folder.py`), and one round
 can be long (LTH trains LeNet 50K iterations per round). `RoundBackup`, a callback of
 `imp.train_round`, writes at every evaluation but the round's last (a Keras epoch of
 the round) everything the rest of the round depends on to `round_<r>/backup.npz`, in
@@ -16,7 +16,7 @@ one atomic write, replacing the previous backup:
 
 `restore()` reads the backup and checks that it fits the model before it assigns
 anything; a backup of a run with another config is refused as its summary would be
-(`records.ConfigMismatchError`: a round 0 killed early leaves no summary.json to guard
+(`run_folder.ConfigMismatchError`: a round 0 killed early leaves no summary.json to guard
 the folder). The round then continues at the next evaluation, its training data
 advanced past the steps already trained (`imp.train_round` skips those batches of the
 seeded stream: about 0.3 ms a batch of 60 Fashion-MNIST images, some 15 s at worst for
@@ -28,7 +28,7 @@ results are saved.
 
 Not restored: TensorBoard event files (a resumed round appends events after the
 backup's step again) and the random state of layers that draw random numbers in
-training (Dropout; no model of `models.py` has one).
+training (Dropout; no model of the registry (`models/`) has one).
 """
 
 import json
@@ -37,9 +37,9 @@ import time
 
 import numpy as np
 
-from keras_lottery import callbacks
 from keras_lottery import compat
-from keras_lottery import records
+from keras_lottery.experiments import run_folder
+from keras_lottery.sparsity import callbacks
 
 keras = compat.keras
 
@@ -54,7 +54,7 @@ class RoundBackup(keras.callbacks.Callback):
     """Backs up a round's training state at each evaluation; restores it on a rerun.
 
     Args:
-      folder: the run's `records.RunFolder`.
+      folder: the run's `run_folder.RunFolder`.
       round_index: the round this backup belongs to.
       model: the compiled model the round trains.
       epochs: the round's evaluations (Keras epochs); none is backed up after the last.
@@ -91,17 +91,17 @@ class RoundBackup(keras.callbacks.Callback):
           round starts from its beginning.
 
         Raises:
-          records.ConfigMismatchError: the backup is of a run with another config.
+          run_folder.ConfigMismatchError: the backup is of a run with another config.
         """
         try:
             arrays = self.folder.load_backup(self.round_index)
             if arrays is None:
                 return 0
             progress, assignments = self._checked(arrays)
-        except records.ConfigMismatchError:
+        except run_folder.ConfigMismatchError:
             raise
-        except (records.CorruptRecordError, ValueError, KeyError, TypeError) as error:
-            reason = error.__cause__ if isinstance(error, records.CorruptRecordError) else error
+        except (run_folder.CorruptRecordError, ValueError, KeyError, TypeError) as error:
+            reason = error.__cause__ if isinstance(error, run_folder.CorruptRecordError) else error
             _LOG.warning("Round %d cannot resume from %s (%s: %s): the round restarts from its beginning.",
                          self.round_index, self.folder.backup_path(self.round_index), type(reason).__name__, reason)
             self.folder.remove_backup(self.round_index)
@@ -121,7 +121,7 @@ class RoundBackup(keras.callbacks.Callback):
         """(progress, [(variable, value)]) of a backup, after checking it fits this round.
 
         Raises:
-          records.ConfigMismatchError: it is of a run with another config.
+          run_folder.ConfigMismatchError: it is of a run with another config.
           ValueError, KeyError, TypeError: it does not fit (another round, length, model, optimizer).
         """
         progress = json.loads(str(arrays[_PROGRESS]))

@@ -1,8 +1,8 @@
 """Run folders: summary.json, per-round masks and weights, the rewind snapshot.
 
 One folder per run, so that rerunning the same command resumes it. Every file is
-written atomically (a temporary file in the same folder, fsync, then rename), so an
-interrupted run never leaves a half-written file under a real name. `summary.json`
+written atomically (`foundations/files.py`: a temporary file in the same folder, fsync,
+then rename), so an interrupted run never leaves a half-written file under a real name. `summary.json`
 is written last for each round: a round counts as finished only once it is listed
 there, and files of an unfinished round are simply overwritten on resume. A round in
 progress keeps its latest backup (`round_backup.py`) until it is listed there; a
@@ -22,22 +22,15 @@ Layout::
 import glob
 import json
 import os
-import signal
-import tempfile
 import zipfile
 
 import numpy as np
 
+from keras_lottery.foundations import files
+
 SUMMARY = "summary.json"
 SNAPSHOT = "rewind_snapshot.npz"
 BACKUP = "backup.npz"
-TEMPORARY_PREFIX = ".tmp-"
-
-# Test hook, inert unless set: KILL_AT_VARIABLE="before_rename:<path end>" (or
-# "after_rename:<path end>") makes the process SIGKILL itself while it writes the file
-# whose path ends with <path end> (e.g. "round_1/backup.npz"), just before (after) the
-# temporary file is renamed to it. tests/test_fault_tolerance.py crashes runs with it.
-KILL_AT_VARIABLE = "KERAS_LOTTERY_KILL_AT"
 
 # Fields that may change between a run and its resumption: where things are read
 # from or written to, and how many rounds to run (so a run can be extended).
@@ -52,57 +45,8 @@ class CorruptRecordError(ValueError):
     """A results file cannot be read back."""
 
 
-def _kill_if_asked(moment, path):
-    """SIGKILLs this process at `moment` of writing `path` if KILL_AT_VARIABLE asks for it."""
-    asked = os.environ.get(KILL_AT_VARIABLE)
-    if asked and asked.startswith(moment + ":") and os.fspath(path).endswith(asked[len(moment) + 1:]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _write_atomic(path, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        # mkstemp makes the file private (0600); results are ordinary files (0666 & ~umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        _kill_if_asked("before_rename", path)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    _kill_if_asked("after_rename", path)
-
-
-def write_json(path, value):
-    """Writes `value` as JSON to `path`, atomically."""
-    _write_atomic(path, lambda file: file.write(json.dumps(value, indent=2, sort_keys=True).encode()))
-
-
-def write_bytes(path, content):
-    """Writes `content` (bytes) to `path`, atomically."""
-    _write_atomic(path, lambda file: file.write(content))
-
-
-def write_text(path, text):
-    """Writes `text` (UTF-8) to `path`, atomically."""
-    write_bytes(path, text.encode("utf-8"))
-
-
-def write_npz(path, arrays):
-    """Writes a dict of arrays to `path` (.npz), atomically."""
-    _write_atomic(path, lambda file: np.savez(file, **arrays))
-
-
 def read_npz(path):
-    """Reads an .npz written by `write_npz` into a dict.
+    """Reads an .npz written by `files.write_npz` into a dict.
 
     Raises:
       CorruptRecordError: missing or unreadable file, with what to do about it.
@@ -189,14 +133,14 @@ class RunFolder:
         return summary
 
     def save_summary(self, summary):
-        write_json(self.file(SUMMARY), summary)
+        files.write_json(self.file(SUMMARY), summary)
 
     def save_round(self, round_index, masks, final_weights, flip_state=None):
         """Writes a round's masks, final weights and (sign-flip runs) flip state, each atomically."""
-        write_npz(os.path.join(self.round_dir(round_index), "masks.npz"), masks)
-        write_npz(os.path.join(self.round_dir(round_index), "final_weights.npz"), final_weights)
+        files.write_npz(os.path.join(self.round_dir(round_index), "masks.npz"), masks)
+        files.write_npz(os.path.join(self.round_dir(round_index), "final_weights.npz"), final_weights)
         if flip_state:
-            write_npz(os.path.join(self.round_dir(round_index), "flip_state.npz"), flip_state)
+            files.write_npz(os.path.join(self.round_dir(round_index), "flip_state.npz"), flip_state)
 
     def load_flip_state(self, round_index):
         """The flip state saved with round `round_index`, or None if it has none."""
@@ -210,7 +154,7 @@ class RunFolder:
         return read_npz(os.path.join(self.round_dir(round_index), "final_weights.npz"))
 
     def save_snapshot(self, arrays):
-        write_npz(self.file(SNAPSHOT), arrays)
+        files.write_npz(self.file(SNAPSHOT), arrays)
 
     def load_snapshot(self):
         return read_npz(self.file(SNAPSHOT))
@@ -220,7 +164,7 @@ class RunFolder:
 
     def save_backup(self, round_index, arrays):
         """Writes the backup of unfinished round `round_index` (replacing the previous one), atomically."""
-        write_npz(self.backup_path(round_index), arrays)
+        files.write_npz(self.backup_path(round_index), arrays)
 
     def load_backup(self, round_index):
         """The backup of round `round_index`, or None if it has none.
@@ -243,7 +187,7 @@ class RunFolder:
         the backups of rounds 0 .. `finished_rounds` - 1, whose results are saved.
         """
         for folder in [self.path, *glob.glob(os.path.join(glob.escape(self.path), "round_*"))]:
-            for temporary in glob.glob(os.path.join(glob.escape(folder), TEMPORARY_PREFIX + "*")):
+            for temporary in glob.glob(os.path.join(glob.escape(folder), files.TEMPORARY_PREFIX + "*")):
                 os.remove(temporary)
         for round_index in range(finished_rounds):
             self.remove_backup(round_index)

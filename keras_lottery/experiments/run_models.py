@@ -19,16 +19,16 @@ import dataclasses
 import json
 import os
 
-from keras_lottery import callbacks
 from keras_lottery import compat
 from keras_lottery import data
-from keras_lottery import early_bird_flow
 from keras_lottery import fusion
-from keras_lottery import imp
 from keras_lottery import models
-from keras_lottery import records
-from keras_lottery import schedules
-from keras_lottery import wrappers
+from keras_lottery.experiments import early_bird_flow
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import run_folder
+from keras_lottery.sparsity import callbacks
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
 
@@ -74,7 +74,7 @@ def read_summary(run_dir):
         raise RunFolderError(
             f"run folder {run_dir!r} does not exist: pass the --output_dir of an IMP or early-bird run."
         )
-    path = os.path.join(run_dir, records.SUMMARY)
+    path = os.path.join(run_dir, run_folder.SUMMARY)
     if not os.path.exists(path):
         raise RunFolderError(
             f"{run_dir!r} holds no summary.json: it is not a run folder, or its first round has not finished yet."
@@ -131,8 +131,8 @@ def _assign_final_weights(model, final, where):
 
 def _read_arrays(path):
     try:
-        return records.read_npz(path)
-    except records.CorruptRecordError as error:
+        return run_folder.read_npz(path)
+    except run_folder.CorruptRecordError as error:
         raise RunFolderError(str(error)) from error
 
 
@@ -158,7 +158,7 @@ def load_run_model(run_dir, round_index=None, data_dir=None):
     run_dir = os.fspath(run_dir)
     summary = read_summary(run_dir)
     kind = _run_kind(summary, run_dir)
-    folder = records.RunFolder(run_dir)
+    folder = run_folder.RunFolder(run_dir)
     if kind == "early_bird":
         if round_index is not None:
             raise RunFolderError(f"{run_dir} is an early-bird run: it has one ticket and no rounds; pass no round.")

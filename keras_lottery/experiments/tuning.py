@@ -42,7 +42,7 @@ longer rounds afterwards (`tuner/initial_epoch` is unused). `max_trials` caps it
 Resuming (`overwrite=False`): finished trials are kept, an interrupted one is rerun
 (its `imp.run` resumes at its first unfinished round), and the search continues up to
 `max_trials`, which may be raised. `pruning_search.json` keeps the search's settings; a
-rerun with others is refused (`records.ConfigMismatchError`) before any work.
+rerun with others is refused (`run_folder.ConfigMismatchError`) before any work.
 
 Distributed (keras-tuner's chief/worker mode over gRPC; needs `grpcio`): run the same
 command on every machine with the same `directory`, the chief's address and a unique
@@ -64,9 +64,10 @@ import os
 
 from keras_lottery import compat
 from keras_lottery import data
-from keras_lottery import imp
-from keras_lottery import records
-from keras_lottery.validation import check_int
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import run_folder
+from keras_lottery.foundations import files
+from keras_lottery.foundations.validation import check_int
 
 import keras_tuner  # after keras_lottery: compat sets TF_USE_LEGACY_KERAS before keras-tuner loads TensorFlow
 from keras_tuner.engine import base_tuner
@@ -77,7 +78,7 @@ OBJECTIVE = keras_tuner.Objective("val_accuracy_at_target", direction="max")
 ORACLES = ("random", "hyperband")
 SETTINGS_FILE = "pruning_search.json"
 RUN_FOLDER = "run"  # a trial's imp.run folder, inside keras-tuner's trial folder
-# Base-config fields that may change when a search resumes (as records.RESUMABLE_FIELDS for a run).
+# Base-config fields that may change when a search resumes (as run_folder.RESUMABLE_FIELDS for a run).
 _RESUMABLE_BASE_FIELDS = ("output_dir", "data_dir", "verbose")
 
 
@@ -326,7 +327,7 @@ class PruningTuner(base_tuner.BaseTuner):
       on_round_end: optional callable(trial, record), after each round of a trial.
 
     Raises:
-      TypeError, ValueError: bad arguments, or (`records.ConfigMismatchError`) a search
+      TypeError, ValueError: bad arguments, or (`run_folder.ConfigMismatchError`) a search
         with other settings in the folder; all before any training.
     """
 
@@ -345,7 +346,7 @@ class PruningTuner(base_tuner.BaseTuner):
             _check_settings(settings_path, self.settings)
         super().__init__(oracle_instance, hypermodel, directory=directory, project_name=project_name,
                          overwrite=overwrite)
-        records.write_json(settings_path, self.settings)
+        files.write_json(settings_path, self.settings)
         self._on_trial_begin = on_trial_begin
         self._on_trial_end = on_trial_end
         self._on_round_end = on_round_end
@@ -424,6 +425,6 @@ def _check_settings(path, settings):
     differences = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
                    for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
     if differences:
-        raise records.ConfigMismatchError(
+        raise run_folder.ConfigMismatchError(
             f"{os.path.dirname(path)} holds a search with other settings ({'; '.join(differences)}). Rerun "
             "with the same settings to resume it, or use another folder or project name, or overwrite=True.")

@@ -39,11 +39,11 @@ import numpy as np
 
 from keras_lottery import compat
 from keras_lottery import fusion
-from keras_lottery import keras3_conversion
-from keras_lottery import records
-from keras_lottery import tflite
-from keras_lottery import wrappers
-from keras_lottery.validation import check_int
+from keras_lottery.compat import keras3_conversion
+from keras_lottery.export import tflite
+from keras_lottery.foundations import files
+from keras_lottery.foundations.validation import check_int
+from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
 
@@ -251,7 +251,7 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
 
     measurement = tflite.measure_content(content, samples[0], num_threads, latency_runs)
     fusion_dict = fusion.fusion_report(stripped, converted, samples).as_dict() if fuse else None
-    records.write_bytes(os.fspath(path), content)
+    files.write_bytes(os.fspath(path), content)
     return ExportReport(
         path=os.fspath(path), quantize=quantize, **measurement.as_dict(), samples=len(samples),
         max_abs_diff=against_converted.max_abs_diff, argmax_agreement=against_converted.argmax_agreement,

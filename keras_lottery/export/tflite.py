@@ -38,7 +38,7 @@ import tensorflow as tf
 from ai_edge_litert import interpreter as litert
 
 from keras_lottery import compat
-from keras_lottery.validation import check_int
+from keras_lottery.foundations.validation import check_int
 
 keras = compat.keras
 

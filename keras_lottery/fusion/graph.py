@@ -13,8 +13,8 @@ import dataclasses
 import numpy as np
 
 from keras_lottery import compat
-from keras_lottery import keras3_conversion
-from keras_lottery import wrappers
+from keras_lottery.compat import keras3_conversion
+from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
 

@@ -27,11 +27,12 @@ import re
 
 import numpy as np
 
-from keras_lottery import early_bird_flow
-from keras_lottery import imp
 from keras_lottery import models
-from keras_lottery import records
-from keras_lottery import report_render
+from keras_lottery.experiments import early_bird_flow
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import run_folder
+from keras_lottery.foundations import files
+from keras_lottery.report import render as report_render
 
 # Config fields that do not make another experiment: the seed (what the report
 # averages over), where things are read and written, and how far an IMP run went.
@@ -76,7 +77,7 @@ class Run:
 
 def _read_run(folder):
     """The `Run` in `folder`; ReportError naming the file if it is unreadable or not a run's summary."""
-    path = os.path.join(folder, records.SUMMARY)
+    path = os.path.join(folder, run_folder.SUMMARY)
     try:
         with open(path) as file:
             summary = json.load(file)
@@ -144,13 +145,13 @@ def find_runs(paths):
                           "or folders that hold them.")
     folders = {}  # real path -> the path as found, so that a run passed twice is read once
     for path in paths:
-        if os.path.basename(path) == records.SUMMARY and os.path.isfile(path):
+        if os.path.basename(path) == run_folder.SUMMARY and os.path.isfile(path):
             path = os.path.dirname(path) or "."
         if not os.path.isdir(path):
             raise ReportError(f"{path} does not exist or is not a folder: check the path given to --runs.")
         found = list(_run_folders(path))
         if not found:
-            raise ReportError(f"no {records.SUMMARY} in {path} or in any folder below it: pass run folders (the "
+            raise ReportError(f"no {run_folder.SUMMARY} in {path} or in any folder below it: pass run folders (the "
                               "--output_dir of apps.imp_main or apps.early_bird_main) or folders that hold them.")
         for folder in found:
             folders.setdefault(os.path.realpath(folder), folder)
@@ -158,8 +159,8 @@ def find_runs(paths):
 
 
 def _run_folders(root):
-    for folder, subfolders, files in os.walk(root):
-        if records.SUMMARY in files:
+    for folder, subfolders, file_names in os.walk(root):
+        if run_folder.SUMMARY in file_names:
             subfolders.clear()  # a run's own folders (round_<r>, tensorboard) hold no runs
             yield folder
         else:
@@ -339,7 +340,7 @@ def write_report(paths, output_dir):
             plots.append(os.path.join(output_dir, file_name))
             report_render.save_figure(report_render.figure(group, name, colors), plots[-1])
     markdown = os.path.join(output_dir, "report.md")
-    records.write_text(markdown, report_render.markdown(groups))
+    files.write_text(markdown, report_render.markdown(groups))
     json_path = os.path.join(output_dir, "report.json")
-    records.write_json(json_path, {"groups": groups})
+    files.write_json(json_path, {"groups": groups})
     return {"markdown": markdown, "json": json_path, "plots": plots}

@@ -12,7 +12,7 @@ from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from keras_lottery import records
+from keras_lottery.foundations import files
 
 PLOT_TITLES = {"accuracy": "test accuracy vs weights remaining",
                "early_stop": "early-stop iteration vs weights remaining (IMP)",
@@ -23,7 +23,7 @@ def save_figure(figure_to_save, path):
     """Writes a figure as PNG, atomically (an interrupted report leaves no half image)."""
     buffer = io.BytesIO()
     figure_to_save.savefig(buffer, format="png", dpi=120)
-    records.write_bytes(path, buffer.getvalue())
+    files.write_bytes(path, buffer.getvalue())
 
 
 def _draw(axes, x, statistics, color, label, scale):

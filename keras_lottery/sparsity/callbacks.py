@@ -12,13 +12,13 @@ import json
 import numpy as np
 
 from keras_lottery import compat
-from keras_lottery import masks as masks_lib
-from keras_lottery import pruning
-from keras_lottery import schedules
-from keras_lottery import criteria
-from keras_lottery import sign_flip
-from keras_lottery import wrappers
-from keras_lottery.validation import check_int
+from keras_lottery.foundations.validation import check_int
+from keras_lottery.sparsity import criteria
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import pruning
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import sign_flip
+from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
 

@@ -14,10 +14,10 @@ Each control replaces the ticket's rewinding (see `start_round`):
 import numpy as np
 import tensorflow as tf
 
-from keras_lottery import callbacks
 from keras_lottery import compat
-from keras_lottery import masks as masks_lib
-from keras_lottery import wrappers
+from keras_lottery.sparsity import callbacks
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import wrappers
 
 CONTROLS = ("ticket", "random_reinit", "random_prune", "signed_constant")
 

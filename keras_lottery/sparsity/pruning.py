@@ -8,9 +8,9 @@ wrappers, their flip state) go through a criterion (`criteria.py`) to scores, an
 import numpy as np
 
 from keras_lottery import compat
-from keras_lottery import criteria
-from keras_lottery import masks as masks_lib
-from keras_lottery.wrappers import get_masks, get_weights, prunable_wrappers, pruning_entries, set_masks
+from keras_lottery.sparsity import criteria
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity.wrappers import get_masks, get_weights, prunable_wrappers, pruning_entries, set_masks
 
 
 def check_criterion(model, criterion=None):

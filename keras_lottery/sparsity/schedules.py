@@ -16,8 +16,8 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
 
 from keras_lottery import compat
-from keras_lottery.masks import check_sparsity, sparsity_after_rounds
-from keras_lottery.validation import check_int
+from keras_lottery.foundations.validation import check_int
+from keras_lottery.sparsity.masks import check_sparsity, sparsity_after_rounds
 
 keras = compat.keras
 

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import compat
-from keras_lottery import schedules
-from keras_lottery import wrappers
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
 

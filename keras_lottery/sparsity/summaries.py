@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import compat
-from keras_lottery import sign_flip
-from keras_lottery import wrappers
-from keras_lottery.validation import check_int
+from keras_lottery.foundations.validation import check_int
+from keras_lottery.sparsity import sign_flip
+from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
 

@@ -38,8 +38,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as tfmot_wrapper
 
 from keras_lottery import compat
-from keras_lottery import keras3_conversion
-from keras_lottery import masks as masks_lib
+from keras_lottery.compat import keras3_conversion
+from keras_lottery.sparsity import masks as masks_lib
 
 keras = compat.keras
 

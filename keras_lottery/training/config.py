@@ -1,20 +1,14 @@
-"""Settings and compilation shared by every experiment (IMP, early bird, ...).
+"""Settings shared by every experiment (IMP, early bird, ...): `TrainingConfig`.
 
 `TrainingConfig` holds what any training run needs — data, model, optimizer,
-seed, output folder — with the LTH paper's defaults per model (`models.py`);
-experiment configs extend it with their own fields.
+seed, output folder — with the defaults of its model's registry entry
+(`models/registry.py`); experiment configs extend it with their own fields.
 """
 
 import dataclasses
-import math
 
-import numpy as np
-
-from keras_lottery import compat
 from keras_lottery import models
-from keras_lottery.validation import check_int
-
-keras = compat.keras
+from keras_lottery.foundations.validation import check_int
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 
@@ -58,60 +52,3 @@ class TrainingConfig:
         if not config.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0; got {config.learning_rate!r}.")
         return config
-
-
-def steps_per_execution(interval, *steps, limit=1000):
-    """Steps per call into TensorFlow: the largest divisor of `interval` (and of `steps`) <= `limit`.
-
-    One execution runs several steps without returning to Python (the main saving on
-    small models); its length must divide the interval between Python-side checks
-    (evaluations, epoch ends) and every step where Python must act (the rewind step,
-    mask updates; 0 means none), so that none of them is skipped.
-    """
-    common = math.gcd(interval, *[step for step in steps if step])
-    return max(d for d in range(1, min(common, limit) + 1) if common % d == 0)
-
-
-def compile_for_training(model, optimizer, learning_rate, steps_per_execution=1):
-    """Compiles for classification on logits with a fresh optimizer from `OPTIMIZERS`."""
-    if optimizer == "adam":
-        instance = keras.optimizers.Adam(learning_rate)
-    elif optimizer == "momentum":
-        instance = keras.optimizers.SGD(learning_rate, momentum=0.9)
-    else:
-        instance = keras.optimizers.SGD(learning_rate)
-    model.compile(
-        optimizer=instance,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
-    )
-
-
-class TrainingDivergedError(ValueError):
-    """The loss became NaN or infinite while training."""
-
-
-class StopOnDivergence(keras.callbacks.Callback):
-    """Raises `TrainingDivergedError` at the first epoch end whose loss is not finite.
-
-    Placed before a callback that saves state (such as `RoundBackup`), it keeps a
-    diverged model from being written as a result or a backup.
-    """
-
-    def __init__(self, where, learning_rate):
-        super().__init__()
-        self.where = where
-        self.learning_rate = learning_rate
-
-    def on_epoch_end(self, epoch, logs=None):
-        for key in ("loss", "val_loss"):
-            value = (logs or {}).get(key)
-            if value is not None and not np.isfinite(value):
-                iteration = int(self.model.optimizer.iterations.numpy())
-                raise TrainingDivergedError(
-                    f"The {key.replace('_', ' ')} is {value} after iteration {iteration} of {self.where}: training "
-                    f"diverged. Lower the learning rate (now {self.learning_rate:g}), or check the data for NaN or "
-                    "infinite values, and rerun in a new --output_dir; results already finished are kept and "
-                    "nothing of this round was saved."
-                )

@@ -11,9 +11,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 from apps import export_main
-from keras_lottery import imp
+from keras_lottery.experiments import imp
 from tests import processes
-from tests.test_run_models import imp_config
+from tests.experiments.test_run_models import imp_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("app_server")

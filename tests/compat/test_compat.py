@@ -1,4 +1,4 @@
-"""Tests of compat.py and keras3_conversion.py.
+"""Tests of compat/keras2.py and compat/keras3_conversion.py.
 
 Keras 3 Sequential/functional models of supported layers are converted to tf_keras
 with a warning and equal outputs; everything else (Keras 3 layers, subclassed,
@@ -13,9 +13,9 @@ import tf_keras
 
 import keras_lottery as kl
 from keras_lottery import compat
-from keras_lottery import keras3_conversion
+from keras_lottery.compat import keras3_conversion
 from keras_lottery import keras as kl_keras
-from keras_lottery.keras3_conversion import Keras3ConversionError, Keras3ConversionWarning
+from keras_lottery.compat.keras3_conversion import Keras3ConversionError, Keras3ConversionWarning
 
 keras3 = pytest.importorskip("keras")
 

@@ -1,4 +1,4 @@
-"""Tests of data.py: IDX files, the TFDS path on data on disk, fail-fast errors.
+"""Tests of data/datasets.py: IDX files, the TFDS path on data on disk, fail-fast errors.
 
 Nothing here touches the network: the only TFDS dataset is built offline in tmp_path,
 and the reachability check is monkeypatched or pointed at localhost.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from keras_lottery import data
+from keras_lottery.data import datasets as data
 
 TRAIN, TEST = 60, 20
 

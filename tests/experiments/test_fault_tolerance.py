@@ -3,7 +3,7 @@
 The app runs as a subprocess (forked by the app server of tests/processes.py, where
 TensorFlow is imported already) on the tiny on-disk dataset and is SIGKILLed between rounds,
 mid-epoch (once a mid-round backup exists) and while it writes its results (the test
-hook `records.KILL_AT_VARIABLE` kills it between a temporary file and its rename), the
+hook `files.KILL_AT_VARIABLE` kills it between a temporary file and its rename), the
 same command rerun after each kill. It must end with the summary (all but the
 wall-clock `train_seconds`), masks and weights of an uninterrupted run, bit for bit
 (CPU).
@@ -25,9 +25,10 @@ import time
 import numpy as np
 import pytest
 
-from keras_lottery import imp
-from keras_lottery import records
-from keras_lottery import round_backup
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import round_backup
+from keras_lottery.experiments import run_folder
+from keras_lottery.foundations import files
 from tests import processes
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,9 +50,9 @@ def _config(data_dir, output, **overrides):
 
 
 def _environment(kill_at=None):
-    environment = {key: value for key, value in os.environ.items() if key != records.KILL_AT_VARIABLE}
+    environment = {key: value for key, value in os.environ.items() if key != files.KILL_AT_VARIABLE}
     if kill_at:
-        environment[records.KILL_AT_VARIABLE] = kill_at
+        environment[files.KILL_AT_VARIABLE] = kill_at
     return environment
 
 
@@ -75,7 +76,7 @@ def _rounds_saved(output):
 
 def _temporaries(output):
     return [os.path.join(folder, name) for folder, _, names in os.walk(output) for name in names
-            if name.startswith(records.TEMPORARY_PREFIX)]
+            if name.startswith(files.TEMPORARY_PREFIX)]
 
 
 def _assert_same_results(output, expected):
@@ -92,16 +93,16 @@ def _assert_same_results(output, expected):
         for name in RESULT_FILES:
             if not (expected / f"round_{round_index}" / name).exists():  # no flip_state without sign flips
                 continue
-            got, want = (records.read_npz(folder / f"round_{round_index}" / name) for folder in (output, expected))
+            got, want = (run_folder.read_npz(folder / f"round_{round_index}" / name) for folder in (output, expected))
             assert sorted(got) == sorted(want)
             for key in want:
                 np.testing.assert_array_equal(got[key], want[key], err_msg=f"round {round_index} {name} {key}")
-    if (expected / records.SNAPSHOT).exists():  # IMP runs
-        got, want = (records.read_npz(folder / records.SNAPSHOT) for folder in (output, expected))
+    if (expected / run_folder.SNAPSHOT).exists():  # IMP runs
+        got, want = (run_folder.read_npz(folder / run_folder.SNAPSHOT) for folder in (output, expected))
         for key in want:
             np.testing.assert_array_equal(got[key], want[key])
     assert not _temporaries(output)
-    assert not [path for path in output.glob("round_*/" + records.BACKUP)]
+    assert not [path for path in output.glob("round_*/" + run_folder.BACKUP)]
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +144,9 @@ def test_killed_at_several_points_the_same_command_ends_as_an_uninterrupted_run(
     # 1. Between rounds: right after round 0's summary.json is saved, before its backup is deleted.
     status, stderr = _run_app(tiny_fashion, output, kill_at="after_rename:summary.json")
     assert status == -signal.SIGKILL, stderr[-3000:]
-    assert _rounds_saved(output) == 1 and (output / "round_0" / records.BACKUP).exists()
+    assert _rounds_saved(output) == 1 and (output / "round_0" / run_folder.BACKUP).exists()
     # 2. Mid-epoch: round 1 starts anew, and is killed once its first evaluation is backed up.
-    backup = output / "round_1" / records.BACKUP
+    backup = output / "round_1" / run_folder.BACKUP
     stderr = _kill_mid_epoch(_command(tiny_fashion, output), backup, tmp_path / "stderr")
     assert "resumes from its backup" not in stderr  # round 0's backup was removed, never read
     assert _rounds_saved(output) == 1 and backup.exists(), "the kill came after round 1 had finished"
@@ -156,7 +157,7 @@ def test_killed_at_several_points_the_same_command_ends_as_an_uninterrupted_run(
     assert "Round 1 resumes from its backup after evaluation" in stderr
     assert _rounds_saved(output) == 1 and _temporaries(output) and backup.exists()
     for name in RESULT_FILES:  # what the round resumed mid-epoch ended with
-        got, want = (records.read_npz(folder / "round_1" / name) for folder in (output, uninterrupted))
+        got, want = (run_folder.read_npz(folder / "round_1" / name) for folder in (output, uninterrupted))
         for key in want:
             np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name} {key}")
     # 4. It finishes: round 1 resumes at its last backup (evaluation 5 of 6) and is saved again.
@@ -196,10 +197,10 @@ def test_a_corrupt_backup_restarts_the_round_with_a_warning(tiny_fashion, uninte
     with pytest.raises(_Crash):
         imp.run(_config(tiny_fashion, tmp_path))
     monkeypatch.undo()
-    backup = tmp_path / "round_1" / records.BACKUP
+    backup = tmp_path / "round_1" / run_folder.BACKUP
     content = backup.read_bytes()
     backup.write_bytes(content[: len(content) // 2])  # e.g. a disk that filled up
-    (tmp_path / "round_1" / (records.TEMPORARY_PREFIX + "x1y2backup.npz")).write_bytes(content)  # a killed write
+    (tmp_path / "round_1" / (files.TEMPORARY_PREFIX + "x1y2backup.npz")).write_bytes(content)  # a killed write
     with caplog.at_level(logging.WARNING, logger=round_backup.__name__):
         imp.run(_config(tiny_fashion, tmp_path))
     assert "Round 1 cannot resume from" in caplog.text and "restarts from its beginning" in caplog.text
@@ -211,9 +212,9 @@ def test_a_backup_of_another_config_is_refused(tiny_fashion, tmp_path, monkeypat
     with pytest.raises(_Crash):
         imp.run(_config(tiny_fashion, tmp_path))  # no summary.json yet: only the backup knows the config
     monkeypatch.undo()
-    with pytest.raises(records.ConfigMismatchError, match="seed: 0 there, 1 now"):
+    with pytest.raises(run_folder.ConfigMismatchError, match="seed: 0 there, 1 now"):
         imp.run(_config(tiny_fashion, tmp_path, seed=1))
-    assert (tmp_path / "round_0" / records.BACKUP).exists()  # the other run's progress is kept
+    assert (tmp_path / "round_0" / run_folder.BACKUP).exists()  # the other run's progress is kept
 
 
 def test_a_one_pass_run_resumes_with_its_mask_updates_and_random_generator(tiny_fashion, tmp_path, monkeypatch):

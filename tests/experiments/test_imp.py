@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from keras_lottery import imp
-from keras_lottery import masks as masks_lib
-from keras_lottery import records
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import run_folder
+from keras_lottery.sparsity import masks as masks_lib
 from tests import processes
 
 
@@ -63,7 +63,7 @@ def test_exact_counts_per_layer_follow_lth_rates(finished_run):
     rates = {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
     sizes = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}
     for round_index in (0, 1, 2):
-        saved = records.RunFolder(output).load_masks(round_index)
+        saved = run_folder.RunFolder(output).load_masks(round_index)
         assert sorted(saved) == sorted(rates)
         for name, mask in saved.items():
             expected = int(np.floor((1 - rates[name]) ** round_index * sizes[name] + 0.5))
@@ -76,7 +76,7 @@ def test_exact_counts_per_layer_follow_lth_rates(finished_run):
 
 def test_masks_are_nested_across_rounds(finished_run):
     output, _ = finished_run
-    folder = records.RunFolder(output)
+    folder = run_folder.RunFolder(output)
     for round_index in (1, 2):
         before, after = folder.load_masks(round_index - 1), folder.load_masks(round_index)
         for name in before:
@@ -111,8 +111,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(finished_run, tiny_f
     resumed = imp.run(_config(tiny_fashion, tmp_path, rounds=2))
     assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2]
     for round_index in (0, 1, 2):
-        expected = records.RunFolder(output).load_masks(round_index)
-        got = records.RunFolder(tmp_path).load_masks(round_index)
+        expected = run_folder.RunFolder(output).load_masks(round_index)
+        got = run_folder.RunFolder(tmp_path).load_masks(round_index)
         for name in expected:
             np.testing.assert_array_equal(got[name], expected[name])
     # Resuming restores every variable and the data order: the result is bit-identical on CPU.
@@ -122,7 +122,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(finished_run, tiny_f
 
 def test_a_different_config_in_the_same_folder_is_refused(finished_run, tiny_fashion):
     output, _ = finished_run
-    with pytest.raises(records.ConfigMismatchError, match="prune_rate"):
+    with pytest.raises(run_folder.ConfigMismatchError, match="prune_rate"):
         imp.run(_config(tiny_fashion, output, prune_rate=0.5))
 
 
@@ -149,13 +149,13 @@ def test_controls_and_branches(finished_run, tiny_fashion, tmp_path):
     output, _ = finished_run
     branch = imp.run(_config(tiny_fashion, tmp_path / "reinit", control="random_reinit", masks_from=str(output)))
     for round_index in (1, 2):
-        ticket = records.RunFolder(output).load_masks(round_index)
-        reinit = records.RunFolder(tmp_path / "reinit").load_masks(round_index)
+        ticket = run_folder.RunFolder(output).load_masks(round_index)
+        reinit = run_folder.RunFolder(tmp_path / "reinit").load_masks(round_index)
         for name in ticket:
             np.testing.assert_array_equal(reinit[name], ticket[name])
     assert len(branch["rounds"]) == 3
     random_prune = imp.run(_config(tiny_fashion, tmp_path / "random", control="random_prune", rounds=1))
-    ticket, control = (records.RunFolder(p).load_masks(1) for p in (output, tmp_path / "random"))
+    ticket, control = (run_folder.RunFolder(p).load_masks(1) for p in (output, tmp_path / "random"))
     assert all(control[n].sum() == ticket[n].sum() for n in ticket)
     assert any(not np.array_equal(control[n], ticket[n]) for n in ticket)
     assert random_prune["rounds"][1]["weights_remaining"] == pytest.approx(branch["rounds"][1]["weights_remaining"])

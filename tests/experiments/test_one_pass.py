@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from keras_lottery import imp
-from keras_lottery import masks as masks_lib
-from keras_lottery import one_pass
-from keras_lottery import records
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import one_pass
+from keras_lottery.experiments import run_folder
+from keras_lottery.sparsity import masks as masks_lib
 from tests import processes
 
 LENET_SIZES = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}
@@ -37,7 +37,7 @@ def sign_flip_run(tiny_fashion, tmp_path_factory):
 
 def test_sign_flip_imp_prunes_the_weights_flipped_in_the_previous_round(sign_flip_run):
     output, summary = sign_flip_run
-    folder = records.RunFolder(output)
+    folder = run_folder.RunFolder(output)
     snapshot = folder.load_snapshot()  # the rewind point: the reference signs of every round
     final = folder.load_final_weights(0)  # the weights that round 0 ended with
     masks = folder.load_masks(1)
@@ -91,11 +91,11 @@ def test_resume_restores_the_flip_counts_the_next_prune_ranks_by(tiny_fashion, h
     # The hybrid ranks by |w| / (1 + flips): lost counts would make round 2 a magnitude prune.
     whole, uninterrupted = hybrid_run
     copy_run(whole, tmp_path / "resumed", rounds=2)  # stopped after round 1
-    state = records.RunFolder(tmp_path / "resumed").load_flip_state(1)
+    state = run_folder.RunFolder(tmp_path / "resumed").load_flip_state(1)
     assert state is not None and state["fc1/0/flip_count"].sum() > 0
     resumed = imp.run(_config(tiny_fashion, tmp_path / "resumed", criterion="hybrid", alpha=3.0))
-    expected = records.RunFolder(whole).load_masks(2)
-    got = records.RunFolder(tmp_path / "resumed").load_masks(2)
+    expected = run_folder.RunFolder(whole).load_masks(2)
+    got = run_folder.RunFolder(tmp_path / "resumed").load_masks(2)
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name])
     for layer, statistics in uninterrupted["rounds"][2]["flips"].items():
@@ -105,7 +105,7 @@ def test_resume_restores_the_flip_counts_the_next_prune_ranks_by(tiny_fashion, h
 def test_hybrid_and_sign_flip_differ_from_magnitude(sign_flip_run, hybrid_run, magnitude_run):
     (output, _), (hybrid_output, hybrid), (magnitude_output, magnitude) = sign_flip_run, hybrid_run, magnitude_run
     assert magnitude["rounds"][0]["flips"] == {}  # magnitude runs keep no flip state
-    masks = {kind: records.RunFolder(path).load_masks(1)["fc1"]
+    masks = {kind: run_folder.RunFolder(path).load_masks(1)["fc1"]
              for kind, path in (("magnitude", magnitude_output), ("hybrid", hybrid_output), ("sign_flip", output))}
     assert not np.array_equal(masks["magnitude"], masks["sign_flip"])
     assert not np.array_equal(masks["magnitude"], masks["hybrid"])
@@ -121,7 +121,7 @@ def test_an_old_run_without_the_new_fields_still_resumes(tiny_fashion, magnitude
         del summary["config"][field]  # as written before sign-flip pruning existed
     path.write_text(json.dumps(summary))
     assert len(imp.run(_config(tiny_fashion, output, rounds=2))["rounds"]) == 3
-    with pytest.raises(records.ConfigMismatchError, match="criterion"):
+    with pytest.raises(run_folder.ConfigMismatchError, match="criterion"):
         imp.run(_config(tiny_fashion, output, rounds=2, criterion="hybrid"))
 
 

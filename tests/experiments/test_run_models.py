@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery import early_bird_flow
-from keras_lottery import imp
 from keras_lottery import keras
-from keras_lottery import run_models
-from keras_lottery import wrappers
+from keras_lottery.experiments import early_bird_flow
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import run_models
+from keras_lottery.sparsity import wrappers
 
 
 def imp_config(data_dir, output_dir):
@@ -78,7 +78,7 @@ def test_missing_and_incomplete_folders_are_named(imp_run, tmp_path):
 
 
 def test_early_bird_run_saves_and_loads_its_retrained_ticket(tmp_path):
-    from tests.test_data import write_idx_dataset
+    from tests.data.test_datasets import write_idx_dataset
 
     folder = write_idx_dataset(tmp_path / "data", train=300, test=60)
     config = early_bird_flow.EarlyBirdConfig(
@@ -104,7 +104,7 @@ def test_early_bird_run_saves_and_loads_its_retrained_ticket(tmp_path):
 
 
 def test_early_bird_channel_ticket_loads_as_its_narrow_network(tmp_path):
-    from tests.test_data import write_idx_dataset
+    from tests.data.test_datasets import write_idx_dataset
 
     folder = write_idx_dataset(tmp_path / "data", train=300, test=60)
     config = early_bird_flow.EarlyBirdConfig(

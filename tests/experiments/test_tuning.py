@@ -8,9 +8,9 @@ import sys
 import keras_tuner
 import pytest
 
-from keras_lottery import imp
-from keras_lottery import records
-from keras_lottery import tuning
+from keras_lottery.experiments import imp
+from keras_lottery.experiments import run_folder
+from keras_lottery.experiments import tuning
 from tests import processes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +93,7 @@ def test_random_search_returns_the_best_recorded_trial(random_search):
 def test_each_trial_is_an_imp_run_at_the_target(random_search):
     tuner, _, ended = random_search
     for trial, metrics in ended:
-        summary = records.RunFolder(tuner.trial_output_dir(trial.trial_id)).load_summary()
+        summary = run_folder.RunFolder(tuner.trial_output_dir(trial.trial_id)).load_summary()
         last = summary["rounds"][-1]
         assert last["weights_remaining"] == pytest.approx(TARGET, abs=0.005)  # output layer at half rate
         assert len(summary["rounds"]) == 1 + tuning.rounds_for_target(trial.hyperparameters["prune_rate"], TARGET)
@@ -117,7 +117,7 @@ def test_rerun_resumes_without_rerunning_finished_trials(random_search, tiny_fas
     more = _tuner(tiny_fashion, directory, max_trials=4)  # a raised max_trials extends the search
     more.search()
     assert calls == [more.trial_output_dir("3")]
-    with pytest.raises(records.ConfigMismatchError, match="target_weights_remaining"):
+    with pytest.raises(run_folder.ConfigMismatchError, match="target_weights_remaining"):
         _tuner(tiny_fashion, directory, target_weights_remaining=0.3)
 
 
@@ -128,7 +128,7 @@ def test_hyperband_budget_sets_iterations_per_round(tiny_fashion, tmp_path):
     tuner.search()
     trials = [tuner.oracle.get_trial(trial_id) for trial_id in ("0", "1", "2")]
     assert [trial.hyperparameters["tuner/epochs"] for trial in trials] == [1, 1, 2]
-    iterations = [records.RunFolder(tuner.trial_output_dir(t.trial_id)).load_summary()["iterations_per_round"]
+    iterations = [run_folder.RunFolder(tuner.trial_output_dir(t.trial_id)).load_summary()["iterations_per_round"]
                   for t in trials]
     assert iterations == [3, 3, 6]
     first_round = sorted(trials[:2], key=lambda trial: trial.score, reverse=True)

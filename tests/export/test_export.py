@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery import export
 from keras_lottery import fusion
 from keras_lottery import keras
-from keras_lottery import tflite
+from keras_lottery.export import exporter as export
+from keras_lottery.export import tflite
 
 
 @pytest.fixture(scope="module")

@@ -281,7 +281,7 @@ def test_data_free_needs_homogeneous_layers():
         fusion.fuse_neurons(model, merge=fusion.MergeBudget(0.5, "data_free"))
 
 
-def test_keras3_model_is_converted():  # the conversion itself is tested in test_compat.py
+def test_keras3_model_is_converted():  # the conversion itself is tested in tests/compat/test_compat.py
     keras3 = pytest.importorskip("keras")
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
     with pytest.warns(keras_lottery.Keras3ConversionWarning):

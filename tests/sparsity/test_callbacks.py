@@ -5,8 +5,8 @@ import pytest
 
 import keras_lottery as kl
 from keras_lottery import keras
-from keras_lottery import masks as masks_lib
-from keras_lottery import wrappers
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import wrappers
 
 RewindCallback = kl.RewindCallback
 

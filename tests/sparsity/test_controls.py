@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery import controls
 from keras_lottery import keras
-from keras_lottery import wrappers
+from keras_lottery.sparsity import controls
+from keras_lottery.sparsity import wrappers
 
 RewindCallback = kl.RewindCallback
 

@@ -27,7 +27,7 @@ _SCRIPT = r'''
 import numpy as np
 import tensorflow as tf
 import keras_lottery as kl
-from keras_lottery.wrappers import optimizer_slots, pruning_entries
+from keras_lottery.sparsity.wrappers import optimizer_slots, pruning_entries
 
 keras = kl.keras
 rng = np.random.default_rng(0)

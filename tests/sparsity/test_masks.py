@@ -6,8 +6,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from keras_lottery import criteria
-from keras_lottery import masks
+from keras_lottery.sparsity import criteria
+from keras_lottery.sparsity import masks
 
 
 def round_half_up_exact(n, prune_rate, rounds):

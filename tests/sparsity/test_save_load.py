@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery import callbacks
-from keras_lottery import early_bird
 from keras_lottery import keras
-from keras_lottery import wrappers
+from keras_lottery.sparsity import callbacks
+from keras_lottery.sparsity import early_bird
+from keras_lottery.sparsity import wrappers
 
 FORMATS = ["model.h5", "model.keras", "saved_model"]
 KEEPS_OPTIMIZER_STATE = {"model.h5": True, "model.keras": True, "saved_model": False}

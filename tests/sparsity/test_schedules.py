@@ -6,8 +6,8 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
 
 from keras_lottery import keras
-from keras_lottery import schedules
-from keras_lottery import wrappers
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import wrappers
 
 HORIZON = 80
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 import keras_lottery
-from keras_lottery import callbacks
-from keras_lottery import criteria
 from keras_lottery import keras
-from keras_lottery import schedules
-from keras_lottery import sign_flip
-from keras_lottery import wrappers
+from keras_lottery.sparsity import callbacks
+from keras_lottery.sparsity import criteria
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import sign_flip
+from keras_lottery.sparsity import wrappers
 from tests import processes
 
 NEVER = 10**9  # a prune step no test reaches: masks stay all ones

@@ -6,10 +6,10 @@ import pytest
 import tensorflow as tf
 
 import keras_lottery as kl
-from keras_lottery import early_bird
 from keras_lottery import keras
-from keras_lottery import sign_flip
-from keras_lottery import summaries
+from keras_lottery.sparsity import early_bird
+from keras_lottery.sparsity import sign_flip
+from keras_lottery.sparsity import summaries
 
 
 def _events(folder):

@@ -9,8 +9,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 import keras_lottery as kl
 from keras_lottery import keras
-from keras_lottery import masks as masks_lib
-from keras_lottery import wrappers
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import wrappers
 
 Wrapper = wrappers.PruneLowMagnitude
 

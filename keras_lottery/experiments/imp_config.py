@@ -1,0 +1,109 @@
+"""`ImpConfig`: the settings of an IMP or one-pass run, validated once.
+
+    config = ImpConfig(output_dir="runs/lenet", rounds=5, iterations=5000).resolved()
+
+Every flag of `apps.imp_main` is a field here; `resolved()` fills each `None` with the
+model's default and checks every field before any work starts. IMP (`imp.py`) and
+one-pass (`one_pass.py`) runs read the same config, so each flow finds it here rather
+than in the other.
+"""
+
+import dataclasses
+
+from keras_lottery import models
+from keras_lottery import training
+from keras_lottery.experiments import run_folder
+from keras_lottery.foundations.validation import check_int
+from keras_lottery.sparsity import controls
+from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import sign_flip
+
+
+@dataclasses.dataclass
+class ImpConfig(training.TrainingConfig):
+    """Settings of one IMP run (plus `TrainingConfig`'s). `None` means the model's LTH default."""
+
+    output_dir: str = "runs/imp"
+    rounds: int = 5  # pruning rounds after the dense round 0
+    prune_rate: float | None = None  # None: LTH's per-layer rates; else this rate for every layer
+    strategy: str = "layerwise"
+    rewind_step: int = 0
+    control: str = "ticket"
+    iterations: int | None = None  # training iterations per round
+    epochs: float | None = None  # alternative to iterations
+    evaluations_per_round: int = 20  # validation checks per round (early-stop records)
+    masks_from: str | None = None  # take each round's masks from this run folder (a branch)
+    criterion: str = "magnitude"  # what each prune ranks by: see CRITERIA
+    alpha: float = 1.0  # the hybrid criterion's exponent: |w| / (1 + flips) ** alpha
+    mode: str = "imp"  # 'imp' (prune, rewind, retrain) or 'one_pass' (prune while training on)
+    one_pass_iterations: int | None = None  # one-pass training length; None: 3 x iterations
+    prune_begin: float = 0.2  # one pass: first mask update, as a fraction of its training
+    prune_end: float = 0.7  # one pass: last mask update (the target sparsity), same unit
+    prune_updates: int = 20  # one pass: mask updates between prune_begin and prune_end
+
+    def resolved(self):
+        """A copy with every default filled in and every field validated.
+
+        Raises:
+          ValueError: naming the bad field and what it accepts.
+        """
+        if self.iterations is not None and self.epochs is not None:
+            raise ValueError("give either iterations or epochs, not both.")
+        config = super().resolved()
+        if config.iterations is None and config.epochs is None:
+            config.iterations = models.get(config.model).iterations
+        check_int(config.rounds, "rounds", 0)
+        check_int(config.rewind_step, "rewind_step", 0)
+        check_int(config.evaluations_per_round, "evaluations_per_round", 1)
+        if config.iterations is not None:
+            check_int(config.iterations, "iterations", 1)
+        if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
+            raise ValueError(f"epochs must be > 0; got {config.epochs!r}.")
+        if config.prune_rate is not None:
+            masks_lib.check_sparsity(config.prune_rate, "prune_rate")
+        masks_lib.check_strategy(config.strategy)
+        controls.check_control(config.control)
+        if config.iterations is not None and config.rewind_step > config.iterations:
+            raise ValueError(
+                f"rewind_step={config.rewind_step} is beyond the {config.iterations} training iterations "
+                "of a round: it would never be reached."
+            )
+        if config.masks_from is not None:
+            _check_masks_from(config.masks_from, config.rounds)
+        if config.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}; got {config.criterion!r}.")
+        sign_flip.check_alpha(config.alpha)
+        if config.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {config.mode!r}.")
+        if config.one_pass_iterations is not None:
+            check_int(config.one_pass_iterations, "one_pass_iterations", 1)
+        check_int(config.prune_updates, "prune_updates", 1)
+        fractions = (config.prune_begin, config.prune_end)
+        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions) or not (
+                0 <= config.prune_begin <= config.prune_end < 1):
+            raise ValueError(
+                "prune_begin and prune_end are fractions of the one-pass training with "
+                f"0 <= prune_begin <= prune_end < 1; got {config.prune_begin!r} and {config.prune_end!r}."
+            )
+        if config.mode == "one_pass" and config.masks_from is not None:
+            raise ValueError("masks_from takes masks round by round from an IMP run; it has no meaning in one-pass mode.")
+        return config
+
+
+CRITERIA = ("magnitude", "sign_flip", "hybrid", "random")
+MODES = ("imp", "one_pass")
+
+
+def config_defaults():
+    """Every `ImpConfig` field's default (what a run saved before the field existed used)."""
+    return {field.name: field.default for field in dataclasses.fields(ImpConfig)}
+
+
+def _check_masks_from(folder, rounds):
+    source = run_folder.RunFolder(folder)
+    summary = source.load_summary()
+    if summary is None:
+        raise ValueError(f"masks_from={folder!r} holds no finished run (no summary.json).")
+    finished = len(summary["rounds"]) - 1
+    if finished < rounds:
+        raise ValueError(f"masks_from={folder!r} has {finished} pruning rounds; this run needs {rounds}.")

@@ -1,0 +1,129 @@
+"""One training round in a run folder, shared by IMP (`imp.py`) and one-pass (`one_pass.py`).
+
+A round: the wrapped model for the config's criterion (`wrap`), its per-layer rates
+(`layer_rates`), its length (`iterations_per_round`), training with an evaluation
+every `interval` steps and a backup at each (`train_round`), and its record as
+TensorBoard scalars (`write_tensorboard_round`).
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from keras_lottery import compat
+from keras_lottery import data
+from keras_lottery import models
+from keras_lottery import training
+from keras_lottery.experiments import round_backup
+from keras_lottery.experiments.imp_config import config_defaults
+from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import sign_flip
+from keras_lottery.sparsity import summaries
+from keras_lottery.sparsity import wrappers
+
+keras = compat.keras
+
+
+def layer_rates(config, dense_model):
+    """Per-round prune rate of every prunable layer, by layer name.
+
+    LTH's rates by default: Dense 20%, convolutions 10% (15% for Conv-6), the output
+    layer at half rate. `prune_rate` replaces the Dense and convolution rates (the
+    output layer still at half). With the global strategy, one rate (`prune_rate`,
+    default 20%, as OpenLTH) for all layers ranked together.
+    """
+    spec = models.get(config.model)
+    if config.strategy == "global":
+        rate = 0.2 if config.prune_rate is None else config.prune_rate
+        return {name: rate for name in schedules.lth_prune_rates(dense_model.layers)}
+    dense_rate = spec.dense_rate if config.prune_rate is None else config.prune_rate
+    conv_rate = spec.conv_rate if config.prune_rate is None else config.prune_rate
+    return schedules.lth_prune_rates(dense_model.layers, dense_rate, conv_rate)
+
+
+def iterations_per_round(config, splits):
+    if config.iterations is not None:
+        return config.iterations
+    steps_per_epoch = math.ceil(len(splits.train_y) / config.batch_size)
+    return max(1, round(config.epochs * steps_per_epoch))
+
+
+def wrap(config, dense, layer_schedules):
+    """Wraps `dense` for `config.criterion`: the sign-flip wrapper when flips are needed."""
+    if config.criterion in ("sign_flip", "hybrid"):
+        return sign_flip.prune_low_sign_flip(
+            dense, pruning_schedule=layer_schedules, criterion=config.criterion, alpha=config.alpha,
+            reference="rewind" if config.rewind_step > 0 else "init", strategy=config.strategy,
+        )
+    return wrappers.prune_low_magnitude(dense, pruning_schedule=layer_schedules, strategy=config.strategy)
+
+
+def evaluation_interval(iterations, evaluations, rewind_step):
+    """(steps between evaluations, steps per execution) of a round of `iterations` steps."""
+    interval = max(1, iterations // evaluations)
+    return interval, training.steps_per_execution(interval, rewind_step)
+
+
+def _fit_round(model, train, validation, epochs_done, epochs, interval, config, callbacks):
+    # The divergence check comes before the backup in `callbacks`, so a NaN model is never saved.
+    model.fit(train, initial_epoch=epochs_done, epochs=epochs, steps_per_epoch=interval,
+              validation_data=validation, callbacks=callbacks, verbose=config.verbose)
+
+
+def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
+    """Trains one round, evaluating every `interval` steps, and returns its record.
+
+    A round killed mid-way resumes at its last evaluation: see `round_backup.py`. The
+    training batches are one seeded stream per round, so the resumed round skips the
+    batches already trained and sees the rest in the uninterrupted order. The caller
+    deletes the backup once the round's results are saved.
+    """
+    epochs = max(1, iterations // interval)
+    backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
+                                      config_defaults(), extra_callbacks)
+    epochs_done = backup.restore()
+    train = data.to_dataset(
+        splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed * 1000 + round_index, repeat=True
+    ).skip(epochs_done * interval)
+    validation = data.to_dataset(splits.validation_x, splits.validation_y, 1000)
+    tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
+    sparsity = summaries.SparsitySummaries(folder.file("tensorboard", f"round_{round_index}", "sparsity"))
+    try:
+        _fit_round(model, train, validation, epochs_done, epochs, interval, config,
+                   [*extra_callbacks, tensorboard, sparsity,
+                    training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup])
+    except training.TrainingDivergedError:
+        folder.remove_backup(round_index)  # resuming it would diverge again: nothing of the round is kept
+        raise
+    seconds = backup.seconds()
+    test_loss, test_accuracy = model.evaluate(
+        data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0
+    )
+    val_loss = [logs["val_loss"] for logs in backup.logs]
+    best = int(np.argmin(val_loss))
+    return {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "best_val_accuracy": float(np.max([logs["val_accuracy"] for logs in backup.logs])),
+        "early_stop_iteration": (best + 1) * interval,
+        "iterations": epochs * interval,
+        "train_seconds": round(seconds, 3),
+    }
+
+
+def write_tensorboard_round(folder, record):
+    """Writes a round's record as scalars (step = round) under tensorboard/imp.
+
+    `imp/<record key>` for accuracy, early stop and weights remaining, and
+    `flips/<layer>/<statistic>` for sign-flip runs (see `sign_flip.flip_statistics`).
+    """
+    writer = tf.summary.create_file_writer(folder.file("tensorboard", "imp"))
+    with writer.as_default(step=record["round"]):
+        for key in ("test_accuracy", "best_val_accuracy", "early_stop_iteration", "weights_remaining"):
+            tf.summary.scalar(f"imp/{key}", record[key])
+        for layer, statistics in record.get("flips", {}).items():
+            for key, value in statistics.items():
+                tf.summary.scalar(f"flips/{layer}/{key}", value)
+    writer.close()

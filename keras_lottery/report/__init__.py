@@ -1,0 +1,21 @@
+"""The multi-run report: methods side by side, seeds aggregated (`report_main`).
+
+* `aggregate`: find run folders, group them by (dataset, model) and method, aggregate
+  seeds, count theoretical speedups, `write_report`.
+* `render`: the PNG plots and the Markdown table.
+"""
+
+from keras_lottery.report.aggregate import (  # noqa: F401
+    DATASET_INPUTS,
+    KINDS,
+    PLOT_TITLES,
+    Point,
+    ReportError,
+    Run,
+    aggregate,
+    find_runs,
+    group_runs,
+    layer_flops,
+    theoretical_speedup,
+    write_report,
+)

@@ -1,0 +1,14 @@
+"""The pruning core on tfmot: scores -> masks -> wrappers. Knows nothing of run folders or datasets.
+
+* `masks`: scores -> 0/1 masks at a sparsity, layerwise or global, one tie rule (pure NumPy).
+* `criteria`: a layer's state -> one score per weight (magnitude, sign-flip, hybrid, random).
+* `wrappers`: `PruneLowMagnitude` on tfmot's wrapper, `prune_low_magnitude`, `strip_pruning`,
+  masks in and out of the wrappers' variables, saving and loading.
+* `sign_flip`: `PruneLowSignFlip`, flip counts kept in the training graph.
+* `pruning`: `prune`, the one path from a wrapped model's state to new masks.
+* `schedules`: `OneShot`, `Iterative`, `Gradual` (tfmot `PruningSchedule`s), LTH's rates.
+* `callbacks`: `UpdateMasks` (applies schedules), `RewindCallback` (rewinds tickets).
+* `controls`: random reinit, random prune, signed constant, applied at a round's start.
+* `early_bird`: early-bird detection (`EarlyBirdCallback`, `EarlyBirdSchedule`).
+* `summaries`: TensorBoard views of sparsity, flips and early-bird distance; HParams.
+"""
