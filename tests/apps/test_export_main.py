@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import sys
 
 import pytest
@@ -15,7 +14,6 @@ from keras_lottery.experiments import imp
 from tests import processes
 from tests.experiments.test_run_models import imp_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("app_server")
 
 
@@ -38,7 +36,7 @@ def _export_in_process(*arguments):
 def _export(*arguments):
     command = [sys.executable, "-m", "apps.export_main", "--sample_examples=20", "--calibration_examples=100",
                "--latency_runs=20", *arguments]
-    return processes.run(command, cwd=ROOT)  # in the app server (tests/processes.py)
+    return processes.run(command, cwd=processes.REPOSITORY)  # in the app server (tests/processes.py)
 
 
 def test_export_main_writes_a_verified_file_and_its_report(run_dir):

@@ -31,7 +31,6 @@ from keras_lottery.experiments import run_folder
 from keras_lottery.foundations import files
 from tests import processes
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 6 evaluations per round (5 backups), a rewind step and sign-flip state to restore.
 SETTINGS = dict(rounds=1, iterations=60, batch_size=20, validation_examples=100, evaluations_per_round=6,
                 rewind_step=20, criterion="hybrid", verbose=0)
@@ -58,7 +57,7 @@ def _environment(kill_at=None):
 
 def _run_app(data_dir, output, kill_at=None):
     """Runs the app to its end (or to the kill the hook asks for); returns (exit status, stderr)."""
-    result = processes.run(_command(data_dir, output), cwd=REPOSITORY, env=_environment(kill_at))
+    result = processes.run(_command(data_dir, output), cwd=processes.REPOSITORY, env=_environment(kill_at))
     return result.returncode, result.stderr
 
 
@@ -122,7 +121,7 @@ def test_two_runs_with_one_seed_are_identical(tiny_fashion, uninterrupted, tmp_p
 def _kill_mid_epoch(command, backup, stderr_path):
     """Starts `command` and SIGKILLs it as soon as `backup` exists: during the next epoch."""
     with open(stderr_path, "w") as stderr:
-        process = processes.popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPOSITORY,
+        process = processes.popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=processes.REPOSITORY,
                                  env=_environment())
         try:
             deadline = time.monotonic() + 240

@@ -34,7 +34,7 @@ def app_run(tiny_fashion, tmp_path_factory, request):
         "--evaluations_per_round=2", "--verbose=0",
     ]
     with processes.early_process(request, "test_app_runs_end_to_end", command, fresh=True,
-                                cwd=os.path.dirname(os.path.dirname(__file__))) as process:
+                                cwd=processes.REPOSITORY) as process:
         yield output, process
 
 

@@ -195,7 +195,7 @@ def test_app_one_pass_hybrid_end_to_end(tiny_fashion, tmp_path):
         "--mode=one_pass", "--criterion=hybrid", "--alpha=2", "--rounds=3", "--iterations=20",
         "--batch_size=20", "--validation_examples=100", "--evaluations_per_round=2", "--verbose=0",
     ]
-    result = processes.run(command, cwd=os.path.dirname(os.path.dirname(__file__)))  # in the app server (tests/processes.py)
+    result = processes.run(command, cwd=processes.REPOSITORY)  # in the app server (tests/processes.py)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "51.3% weights remaining" in result.stderr and "sign changes per weight" in result.stderr
     saved = json.loads((output / "summary.json").read_text())

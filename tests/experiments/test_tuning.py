@@ -13,7 +13,6 @@ from keras_lottery.experiments import run_folder
 from keras_lottery.experiments import tuning
 from tests import processes
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 0.5
 # 0.3 reaches the target in 2 rounds, 0.5 in 1: every trial stays cheap.
 SPACE = tuning.SearchSpace(prune_rates=(0.3, 0.5), rewind_steps=(0, 2), learning_rate_span=10.0)
@@ -152,7 +151,7 @@ def test_bad_input_fails_before_any_work(tiny_fashion, tmp_path, overrides, mess
 
 def test_app_runs_end_to_end(tiny_fashion, tmp_path):
     output = tmp_path / "app"
-    result = processes.run(_app_command(tiny_fashion, output), timeout=600, cwd=REPO_ROOT)  # in the app server
+    result = processes.run(_app_command(tiny_fashion, output), timeout=600, cwd=processes.REPOSITORY)  # in the app server
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trial 0: starting" in result.stderr and "trial 1: val_accuracy_at_target" in result.stderr
     assert "best trial" in result.stderr and "criterion=" in result.stderr
@@ -183,7 +182,7 @@ def test_chief_and_worker_on_loopback(tiny_fashion, tmp_path):
     try:
         for tuner_id in ("chief", "tuner0"):  # the chief first: the worker waits for it
             tuners[tuner_id] = processes.BackgroundProcess(
-                _app_command(tiny_fashion, output), timeout=600, cwd=REPO_ROOT,
+                _app_command(tiny_fashion, output), timeout=600, cwd=processes.REPOSITORY,
                 env=dict(environment, KERASTUNER_TUNER_ID=tuner_id))
         worker = tuners["tuner0"].result()
         chief = tuners["chief"].result()

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from keras_lottery import report
+from tests import processes
 
 LENET_FLOPS = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}  # Dense: multiply-adds = kernel size
 DENSE_FLOPS = sum(LENET_FLOPS.values())  # 266,200
@@ -242,7 +243,7 @@ def test_app_runs_end_to_end(runs_root, tmp_path):
     command = [sys.executable, "-m", "apps.report_main", "--runs", str(runs_root / "mnist"),
                str(runs_root / "fashion" / "early_bird"), "--output_dir", str(output)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+                            cwd=processes.REPOSITORY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(output) in result.stderr
     markdown = (output / "report.md").read_text()

@@ -175,7 +175,7 @@ def test_multi_worker_mirrored_workers_compute_the_same_masks_rewind_and_early_b
             probe.bind(("localhost", 0))
             ports.append(str(probe.getsockname()[1]))
     workers = [subprocess.Popen([sys.executable, "-c", _WORKER_SCRIPT, str(index), *ports], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+                                stderr=subprocess.PIPE, text=True, cwd=processes.REPOSITORY)
                for index in range(2)]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (_, stderr) in zip(workers, outputs):
