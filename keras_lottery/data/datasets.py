@@ -14,6 +14,7 @@ from keras_lottery import compat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before
 
 import dataclasses  # noqa: E402
 import gzip  # noqa: E402
+import hashlib  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
@@ -46,7 +47,9 @@ class Splits:
     """Train, validation and test arrays of one dataset.
 
     Images are float32 in [0, 1] with a channel axis, (N, H, W, C); labels are int64.
-    `source` says where the data came from: the IDX folder, or "tfds:<name> in <dir>".
+    `source` says where the data came from: the IDX folder, or "tfds:<name> in <dir>";
+    `file_hashes` the SHA-256 of every file read, as ((name, hex digest), ...), so that a
+    run can record what it trained on and check it when it resumes.
     """
 
     train_x: np.ndarray
@@ -58,16 +61,38 @@ class Splits:
     num_classes: int
     input_shape: tuple
     source: str
+    file_hashes: tuple = ()
 
 
 def idx_folders(name, data_dir):
-    """Returns the folders searched for `name`'s IDX files, in search order."""
-    folders = []
+    """Returns the folders searched for `name`'s IDX files, in search order.
+
+    A given `data_dir` is the only place searched (it and its subfolder named after the
+    dataset): data from elsewhere never stands in for it. Without one, Fashion-MNIST is
+    read from Debian's package.
+    """
     if data_dir:
-        folders += [data_dir, os.path.join(data_dir, name), os.path.join(data_dir, name.replace("_", "-"))]
-    if name == "fashion_mnist":
-        folders.append(DEBIAN_FASHION_MNIST_DIR)
-    return folders
+        return [data_dir, os.path.join(data_dir, name), os.path.join(data_dir, name.replace("_", "-"))]
+    return [DEBIAN_FASHION_MNIST_DIR] if name == "fashion_mnist" else []
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_data_dir(data_dir):
+    """Refuses a `data_dir` that is not an existing folder, before anything is read."""
+    if data_dir is None:
+        return
+    if not os.path.exists(data_dir):
+        raise ValueError(f"data_dir {data_dir} does not exist: fix the path, or leave --data_dir out to use the "
+                         "default location.")
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"data_dir {data_dir} is a file, not a folder: pass the folder that holds the dataset.")
 
 
 def _idx_path(folder, stem):
@@ -119,10 +144,11 @@ def read_idx(path, expected_magic):
 
 
 def _load_idx_folder(folder):
-    """Reads the four IDX files of `folder` into (train_x, train_y, test_x, test_y)."""
-    arrays = {}
+    """Reads the four IDX files of `folder` into (train_x, train_y, test_x, test_y, file hashes)."""
+    arrays, hashes = {}, []
     for key, stem in IDX_FILES.items():
         path = _idx_path(folder, stem)
+        hashes.append((os.path.basename(path), _sha256(path)))
         array = read_idx(path, IMAGE_MAGIC if key.endswith("_x") else LABEL_MAGIC)
         if key.endswith("_y") and array.size and array.max() >= IDX_CLASSES:
             raise ValueError(f"{path} holds label {array.max()}, above {IDX_CLASSES - 1}: {_REDOWNLOAD}.")
@@ -134,9 +160,11 @@ def _load_idx_folder(folder):
                 f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels: "
                 f"one of them is from another dataset or corrupt; {_REDOWNLOAD}."
             )
+        if not len(images):
+            raise ValueError(f"{images_path} holds no images: the {split} split would be empty; {_REDOWNLOAD}.")
     images = {key: (arrays[key][0].astype(np.float32) / 255.0)[..., np.newaxis] for key in ("train_x", "test_x")}
     labels = {key: arrays[key][0].astype(np.int64) for key in ("train_y", "test_y")}
-    return images["train_x"], labels["train_y"], images["test_x"], labels["test_y"]
+    return images["train_x"], labels["train_y"], images["test_x"], labels["test_y"], tuple(hashes)
 
 
 def _network_reachable(host="storage.googleapis.com", port=443, timeout=3.0):
@@ -163,10 +191,17 @@ def _network_reachable(host="storage.googleapis.com", port=443, timeout=3.0):
 def _where_to_put(name, data_dir):
     """The sentence of DataUnavailableError's message that says how to provide `name`."""
     if name in IDX_DATASETS:
-        apt_hint = " (or apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else ""
+        if name != "fashion_mnist":
+            apt_hint = ""
+        elif data_dir:
+            apt_hint = " (or leave --data_dir out to read Debian's copy: apt-get install dataset-fashion-mnist)"
+        else:
+            apt_hint = " (or apt-get install dataset-fashion-mnist)"
+        missing = _missing_idx_files(name, data_dir)
         return (
             f"put the four IDX files ({', '.join(IDX_FILES.values())}, plain or .gz) in --data_dir{apt_hint}; "
             f"searched {idx_folders(name, data_dir) or 'no folder (no data_dir given)'}"
+            + (f"; {missing}" if missing else "")
         )
     return (
         f"run tfds.builder({name!r}, data_dir=...).download_and_prepare() on a machine with internet "
@@ -212,26 +247,48 @@ def _load_tfds(name, data_dir):
         )
     train_x, train_y = _supervised_arrays(builder, "train")
     test_x, test_y = _supervised_arrays(builder, "test")
+    for split, images in (("train", train_x), ("test", test_x)):
+        if not len(images):
+            raise ValueError(f"the {split} split of TFDS dataset {name!r} in {builder.data_dir} is empty: prepare it "
+                             "again (tfds.builder(...).download_and_prepare()).")
     num_classes = info.features[info.supervised_keys[1]].num_classes
-    return train_x, train_y, test_x, test_y, num_classes, f"tfds:{name} in {data_dir or builder.data_dir}"
+    hashes = tuple((os.path.relpath(os.path.join(folder, file_name), builder.data_dir),
+                    _sha256(os.path.join(folder, file_name)))
+                   for folder, _, file_names in sorted(os.walk(builder.data_dir)) for file_name in sorted(file_names))
+    return (train_x, train_y, test_x, test_y, num_classes, f"tfds:{name} in {data_dir or builder.data_dir}",
+            hashes)
 
 
 def _load_arrays(name, data_dir):
-    """(train_x, train_y, test_x, test_y, num_classes, source) from IDX files or TFDS."""
+    """(train_x, train_y, test_x, test_y, num_classes, source, file hashes) from IDX files or TFDS."""
     if name in IDX_DATASETS:
         for folder in idx_folders(name, data_dir):
             if all(_idx_path(folder, stem) for stem in IDX_FILES.values()):
-                return (*_load_idx_folder(folder), IDX_CLASSES, folder)
-    return _load_tfds(name, data_dir)
+                train_x, train_y, test_x, test_y, hashes = _load_idx_folder(folder)
+                return train_x, train_y, test_x, test_y, IDX_CLASSES, folder, hashes
+    return _load_tfds(name, data_dir)  # a TFDS data_dir (prepared, or to download into), else the error says how
+
+
+def _missing_idx_files(name, data_dir):
+    """What the folders searched for `name` lack, e.g. "/d lacks t10k-images-idx3-ubyte", or None."""
+    found = {folder: [stem for stem in IDX_FILES.values() if not _idx_path(folder, stem)]
+             for folder in idx_folders(name, data_dir) if os.path.isdir(folder)}
+    partial = {folder: missing for folder, missing in found.items() if len(missing) < len(IDX_FILES)}
+    if not partial:
+        return None
+    closest = min(partial, key=lambda folder: len(partial[folder]))
+    return f"{closest} lacks {', '.join(partial[closest])}"
 
 
 def load(name, data_dir=None, validation_examples=5000, train_examples=None, split_seed=0):
     """Loads a dataset as NumPy splits with a validation set held out from train.
 
     MNIST and Fashion-MNIST are read from IDX files when found in `data_dir`,
-    `data_dir/<name>`, `data_dir/<name with - for _>` or (Fashion-MNIST only)
-    DEBIAN_FASHION_MNIST_DIR; everything else goes through TFDS, which downloads
-    only when the data is not prepared in `data_dir` and the download host answers.
+    `data_dir/<name>` or `data_dir/<name with - for _>`, or, with no `data_dir`
+    (Fashion-MNIST only), DEBIAN_FASHION_MNIST_DIR; a given `data_dir` is never
+    bypassed. Everything else goes through TFDS, which downloads only when the data
+    is not prepared in `data_dir` and the download host answers. The SHA-256 of each
+    file read is in `Splits.file_hashes`.
 
     Args:
       name: a dataset name: mnist, fashion_mnist, or any TFDS name (cifar10, ...).
@@ -244,7 +301,8 @@ def load(name, data_dir=None, validation_examples=5000, train_examples=None, spl
       `Splits`. The test split is the dataset's own, untouched.
 
     Raises:
-      ValueError: bad arguments, an unknown name, corrupt files, or too few examples.
+      ValueError: bad arguments, a `data_dir` that is not a folder, an unknown name,
+        corrupt files, an empty split, or too few examples.
       DataUnavailableError: the dataset is not on disk and cannot be downloaded.
     """
     if not isinstance(name, str) or not name:
@@ -256,8 +314,9 @@ def load(name, data_dir=None, validation_examples=5000, train_examples=None, spl
         train_examples = check_int(train_examples, "train_examples", 1)
     split_seed = check_int(split_seed, "split_seed", 0)
     data_dir = os.fspath(data_dir) if data_dir is not None else None
+    _check_data_dir(data_dir)
 
-    train_x, train_y, test_x, test_y, num_classes, source = _load_arrays(name, data_dir)
+    train_x, train_y, test_x, test_y, num_classes, source, hashes = _load_arrays(name, data_dir)
     needed = validation_examples + (train_examples or 1)
     if needed > len(train_x):
         raise ValueError(
@@ -273,7 +332,7 @@ def load(name, data_dir=None, validation_examples=5000, train_examples=None, spl
         train_x=train_x[kept], train_y=train_y[kept],
         validation_x=train_x[held_out], validation_y=train_y[held_out],
         test_x=test_x, test_y=test_y,
-        num_classes=int(num_classes), input_shape=tuple(train_x.shape[1:]), source=source,
+        num_classes=int(num_classes), input_shape=tuple(train_x.shape[1:]), source=source, file_hashes=hashes,
     )
 
 

@@ -5,7 +5,9 @@ and the reachability check is monkeypatched or pointed at localhost.
 """
 
 import gzip
+import hashlib
 import os
+import pathlib
 import socket
 import time
 import uuid
@@ -230,6 +232,39 @@ def test_incomplete_idx_folder_is_not_used(tmp_path, monkeypatch):
         data.load("mnist", folder, validation_examples=10)
 
 
+@pytest.mark.parametrize("make", ["missing", "file"])
+def test_a_data_dir_that_is_not_a_folder_is_refused(tmp_path, make):
+    path = tmp_path / "data"
+    if make == "file":
+        path.write_text("not a folder")
+    with pytest.raises(ValueError, match="does not exist" if make == "missing" else "is a file, not a folder"):
+        data.load("fashion_mnist", str(path), validation_examples=10)
+
+
+def test_a_given_data_dir_is_never_bypassed_for_debians_copy(tmp_path, monkeypatch):
+    # Debian's copy stands in only when no data_dir is given: an incomplete given folder is refused.
+    folder = write_idx_dataset(tmp_path)
+    os.remove(os.path.join(folder, "train-labels-idx1-ubyte.gz"))
+    monkeypatch.setattr(data, "_network_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(data, "_load_idx_folder", lambda folder: pytest.fail(f"read {folder}"))
+    with pytest.raises(data.DataUnavailableError, match=f"{folder} lacks train-labels-idx1-ubyte"):
+        data.load("fashion_mnist", folder, validation_examples=10)
+
+
+def test_an_empty_split_is_refused_naming_its_file(tmp_path):
+    folder = write_idx_dataset(tmp_path, test=0)
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz holds no images: the test split would be empty"):
+        data.load("mnist", folder, validation_examples=10)
+
+
+def test_the_hash_of_every_file_read_is_recorded(tmp_path):
+    folder = write_idx_dataset(tmp_path)
+    splits = data.load("mnist", folder, validation_examples=10)
+    expected = {name: hashlib.sha256((pathlib.Path(folder) / name).read_bytes()).hexdigest()
+                for name in os.listdir(folder)}
+    assert dict(splits.file_hashes) == expected and len(expected) == 4
+
+
 def test_unknown_dataset_name_is_refused(tmp_path):
     with pytest.raises(ValueError, match="'no_such_dataset_xyz' is unknown to TFDS"):
         data.load("no_such_dataset_xyz", str(tmp_path))
@@ -313,9 +348,11 @@ def test_tfds_path_reads_a_prepared_dataset_from_data_dir(tmp_path, monkeypatch,
 
 
 @pytest.mark.skipif(not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR), reason="Debian's dataset-fashion-mnist not installed")
-def test_debian_fashion_mnist(tmp_path):
-    splits = data.load("fashion_mnist", tmp_path)  # empty data_dir: falls back to Debian's folder
+def test_debian_fashion_mnist():
+    splits = data.load("fashion_mnist")  # no data_dir: Debian's folder
     assert splits.source == data.DEBIAN_FASHION_MNIST_DIR
+    assert sorted(name for name, _ in splits.file_hashes) == sorted(
+        name for name in os.listdir(data.DEBIAN_FASHION_MNIST_DIR) if "ubyte" in name)
     assert (len(splits.train_y), len(splits.validation_y), len(splits.test_y)) == (55000, 5000, 10000)
     assert splits.train_x.shape == (55000, 28, 28, 1) and splits.test_x.shape == (10000, 28, 28, 1)
     assert splits.num_classes == 10 and set(np.unique(splits.test_y)) == set(range(10))
