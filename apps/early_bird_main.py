@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from apps import app_errors
 from apps import training_flags
 from keras_lottery.experiments import early_bird_flow
 
@@ -54,7 +55,7 @@ def main(argv):
     config = training_flags.resolved(config)
     logging.info("early bird: %s on %s at sparsity %s, results in %s",
                  config.model, config.dataset, config.target_sparsity, config.output_dir)
-    summary = training_flags.run_or_exit(early_bird_flow.run, config)
+    summary = early_bird_flow.run(config)
     drawn = summary["drawn_epoch"]
     logging.info(
         "ticket %s; retrained: test accuracy %.4f at %.1f%% weights remaining; %d training iterations in all, "
@@ -67,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(app_errors.one_line_errors(main, "error: interrupted; rerun the same command to run it again (an early-bird run restarts)"))

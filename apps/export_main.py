@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from apps import app_errors
 from keras_lottery import data
 from keras_lottery import export
 from keras_lottery import fusion
@@ -188,4 +189,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(app_errors.one_line_errors(main, "error: interrupted; rerun the same command (a file is written whole or not at all)"))

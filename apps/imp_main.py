@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from apps import app_errors
 from apps import training_flags
 from keras_lottery.experiments import imp
 
@@ -89,7 +90,7 @@ def main(argv):
     config = training_flags.resolved(config_from_flags())
     logging.info("%s (%s criterion): %s on %s, %s rounds, results in %s", config.mode, config.criterion,
                  config.model, config.dataset, config.rounds, config.output_dir)
-    summary = training_flags.run_or_exit(imp.run, config, on_round_end=log_round)
+    summary = imp.run(config, on_round_end=log_round)
     last = summary["rounds"][-1]
     logging.info(
         "done: %d rounds in %s (summary.json); last round %.1f%% weights remaining, test accuracy %.4f. "
@@ -100,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(app_errors.one_line_errors(main))

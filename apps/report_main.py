@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from apps import app_errors
 from keras_lottery import report
 
 FLAGS = flags.FLAGS
@@ -38,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(app_errors.one_line_errors(main, "error: interrupted; rerun the same command"))

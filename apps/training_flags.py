@@ -3,7 +3,6 @@
 from absl import app
 from absl import flags
 
-from keras_lottery import data
 from keras_lottery import models
 from keras_lottery import training
 
@@ -19,7 +18,7 @@ def define(defaults, verbose=1):
     flags.DEFINE_enum("optimizer", None, list(training.OPTIMIZERS), "Optimizer (default: the model's LTH setting).")
     flags.DEFINE_float("learning_rate", None, "Learning rate (default: the model's LTH setting).")
     flags.DEFINE_integer("seed", defaults.seed, "Seed of the initialization, data order and controls.")
-    flags.DEFINE_integer("train_examples", 0, "Train on this many examples (a subset, for quick runs); 0 = all.")
+    flags.DEFINE_integer("train_examples", None, "Train on this many examples (a subset, for quick runs); default: all.")
     flags.DEFINE_integer("validation_examples", defaults.validation_examples, "Examples held out from train.")
     flags.DEFINE_string("output_dir", defaults.output_dir, "Folder of this run's results.")
     flags.DEFINE_integer("verbose", verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
@@ -30,7 +29,7 @@ def values():
     return dict(
         output_dir=FLAGS.output_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, model=FLAGS.model,
         batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
-        seed=FLAGS.seed, train_examples=FLAGS.train_examples or None,
+        seed=FLAGS.seed, train_examples=FLAGS.train_examples,
         validation_examples=FLAGS.validation_examples, verbose=FLAGS.verbose,
     )
 
@@ -45,16 +44,3 @@ def resolved(config):
         return config.resolved()
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-
-
-def run_or_exit(run, config, **kwargs):
-    """`run(config, **kwargs)`; bad input it finds before training ends the app with its message.
-
-    A different config in the output folder, a corrupt record, a missing or bad
-    dataset, a setting that contradicts the data (ValueError): the message is clear
-    on its own, so it is printed without a traceback and the exit status is 1.
-    """
-    try:
-        return run(config, **kwargs)
-    except (ValueError, data.DataUnavailableError) as error:
-        raise SystemExit(f"error: {error}") from error

@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from apps import app_errors
 from apps import training_flags
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import tuning
@@ -144,4 +145,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(app_errors.one_line_errors(main))

@@ -10,8 +10,12 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -22,11 +26,13 @@ from keras_lottery import fusion
 from keras_lottery import keras
 from keras_lottery import report
 from keras_lottery import training
+from keras_lottery.data import datasets
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_folder
 from keras_lottery.sparsity import early_bird
 from tests import processes
+from tests.conftest import _write_idx
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 pytestmark = pytest.mark.usefixtures("app_server")  # the app cases run in the app server (tests/processes.py)
@@ -104,16 +110,6 @@ def finished_run(tiny_fashion, output_dir):
     shutil.copytree(_FINISHED["run"], output_dir)
 
 
-def corrupt_masks(tiny_fashion, output_dir):
-    finished_run(tiny_fashion, output_dir)  # then lose round 1 and truncate round 0's masks
-    summary = json.loads((output_dir / "summary.json").read_text())
-    summary["rounds"] = summary["rounds"][:1]
-    (output_dir / "summary.json").write_text(json.dumps(summary))
-    masks = output_dir / "round_0" / "masks.npz"
-    masks.write_bytes(masks.read_bytes()[:100])
-    imp.run(imp_config(tiny_fashion, output_dir, **QUICK))
-
-
 def truncated_idx(tiny_fashion, folder):
     """A copy of the tiny dataset whose training images file is cut short, then loaded."""
     folder.mkdir()
@@ -121,6 +117,116 @@ def truncated_idx(tiny_fashion, folder):
         content = source.read_bytes()
         (folder / source.name).write_bytes(content[:len(content) // 2] if "train-images" in source.name else content)
     return data.load("fashion_mnist", str(folder), validation_examples=10)
+
+
+_CLEANUPS = []  # run after each case: holders to kill, immutable folders to release
+
+
+@pytest.fixture(autouse=True)
+def _clean_up_after_each_case():
+    yield
+    while _CLEANUPS:
+        _CLEANUPS.pop()()
+
+
+_HOLD_LOCK = """
+import fcntl, json, os, socket, sys, time
+descriptor = os.open(os.path.join(sys.argv[1], "run.lock"), os.O_RDWR | os.O_CREAT)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+os.write(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "just now",
+                                 "command": "apps.imp_main --seed=1"}).encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def held(folder):
+    """`folder`, its lock held by another process (as a run in it holds it) until the case ends."""
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    _CLEANUPS.append(lambda: (holder.kill(), holder.wait()))
+    assert holder.stdout.readline().strip() == "locked"
+    return folder
+
+
+def read_only(folder):
+    """A folder this process cannot write in (for root, which writes anyway, an immutable one)."""
+    folder.mkdir(mode=0o555)
+    _CLEANUPS.append(lambda: folder.chmod(0o755))
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("as root, a folder is read-only only with chattr +i, which this file system refuses")
+        _CLEANUPS.append(lambda: subprocess.run(["chattr", "-i", str(folder)], check=True))
+    return folder
+
+
+def offline(call):
+    """`call()` with the download host unreachable (tests never touch the network)."""
+    with mock.patch.object(datasets, "_network_reachable", return_value=False):
+        return call()
+
+
+def incomplete_copy(tiny_fashion, folder):
+    """A copy of the tiny dataset without its training labels."""
+    shutil.copytree(tiny_fashion, folder)
+    (folder / "train-labels-idx1-ubyte.gz").unlink()
+    return str(folder)
+
+
+def without_test_images(tiny_fashion, folder):
+    """A copy of the tiny dataset whose test files hold no examples."""
+    shutil.copytree(tiny_fashion, folder)
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8), 0x803)
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8), 0x801)
+    return str(folder)
+
+
+def wrong_summary(tiny_fashion, output_dir, summary):
+    output_dir.mkdir()
+    (output_dir / "summary.json").write_text(json.dumps(summary))
+    imp.run(imp_config(tiny_fashion, output_dir))
+
+
+def branch_of_a_corrupt_run(tiny_fashion, tmp_path):
+    finished_run(tiny_fashion, tmp_path / "ticket")
+    masks = tmp_path / "ticket" / "round_1" / "masks.npz"
+    masks.write_bytes(masks.read_bytes()[:100])
+    imp.run(imp_config(tiny_fashion, tmp_path / "branch", control="random_reinit", masks_from=str(tmp_path / "ticket"),
+                       **QUICK))
+
+
+def resumed_on_other_data(tiny_fashion, tmp_path):
+    finished_run(tiny_fashion, tmp_path / "run")
+    other = tmp_path / "other_data"
+    shutil.copytree(tiny_fashion, other)
+    labels = other / "t10k-labels-idx1-ubyte.gz"
+    _write_idx(labels, np.zeros(200, np.uint8), 0x801)  # the same size, other labels
+    imp.run(imp_config(str(other), tmp_path / "run", rounds=2, **QUICK))  # one more round, on other data
+
+
+def tfmot_model_with_update_masks():
+    import tensorflow_model_optimization as tfmot
+
+    model = tfmot.sparsity.keras.prune_low_magnitude(dense(), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
+    model.compile("sgd", "mse")
+    model.fit(np.ones((4, 8)), np.ones((4, 3)), epochs=1, verbose=0, callbacks=[kl.UpdateMasks()])
+
+
+def interrupted_app(tiny_fashion, output_dir):
+    """Starts apps.imp_main, sends it SIGINT (Ctrl-C) once a round is under way; raises as `app` does."""
+    stderr = tempfile.TemporaryFile()
+    command = [sys.executable, "-m", "apps.imp_main", f"--data_dir={tiny_fashion}", f"--output_dir={output_dir}",
+               "--rounds=1", "--iterations=400", "--batch_size=20", "--validation_examples=100",
+               "--evaluations_per_round=40", "--verbose=0"]
+    process = processes.popen(command, stderr=stderr, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    deadline = time.monotonic() + 120
+    while not (output_dir / "round_0" / run_folder.BACKUP).exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the app ended before its first backup"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGINT)
+    process.wait(60)
+    stderr.seek(0)
+    raise subprocess.CalledProcessError(process.returncode, "apps.imp_main", "", stderr.read().decode())
 
 
 def app(module, *flags):
@@ -200,11 +306,68 @@ CASES = [
     ("imp-nan-loss", "a learning rate so high that the loss becomes NaN during a round",
      lambda d, t: imp.run(imp_config(d, t / "run", learning_rate=1e12, optimizer="sgd")), training.TrainingDivergedError,
      "diverged.*Lower the learning rate"),
-    ("imp-corrupt-masks", "a truncated masks file in a run being resumed",
-     lambda d, t: corrupt_masks(d, t / "run"), run_folder.CorruptRecordError, "masks.npz"),
+    ("imp-folder-in-use", "an output_dir another process is running in",
+     lambda d, t: imp.run(imp_config(d, held(t / "run"))), run_folder.RunInUseError,
+     r"in use by another run \(pid \d+ on host .*started .*command: apps.imp_main --seed=1\).*another --output_dir"),
+    ("imp-output-dir-file", "an output_dir that is a file",
+     lambda d, t: ((t / "run").write_text("x"), imp.run(imp_config(d, t / "run"))), run_folder.OutputDirError,
+     "is a file, not a folder: choose a folder path"),
+    ("imp-output-dir-read-only", "a read-only output_dir",
+     lambda d, t: imp.run(imp_config(d, read_only(t / "read_only"))), run_folder.OutputDirError,
+     "cannot write in output_dir .*read_only.*choose a folder you can write to"),
+    ("data-dir-missing", "a data_dir that does not exist",
+     lambda d, t: imp.run(imp_config(d, t / "run", data_dir=str(t / "nowhere"))), ValueError,
+     "data_dir .*nowhere does not exist: fix the path"),
+    ("data-dir-file", "a data_dir that is a file",
+     lambda d, t: ((t / "data").write_text("x"), imp.run(imp_config(d, t / "run", data_dir=str(t / "data")))),
+     ValueError, "is a file, not a folder: pass the folder"),
+    ("data-dir-incomplete", "a data_dir lacking one of the four IDX files (Debian's copy is not read instead)",
+     lambda d, t: offline(lambda: imp.run(imp_config(d, t / "run", data_dir=incomplete_copy(d, t / "data")))),
+     data.DataUnavailableError, "data.* lacks train-labels-idx1-ubyte"),
+    ("dataset-empty-test-split", "a dataset whose test split is empty",
+     lambda d, t: imp.run(imp_config(d, t / "run", data_dir=without_test_images(d, t / "data"))), ValueError,
+     "t10k-images-idx3-ubyte.gz holds no images: the test split would be empty"),
+    ("batch-size-zero", "batch_size=0 (not replaced by the model's default)",
+     lambda d, t: imp.run(imp_config(d, t / "run", batch_size=0)), ValueError, "batch_size must be an integer >= 1; got 0"),
+    ("learning-rate-zero", "learning_rate=0 (not replaced by the model's default)",
+     lambda d, t: imp.run(imp_config(d, t / "run", learning_rate=0)), ValueError, "learning_rate must be a number > 0; got 0"),
+    ("batch-larger-than-train", "a batch larger than the training set",
+     lambda d, t: imp.run(imp_config(d, t / "run", train_examples=100, batch_size=1000)), ValueError,
+     "batch_size=1000 is larger than the 100 training examples.*--batch_size <= 100"),
+    ("summary-wrong-structure", "a summary.json that is valid JSON of the wrong structure",
+     lambda d, t: wrong_summary(d, t / "run", {"config": {}, "rounds": "oops"}), run_folder.CorruptRecordError,
+     "'rounds' is 'oops', not a list.*another --output_dir"),
+    ("summary-without-config", "a summary.json without its config",
+     lambda d, t: wrong_summary(d, t / "run", {"rounds": []}), run_folder.CorruptRecordError,
+     "not a valid summary \\(it has no 'config'\\).*another --output_dir"),
+    ("masks-from-corrupt", "a branch whose masks_from run has a truncated masks file",
+     lambda d, t: branch_of_a_corrupt_run(d, t), run_folder.CorruptRecordError,
+     "ticket/round_1/masks.npz.*Rerun the command of the run it belongs to"),
+    ("data-changed-on-resume", "resuming a run on other data than it started with",
+     lambda d, t: resumed_on_other_data(d, t), run_folder.DataMismatchError,
+     "t10k-labels-idx1-ubyte.gz: sha256 .* then, .* now.*Point --data_dir at the data the run started with"),
+    ("update-masks-tfmot-wrapper", "a tfmot-wrapped model given to UpdateMasks",
+     lambda d, t: tfmot_model_with_update_masks(), TypeError, "tfmot's prune_low_magnitude.*UpdatePruningStep"),
+    ("prune-everything", "prune(model, 1.0), which would leave a dead network", lambda d, t: kl.prune(pruned(), 1.0),
+     ValueError, r"fc1.*\[0, 1\).*0.8 to keep"),
+    ("random-prune-with-criterion", "criterion='sign_flip' with control='random_prune' (it would rank nothing)",
+     lambda d, t: imp.run(imp_config(d, t / "run", criterion="sign_flip", control="random_prune")), ValueError,
+     "would rank nothing.*--control=ticket"),
+    ("imp-rounds-kill-a-layer", "so many rounds that a layer keeps no weight",
+     lambda d, t: imp.run(imp_config(d, t / "run", rounds=70, prune_rate=0.2)), ValueError,
+     "rounds=70 would prune every weight of layer 'fc1'.*Lower --rounds or --prune_rate"),
     ("app-prune-rate", "apps.imp_main --prune_rate=1.5",
      lambda d, t: app("apps.imp_main", f"--data_dir={d}", f"--output_dir={t / 'run'}", "--prune_rate=1.5"),
      subprocess.CalledProcessError, "prune_rate"),
+    ("app-output-dir-file", "apps.imp_main --output_dir=<a file>",
+     lambda d, t: ((t / "run").write_text("x"), app("apps.imp_main", f"--data_dir={d}", f"--output_dir={t / 'run'}")),
+     subprocess.CalledProcessError, "error: output_dir .*run is a file, not a folder"),
+    ("app-folder-in-use", "apps.imp_main on a folder another run holds",
+     lambda d, t: app("apps.imp_main", f"--data_dir={d}", f"--output_dir={held(t / 'run')}"),
+     subprocess.CalledProcessError, "error: .*run is in use by another run"),
+    ("app-ctrl-c", "Ctrl-C while apps.imp_main trains",
+     lambda d, t: interrupted_app(d, t / "run"), subprocess.CalledProcessError,
+     "error: interrupted; rerun the same command to resume"),
     ("app-export-flags", "apps.export_main with both --run_dir and --model_path",
      lambda d, t: app("apps.export_main", f"--run_dir={t}", f"--model_path={t / 'm.keras'}"),
      subprocess.CalledProcessError, "exactly one of --run_dir"),
@@ -213,7 +376,11 @@ CASES = [
 ]
 
 
-PRE_EXISTING = ("imp-other-config", "imp-corrupt-summary", "imp-corrupt-masks", "dataset-corrupt-idx")  # set up first
+# Set up first (a folder, a file, a run or data), or left on purpose (the interrupted run's backup, to resume).
+PRE_EXISTING = ("imp-other-config", "imp-corrupt-summary", "dataset-corrupt-idx", "imp-folder-in-use",
+                "imp-output-dir-file", "data-dir-file", "data-dir-incomplete", "dataset-empty-test-split",
+                "summary-wrong-structure", "summary-without-config", "masks-from-corrupt", "data-changed-on-resume",
+                "app-output-dir-file", "app-folder-in-use", "app-ctrl-c")
 
 
 def _message(error):
@@ -228,6 +395,8 @@ def test_bad_input_fails_clearly_before_work(case, tiny_fashion, tmp_path):
     with pytest.raises(exception) as raised:
         call(tiny_fashion, tmp_path)
     assert re.search(words, _message(raised.value), re.DOTALL | re.IGNORECASE), _message(raised.value)[-2000:]
+    if isinstance(raised.value, subprocess.CalledProcessError):  # an app: one line, exit status 1, no traceback
+        assert raised.value.returncode == 1 and "Traceback" not in raised.value.stderr, raised.value.stderr[-2000:]
     # TensorBoard logs of the failed round may stay; no result, backup or summary may.
     left = [path for path in tmp_path.rglob("*") if path.is_file() and "tensorboard" not in path.parts]
     if case[0] not in PRE_EXISTING:

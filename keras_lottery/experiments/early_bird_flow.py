@@ -14,6 +14,7 @@ the same style as IMP's `summary.json`.
 """
 
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -36,6 +37,7 @@ from keras_lottery.sparsity import schedules
 from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
+_LOG = logging.getLogger(__name__)
 RETRAIN_FROM = ("drawn", "rewind")
 FLOW_CRITERIA = ("magnitude", "l1", "bn_gamma")
 FINAL_WEIGHTS = "final_weights.npz"
@@ -61,7 +63,8 @@ class EarlyBirdConfig(training.TrainingConfig):
     def resolved(self):
         """A copy with defaults filled in, validated (ValueError names the field)."""
         config = super().resolved()
-        config.retrain_epochs = config.retrain_epochs or config.search_epochs
+        if config.retrain_epochs is None:
+            config.retrain_epochs = config.search_epochs
         check_int(config.search_epochs, "search_epochs", 1)
         check_int(config.retrain_epochs, "retrain_epochs", 1)
         check_int(config.checks_per_epoch, "checks_per_epoch", 1)
@@ -158,17 +161,39 @@ def run(config):
     ticket's weights, keyed like IMP's round_<r>/final_weights.npz), each written
     atomically, summary.json last. A channel ticket's summary adds "removed_units"
     (layer -> indices), which `fusion.remove_units` takes to rebuild the narrow network.
+    A finished run whose masks or final weights do not read back is run again (logged).
+    The run holds its folder's lock throughout (`run_folder.RunFolder.locked`).
+
+    Raises:
+      ValueError: bad config or data, an output folder that holds another run, is in
+        use or cannot be written, a batch larger than the training set — before any training.
     """
     config = config.resolved()
     folder = run_folder.RunFolder(config.output_dir)
+    with folder.locked():
+        return _run(config, folder)
+
+
+def _finished_files_read_back(folder):
+    for name in ("masks.npz", FINAL_WEIGHTS):
+        try:
+            run_folder.read_npz(folder.file(name))
+        except run_folder.CorruptRecordError as error:
+            _LOG.warning("%s cannot be read (%s): the run is computed again.", folder.file(name), error.__cause__)
+            return False
+    return True
+
+
+def _run(config, folder):
     config_dict = dataclasses.asdict(config)
     previous = folder.load_checked(config_dict, {"checks_per_epoch": 1, "gamma_penalty": 1e-4},
                                    required=("config", "retrain"))
     channel = config.criterion in early_bird.CHANNEL_CRITERIA
     if previous is not None and os.path.exists(folder.file(FINAL_WEIGHTS)) and (
-            not channel or "removed_units" in previous):
+            not channel or "removed_units" in previous) and _finished_files_read_back(folder):
         return previous
     splits = data.load(config.dataset, config.data_dir, config.validation_examples, config.train_examples)
+    training.check_batch_size(config.batch_size, len(splits.train_y))
     model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
     early_bird.criterion_scores(model, config.criterion)  # e.g. 'bn_gamma' without BatchNorm: fail before training
     if not channel:  # an unstructured ticket is a mask on the same network; a channel ticket a new one
@@ -201,6 +226,7 @@ def run(config):
     retrain_cost = retrain["iterations"] * retrain["multiply_adds_per_example"] / search["multiply_adds_per_example"]
     summary = {
         "config": config_dict,
+        "data": run_folder.data_record(splits),
         # In epochs: a ticket drawn at the 5th of 4 checks per epoch is drawn at epoch 1.25.
         "drawn_epoch": (detector.drawn_epoch[sparsity] / config.checks_per_epoch
                         if sparsity in detector.drawn_epoch else None),

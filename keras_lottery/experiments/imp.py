@@ -25,9 +25,11 @@ import numpy as np
 
 from keras_lottery import data
 from keras_lottery import models
+from keras_lottery import training
 from keras_lottery.experiments import one_pass
 from keras_lottery.experiments import run_folder
 from keras_lottery.experiments.imp_config import CRITERIA, MODES, ImpConfig, config_defaults  # noqa: F401
+from keras_lottery.experiments.rounds import check_keeps_weights
 from keras_lottery.experiments.rounds import (  # noqa: F401  (kl.imp's API, as before the layout move)
     evaluation_interval,
     iterations_per_round,
@@ -77,30 +79,42 @@ def _prune_for_round(config, model, round_index, masks_source, rng):
 def run(config, on_round_end=None):
     """Runs (or resumes) IMP and returns the summary dict.
 
+    The run holds its folder's lock throughout (`run_folder.RunFolder.locked`): a second
+    process on the same folder fails at once. Rerunning the same config resumes; rounds
+    whose files cannot be read back are recomputed (`RunFolder.verify_rounds`).
+
     Args:
       config: an `ImpConfig`.
       on_round_end: optional callable(record) called after each finished round
         (the app logs a progress line with it).
 
     Returns:
-      The summary: {"config": ..., "rounds": [record per round]}.
+      The summary: {"config": ..., "data": what was read, "rounds": [record per round]}.
 
     Raises:
-      ValueError: bad config, a missing dataset, or an output folder that holds a
-        run with another config — all before any training.
+      ValueError: bad config, a missing dataset, an output folder that holds a run
+        with another config or data, is in use (`RunInUseError`) or cannot be written
+        (`OutputDirError`), a batch larger than the training set, rounds that would
+        prune every weight of a layer — all before any training.
     """
     config = config.resolved()
     if config.mode == "one_pass":
         return one_pass.run(config, on_round_end)
     folder = run_folder.RunFolder(config.output_dir)
+    with folder.locked():
+        return _run(config, folder, on_round_end)
+
+
+def _run(config, folder, on_round_end):
     config_dict = dataclasses.asdict(config)
     summary = folder.load_checked(config_dict, config_defaults())
-    if summary is not None:
+    resumed = summary is not None
+    if resumed:
         summary["config"] = config_dict
+        done = folder.verify_rounds(summary, flip_state=config.criterion in ("sign_flip", "hybrid"))
     else:
         summary = {"config": config_dict, "rounds": []}
-        summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
-    done = len(summary["rounds"])
+        done = 0
     folder.remove_leftovers(done)
     if done >= config.rounds + 1:
         return summary
@@ -108,6 +122,10 @@ def run(config, on_round_end=None):
     splits = data.load(
         config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
     )
+    data_record = run_folder.data_record(splits)
+    folder.check_data(summary if resumed else None, data_record)
+    summary["data"] = data_record
+    training.check_batch_size(config.batch_size, len(splits.train_y))
     iterations = iterations_per_round(config, splits)
     if config.rewind_step > iterations:
         raise ValueError(f"rewind_step={config.rewind_step} is beyond the {iterations} iterations of a round.")
@@ -116,7 +134,12 @@ def run(config, on_round_end=None):
     masks_source = run_folder.RunFolder(config.masks_from) if config.masks_from else None
 
     model = build_model(config, splits, iterations)
+    if config.masks_from is None:  # else the masks come from another run, which had them
+        check_keeps_weights(config, {name: wrapper.pruning_schedule.sparsity_at_round(config.rounds)
+                                     for name, wrapper, _, _ in wrappers.pruning_entries(model)}, model)
     compile_for_training(model, config.optimizer, config.learning_rate, steps_per_execution)
+    if not done:
+        summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
     rewind = callbacks.RewindCallback(config.rewind_step)
     variables = callbacks.RewindCallback.rewindable_variables(model)
     if done:
@@ -138,7 +161,7 @@ def run(config, on_round_end=None):
             controls.start_round(model, config.control, rewind, seed)
             # Flips count from the signs this round starts from (the rewind point).
             sign_flip.reset_reference(model, config.rewind_step)
-        record = train_round(model, config, splits, round_index, iterations, interval, folder, extra)
+        record = train_round(model, config, splits, round_index, iterations, interval, folder, extra, data_record)
         current = wrappers.get_masks(model)
         overall, per_layer = masks_lib.weights_remaining(current)
         spent = sum(r["iterations"] for r in summary["rounds"]) + record["iterations"]

@@ -85,6 +85,14 @@ class ImpConfig(training.TrainingConfig):
                 "prune_begin and prune_end are fractions of the one-pass training with "
                 f"0 <= prune_begin <= prune_end < 1; got {config.prune_begin!r} and {config.prune_end!r}."
             )
+        if (config.control == "random_prune" and config.criterion != "magnitude" and config.strategy == "layerwise"
+                and config.masks_from is None):
+            raise ValueError(
+                f"control='random_prune' replaces each round's masks by random ones with the same number of weights "
+                f"per layer, which the layerwise rates fix: criterion={config.criterion!r} would rank nothing. Drop "
+                "--criterion (random_prune needs none), use --control=ticket to prune by it, or --strategy=global "
+                "(then the criterion sets how many weights each layer keeps)."
+            )
         if config.mode == "one_pass" and config.masks_from is not None:
             raise ValueError("masks_from takes masks round by round from an IMP run; it has no meaning in one-pass mode.")
         return config
@@ -107,3 +115,5 @@ def _check_masks_from(folder, rounds):
     finished = len(summary["rounds"]) - 1
     if finished < rounds:
         raise ValueError(f"masks_from={folder!r} has {finished} pruning rounds; this run needs {rounds}.")
+    for round_index in range(1, rounds + 1):
+        source.load_masks(round_index)  # unreadable: CorruptRecordError, before any training

@@ -41,7 +41,7 @@ from keras_lottery.sparsity import wrappers
 
 def total_iterations(config, iterations_per_round):
     """The one-pass training length: `one_pass_iterations`, or 3 IMP rounds' worth."""
-    return config.one_pass_iterations or 3 * iterations_per_round
+    return 3 * iterations_per_round if config.one_pass_iterations is None else config.one_pass_iterations
 
 
 def pruning_steps(config, total):
@@ -78,22 +78,30 @@ def run(config, on_round_end=None):
     """Runs the one-pass flow for an `ImpConfig` with `mode='one_pass'`; returns the summary.
 
     Raises:
-      ValueError: bad config, a missing dataset, or an output folder that holds a run
-        with another config — all before any training.
+      ValueError: as `imp.run`: bad config or data, an output folder that holds a run
+        with another config or data, is in use or cannot be written — all before any training.
     """
     config = config.resolved()
     if config.mode != "one_pass":
         raise ValueError("one_pass.run needs ImpConfig(mode='one_pass'); use imp.run for IMP.")
     folder = run_folder.RunFolder(config.output_dir)
+    with folder.locked():
+        return _run(config, folder, on_round_end)
+
+
+def _run(config, folder, on_round_end):
     config_dict = dataclasses.asdict(config)
     summary = folder.load_checked(config_dict, config_defaults())
-    if summary is not None and summary["rounds"]:
+    flips = config.criterion in ("sign_flip", "hybrid")
+    if summary is not None and folder.verify_rounds(summary, flip_state=flips, snapshot=False):
         return summary
     folder.remove_leftovers(0)
 
     splits = data.load(
         config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
     )
+    data_record = run_folder.data_record(splits)
+    training.check_batch_size(config.batch_size, len(splits.train_y))
     total = total_iterations(config, rounds.iterations_per_round(config, splits))
     interval = max(1, total // config.evaluations_per_round)
     total = interval * (total // interval)
@@ -104,9 +112,11 @@ def run(config, on_round_end=None):
     if config.rewind_step > begin:
         raise ValueError(f"rewind_step={config.rewind_step} (the sign reference) comes after the first mask "
                          f"update at step {begin}: raise prune_begin or lower rewind_step.")
-    summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
     dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
-    model = rounds.wrap(config, dense, layer_schedules(config, dense, total))
+    schedules_by_layer = layer_schedules(config, dense, total)
+    model = rounds.wrap(config, dense, schedules_by_layer)
+    rounds.check_keeps_weights(config, {name: s.target_sparsity for name, s in schedules_by_layer.items()}, model)
+    summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
     training.compile_for_training(
         model, config.optimizer, config.learning_rate,
         training.steps_per_execution(interval, begin, frequency if updates else 0, config.rewind_step))
@@ -114,7 +124,7 @@ def run(config, on_round_end=None):
     # RewindCallback's snapshot sets it (nothing is rewound in one pass).
     extra = [callbacks.RewindCallback(config.rewind_step)] if config.rewind_step else []
     extra.append(callbacks.UpdateMasks(criterion=config.criterion, seed=config.seed))
-    record = rounds.train_round(model, config, splits, 0, total, interval, folder, extra)
+    record = rounds.train_round(model, config, splits, 0, total, interval, folder, extra, data_record)
     current = wrappers.get_masks(model)
     overall, per_layer = masks_lib.weights_remaining(current)
     record = {"round": 0, "weights_remaining": overall, "layers": per_layer, **record,
@@ -122,7 +132,7 @@ def run(config, on_round_end=None):
     variables = callbacks.RewindCallback.rewindable_variables(model)
     folder.save_round(0, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)},
                       sign_flip.get_state(model))
-    summary = {"config": config_dict, "mode": "one_pass", "iterations_per_round": int(total),
+    summary = {"config": config_dict, "mode": "one_pass", "data": data_record, "iterations_per_round": int(total),
                "prune_steps": [int(step) for step in begin + frequency * np.arange(updates + 1)], "rounds": [record]}
     folder.save_summary(summary)
     folder.remove_backup(0)

@@ -17,7 +17,7 @@ one atomic write, replacing the previous backup:
 `restore()` reads the backup and checks that it fits the model before it assigns
 anything; a backup of a run with another config is refused as its summary would be
 (`run_folder.ConfigMismatchError`: a round 0 killed early leaves no summary.json to guard
-the folder). The round then continues at the next evaluation, its training data
+the folder), and so is a backup of the run on other data (`run_folder.DataMismatchError`). The round then continues at the next evaluation, its training data
 advanced past the steps already trained (`imp.train_round` skips those batches of the
 seeded stream: about 0.3 ms a batch of 60 Fashion-MNIST images, some 15 s at worst for
 LTH's 50K-iteration rounds), so that on CPU the resumed round ends with the same
@@ -62,15 +62,18 @@ class RoundBackup(keras.callbacks.Callback):
       config_defaults: dict field -> default, for a backup saved before a field existed.
       round_callbacks: the round's other callbacks; those with `backup_state()` and
         `restore_backup_state(arrays)` have their state backed up too.
+      data_record: what the run reads (`run_folder.data_record`); a backup of other data is refused.
     """
 
-    def __init__(self, folder, round_index, model, epochs, config, config_defaults=None, round_callbacks=()):
+    def __init__(self, folder, round_index, model, epochs, config, config_defaults=None, round_callbacks=(),
+                 data_record=None):
         super().__init__()
         self.folder = folder
         self.round_index = round_index
         self.epochs = epochs
         self.config = config
         self.config_defaults = config_defaults
+        self.data_record = data_record
         self.stateful_callbacks = [c for c in round_callbacks if hasattr(c, "backup_state")]
         self.logs = []  # the logs of each evaluation done, restored ones included
         self.earlier_seconds = 0.0  # training seconds of the attempts before this one
@@ -92,13 +95,14 @@ class RoundBackup(keras.callbacks.Callback):
 
         Raises:
           run_folder.ConfigMismatchError: the backup is of a run with another config.
+          run_folder.DataMismatchError: the backup is of a run on other data.
         """
         try:
             arrays = self.folder.load_backup(self.round_index)
             if arrays is None:
                 return 0
             progress, assignments = self._checked(arrays)
-        except run_folder.ConfigMismatchError:
+        except (run_folder.ConfigMismatchError, run_folder.DataMismatchError):
             raise
         except (run_folder.CorruptRecordError, ValueError, KeyError, TypeError) as error:
             reason = error.__cause__ if isinstance(error, run_folder.CorruptRecordError) else error
@@ -126,6 +130,8 @@ class RoundBackup(keras.callbacks.Callback):
         """
         progress = json.loads(str(arrays[_PROGRESS]))
         self.folder.check_config(progress, self.config, self.config_defaults)
+        if self.data_record is not None and "data" in progress:
+            self.folder.check_data(progress, self.data_record)
         if (progress["round"], progress["epochs"]) != (self.round_index, self.epochs):
             raise ValueError(f"it is of round {progress['round']} with {progress['epochs']} evaluations, "
                              f"not of round {self.round_index} with {self.epochs}")
@@ -165,7 +171,7 @@ class RoundBackup(keras.callbacks.Callback):
         for index, callback in enumerate(self.stateful_callbacks):
             arrays.update({f"{_CALLBACKS}{index}/{key}": value for key, value in callback.backup_state().items()})
         progress = {"config": self.config, "round": self.round_index, "epochs": self.epochs, "logs": self.logs,
-                    "seconds": self.seconds(),
+                    "seconds": self.seconds(), "data": self.data_record,
                     # Optimizer variables are matched by position: their names depend on where they were built.
                     "model_variables": [variable.name for variable in self.model.weights]}
         arrays[_PROGRESS] = np.array(json.dumps(progress))

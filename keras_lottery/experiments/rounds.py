@@ -18,6 +18,7 @@ from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import round_backup
 from keras_lottery.experiments.imp_config import config_defaults
+from keras_lottery.sparsity import masks as masks_lib
 from keras_lottery.sparsity import schedules
 from keras_lottery.sparsity import sign_flip
 from keras_lottery.sparsity import summaries
@@ -60,6 +61,34 @@ def wrap(config, dense, layer_schedules):
     return wrappers.prune_low_magnitude(dense, pruning_schedule=layer_schedules, strategy=config.strategy)
 
 
+def check_keeps_weights(config, final_sparsity, model):
+    """Refuses a run whose final masks would prune every weight of a layer (a dead network).
+
+    `(1 - rate) ** rounds` reaches 0 weights kept in small layers (LTH's output layer of
+    LeNet, 1,000 weights at 10% a round, keeps none after 66 rounds); with the global
+    strategy, all layers together.
+
+    Args:
+      config: the run's `ImpConfig` (its strategy; the message names `rounds`).
+      final_sparsity: dict layer name -> the sparsity of its last mask.
+      model: the wrapped model (for the layers' sizes).
+
+    Raises:
+      ValueError: naming the layer and what to lower.
+    """
+    sizes = {name: int(np.size(weight)) for name, _, weight, _ in wrappers.pruning_entries(model)}
+    entries = [(f"layer {name!r}", final_sparsity[name], sizes[name]) for name in sizes]
+    if config.strategy == "global" and entries:
+        entries = [("the layers together", entries[0][1], sum(sizes.values()))]
+    for name, sparsity, size in entries:
+        if masks_lib.keep_count(size, sparsity) == 0:
+            raise ValueError(
+                f"rounds={config.rounds} would prune every weight of {name}: it would keep a fraction "
+                f"{1 - sparsity:.3g} of its {size} weights, less than one, and the network would be dead. "
+                "Lower --rounds or --prune_rate."
+            )
+
+
 def evaluation_interval(iterations, evaluations, rewind_step):
     """(steps between evaluations, steps per execution) of a round of `iterations` steps."""
     interval = max(1, iterations // evaluations)
@@ -72,17 +101,18 @@ def _fit_round(model, train, validation, epochs_done, epochs, interval, config, 
               validation_data=validation, callbacks=callbacks, verbose=config.verbose)
 
 
-def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks):
+def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks, data_record=None):
     """Trains one round, evaluating every `interval` steps, and returns its record.
 
     A round killed mid-way resumes at its last evaluation: see `round_backup.py`. The
     training batches are one seeded stream per round, so the resumed round skips the
     batches already trained and sees the rest in the uninterrupted order. The caller
-    deletes the backup once the round's results are saved.
+    deletes the backup once the round's results are saved. `data_record`
+    (`run_folder.data_record`) is kept in the backup, and a backup of other data is refused.
     """
     epochs = max(1, iterations // interval)
     backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
-                                      config_defaults(), extra_callbacks)
+                                      config_defaults(), extra_callbacks, data_record)
     epochs_done = backup.restore()
     train = data.to_dataset(
         splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed * 1000 + round_index, repeat=True

@@ -82,8 +82,9 @@ def read_summary(run_dir):
     try:
         with open(path) as file:
             summary = json.load(file)
-        summary["config"]  # noqa: B018  (must be there)
-    except (ValueError, KeyError, TypeError) as error:
+        run_folder.check_summary(summary, ("config", "retrain") if isinstance(summary, dict) and "retrain" in summary
+                                 else ("config", "rounds"))
+    except (OSError, ValueError) as error:
         raise RunFolderError(f"{path} is not a valid run summary ({error}).") from error
     return summary
 

@@ -232,7 +232,7 @@ class PruningHyperModel(keras_tuner.HyperModel):
             rounds, prune_rate = 1, 1 - self.target
         return dataclasses.replace(
             self.base_config, mode=mode, criterion=criterion, rounds=rounds, prune_rate=prune_rate,
-            rewind_step=rewind_step or 0, alpha=self.base_config.alpha if alpha is None else alpha,
+            rewind_step=0 if rewind_step is None else rewind_step, alpha=self.base_config.alpha if alpha is None else alpha,
             learning_rate=learning_rate,
         )
 

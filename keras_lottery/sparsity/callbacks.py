@@ -128,12 +128,25 @@ class UpdateMasks(keras.callbacks.Callback):
             self._compute_next_step(due + 1)
 
     def on_train_begin(self, logs=None):
+        self._check_our_wrappers()
         pruning.check_criterion(self.model, self.criterion)
         wrappers.apply_masks(self.model)
         self._compute_next_step(optimizer_step(self.model))
         self._check_reference_reachable()
         self._maybe_update()
         self._train_begin_step = optimizer_step(self.model)
+
+    def _check_our_wrappers(self):
+        """Fails before training on tfmot's own wrappers, whose step only tfmot's callback advances."""
+        foreign = [wrapper.layer.name for wrapper in wrappers.prunable_wrappers(self.model)
+                   if not isinstance(wrapper, wrappers.PruneLowMagnitude)]
+        if foreign:
+            raise TypeError(
+                f"layers {foreign} are wrapped by tfmot's prune_low_magnitude, which UpdateMasks does not drive (its "
+                "pruning step stays -1 and the first step fails). Wrap the model with "
+                "keras_lottery.prune_low_magnitude instead, or train the tfmot model with "
+                "callbacks=[tfmot.sparsity.keras.UpdatePruningStep()]."
+            )
 
     def _check_reference_reachable(self):
         """Fails before training if a sign-flip reference='rewind' would not exist in time."""

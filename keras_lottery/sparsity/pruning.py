@@ -95,10 +95,13 @@ def prune(model, sparsity, strategy="layerwise", criterion=None, rng=None, names
       dict mask name -> the new masks of all layers.
 
     Raises:
-      ValueError: see `scores`, and a sparsity outside [0, 1] (1 prunes every weight,
-        which IMP's schedule reaches when (1 - rate) ** round underflows).
+      ValueError: see `scores`, and a sparsity outside [0, 1): 1 would prune every
+        weight and leave a dead network, as `OneShot(1.0)` would (both are refused).
     """
     layer_scores = scores(model, criterion, rng, names, strategy)
+    for name in layer_scores:
+        masks_lib.check_sparsity(sparsity.get(name, 0.0) if isinstance(sparsity, dict) else sparsity,
+                                 f"sparsity of layer {name!r}")
     current_masks = get_masks(model)
     updated = masks_lib.compute(layer_scores, sparsity, strategy, previous_masks=current_masks)
     current_masks.update(updated)

@@ -1,10 +1,11 @@
 """Training settings and compilation shared by every experiment.
 
-* `config`: `TrainingConfig` (data, model, optimizer, seed, output folder), `OPTIMIZERS`.
+* `config`: `TrainingConfig` (data, model, optimizer, seed, output folder), `OPTIMIZERS`,
+  `check_batch_size`.
 * `compile`: `compile_for_training`, `steps_per_execution`.
 * `divergence`: `StopOnDivergence`, `TrainingDivergedError` (a NaN loss stops the run unsaved).
 """
 
 from keras_lottery.training.compile import compile_for_training, steps_per_execution  # noqa: F401
-from keras_lottery.training.config import OPTIMIZERS, TrainingConfig  # noqa: F401
+from keras_lottery.training.config import OPTIMIZERS, TrainingConfig, check_batch_size  # noqa: F401
 from keras_lottery.training.divergence import StopOnDivergence, TrainingDivergedError  # noqa: F401

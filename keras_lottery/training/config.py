@@ -6,6 +6,7 @@ seed, output folder — with the defaults of its model's registry entry
 """
 
 import dataclasses
+import math
 
 from keras_lottery import models
 from keras_lottery.foundations.validation import check_int
@@ -39,9 +40,13 @@ class TrainingConfig:
         """
         spec = models.get(self.model)
         config = dataclasses.replace(self)
-        config.batch_size = config.batch_size or spec.batch_size
-        config.optimizer = config.optimizer or spec.optimizer
-        config.learning_rate = config.learning_rate or spec.learning_rate
+        # Only None means "the model's default": a 0 given by the user is refused below, never replaced.
+        if config.batch_size is None:
+            config.batch_size = spec.batch_size
+        if config.optimizer is None:
+            config.optimizer = spec.optimizer
+        if config.learning_rate is None:
+            config.learning_rate = spec.learning_rate
         check_int(config.batch_size, "batch_size", 1)
         check_int(config.seed, "seed", 0)
         check_int(config.validation_examples, "validation_examples", 1)
@@ -49,6 +54,20 @@ class TrainingConfig:
             check_int(config.train_examples, "train_examples", 1)
         if config.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {config.optimizer!r}.")
-        if not config.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0; got {config.learning_rate!r}.")
+        if isinstance(config.learning_rate, bool) or not isinstance(config.learning_rate, (int, float)) or not (
+                0 < config.learning_rate < math.inf):
+            raise ValueError(f"learning_rate must be a number > 0; got {config.learning_rate!r}.")
         return config
+
+
+def check_batch_size(batch_size, train_examples):
+    """Refuses a batch larger than the training set, which would repeat examples within each step.
+
+    Raises:
+      ValueError: naming both numbers and the fix.
+    """
+    if batch_size > train_examples:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {train_examples} training examples: every step would "
+            f"repeat examples. Use --batch_size <= {train_examples}, or train on more examples."
+        )

@@ -149,6 +149,7 @@ def test_killed_at_several_points_the_same_command_ends_as_an_uninterrupted_run(
     stderr = _kill_mid_epoch(_command(tiny_fashion, output), backup, tmp_path / "stderr")
     assert "resumes from its backup" not in stderr  # round 0's backup was removed, never read
     assert _rounds_saved(output) == 1 and backup.exists(), "the kill came after round 1 had finished"
+    assert (output / run_folder.LOCK).exists()  # the killed run's lock file stays; its lock went with it
     # 3. While writing results: round 1 resumes from its backup and finishes training; its masks
     # and weights are saved, its summary.json is a temporary file not renamed yet when it is killed.
     status, stderr = _run_app(tiny_fashion, output, kill_at="before_rename:summary.json")
@@ -163,6 +164,45 @@ def test_killed_at_several_points_the_same_command_ends_as_an_uninterrupted_run(
     stderr = _finish(tiny_fashion, output)
     assert "Round 1 resumes from its backup after evaluation 5 of 6" in stderr
     _assert_same_results(output, uninterrupted)  # the temporary summary.json was removed, never read
+
+
+def _event_files(output):
+    return sorted(str(path.relative_to(output)).split("events")[0] for path in output.rglob("events.out.tfevents.*"))
+
+
+def test_a_second_process_on_the_folder_is_refused_at_once_and_the_first_ends_as_a_clean_run(
+        tiny_fashion, uninterrupted, tmp_path):
+    output = tmp_path / "run"
+    with open(tmp_path / "first.stderr", "w") as stderr:
+        first = processes.popen(_command(tiny_fashion, output), stdout=subprocess.DEVNULL, stderr=stderr,
+                                cwd=processes.REPOSITORY, env=_environment())
+        try:
+            deadline = time.monotonic() + 120
+            while not (output / run_folder.LOCK).exists() or f'"pid": {first.pid}' not in \
+                    (output / run_folder.LOCK).read_text():
+                assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.stderr").read_text()
+                time.sleep(0.01)
+            # The same folder with another seed (the runs would mix), while the first trains.
+            second = processes.run([*_command(tiny_fashion, output), "--seed=1"], cwd=processes.REPOSITORY,
+                                   env=_environment(), timeout=120)
+            assert first.poll() is None, "the first run ended before the second was refused: make it longer"
+            assert first.wait(240) == 0, (tmp_path / "first.stderr").read_text()[-3000:]
+        finally:
+            first.kill()
+            first.wait()
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr[-3000:]
+    assert f"is in use by another run (pid {first.pid} on host" in second.stderr
+    _assert_same_results(output, uninterrupted)  # nothing of the second run in it
+    assert _event_files(output) == _event_files(uninterrupted)  # nor in its TensorBoard logs
+    assert not (output / run_folder.LOCK).exists()
+    # The advice, followed: once the first has ended, its command returns the finished run (no training),
+    # and the second's runs in another --output_dir.
+    _finish(tiny_fashion, output)
+    _assert_same_results(output, uninterrupted)
+    assert _event_files(output) == _event_files(uninterrupted)
+    other = processes.run([*_command(tiny_fashion, tmp_path / "other"), "--seed=1"], cwd=processes.REPOSITORY,
+                          env=_environment())
+    assert other.returncode == 0 and _rounds_saved(tmp_path / "other") == 2, other.stderr[-3000:]
 
 
 # ----------------------------------------------------------------------------------------

@@ -77,6 +77,17 @@ def test_missing_and_incomplete_folders_are_named(imp_run, tmp_path):
         run_models.load_run_model(copy)
 
 
+@pytest.mark.parametrize("summary, words", [
+    ({"config": {}, "rounds": "oops"}, "'rounds' is 'oops'"),
+    ({"rounds": []}, "it has no 'config'"),
+    ([1, 2], "it holds a list"),
+])
+def test_a_summary_of_the_wrong_structure_is_named(tmp_path, summary, words):
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(run_models.RunFolderError, match=f"summary.json is not a valid run summary \\({words}"):
+        run_models.load_run_model(str(tmp_path))
+
+
 def test_early_bird_run_saves_and_loads_its_retrained_ticket(tmp_path):
     from tests.data.test_datasets import write_idx_dataset
 
