@@ -38,6 +38,11 @@ flags.DEFINE_enum(
 flags.DEFINE_integer("iterations", None, "Training iterations per round (default: the model's LTH setting).")
 flags.DEFINE_float("epochs", None, "Training epochs per round (instead of --iterations).")
 flags.DEFINE_integer("evaluations_per_round", _DEFAULTS.evaluations_per_round, "Validation checks per round.")
+flags.DEFINE_float("backup_seconds", _DEFAULTS.backup_seconds,
+                   "A mid-round backup at the first check at least this many seconds after the last (0: every check).")
+flags.DEFINE_string("evaluation_examples", _DEFAULTS.evaluation_examples,
+                    "Held-out examples each check reads (a fixed subset): 'auto' keeps validation near 3% of a "
+                    "round's compute (all 5,000 in LTH's 50K-iteration rounds), 'all', or a number.")
 flags.DEFINE_string("masks_from", None, "Take each round's masks from this run folder (e.g. a ticket run).")
 flags.DEFINE_enum("criterion", _DEFAULTS.criterion, list(imp.CRITERIA),
                   "What each prune ranks by: |w|, sign flips first, |w|/(1+flips)^alpha, or random.")
@@ -48,6 +53,15 @@ flags.DEFINE_integer("one_pass_iterations", None, "One-pass training length (def
 flags.DEFINE_float("prune_begin", _DEFAULTS.prune_begin, "One pass: first mask update, as a fraction of training.")
 flags.DEFINE_float("prune_end", _DEFAULTS.prune_end, "One pass: last mask update (target reached), same unit.")
 flags.DEFINE_integer("prune_updates", _DEFAULTS.prune_updates, "One pass: number of mask updates.")
+
+
+def _evaluation_examples(value):
+    if value in ("auto", "all"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise app.UsageError(f"--evaluation_examples must be 'auto', 'all' or a number; got {value!r}.") from None
 
 
 def config_from_flags():
@@ -61,6 +75,8 @@ def config_from_flags():
         iterations=FLAGS.iterations,
         epochs=FLAGS.epochs,
         evaluations_per_round=FLAGS.evaluations_per_round,
+        evaluation_examples=_evaluation_examples(FLAGS.evaluation_examples),
+        backup_seconds=FLAGS.backup_seconds,
         masks_from=FLAGS.masks_from,
         criterion=FLAGS.criterion,
         alpha=FLAGS.alpha,

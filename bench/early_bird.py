@@ -22,6 +22,7 @@ import argparse
 import os
 import statistics
 
+from bench import targets
 from keras_lottery.experiments import early_bird_flow
 
 
@@ -91,10 +92,13 @@ def main():
     first = rows[0][1]
     retrain_share = first["retrain"].get("multiply_adds_per_example", 1) / first["search"].get(
         "multiply_adds_per_example", 1)
-    print(f"\nmean: drawn at {statistics.mean(drawn) / args.epochs:.0%} of full training (target <= 20%); "
-          f"accuracy difference {statistics.mean(differences):+.2f} pt (target within 0.5); cost ratio by "
-          f"multiply-adds {statistics.mean(_ratio(e, f, 'total_dense_iterations') for _, e, f in rows):.3f} "
-          f"(target <= 0.5), by iterations {statistics.mean(_ratio(e, f, 'total_iterations') for _, e, f in rows):.3f}, "
+    drawn_share = statistics.mean(drawn) / args.epochs
+    difference = statistics.mean(differences)
+    cost = statistics.mean(_ratio(e, f, "total_dense_iterations") for _, e, f in rows)
+    print(f"\nmean: drawn at {drawn_share:.0%} of full training{targets.verdict(drawn_share, '<=', 0.2, '{:.0%}')}; "
+          f"accuracy difference {difference:+.2f} pt{targets.within(difference, 0.5)}; cost ratio by "
+          f"multiply-adds {cost:.3f}{targets.verdict(cost, '<=', 0.5)}, "
+          f"by iterations {statistics.mean(_ratio(e, f, 'total_iterations') for _, e, f in rows):.3f}, "
           f"by seconds {statistics.mean(_ratio(e, f, 'total_train_seconds') for _, e, f in rows):.3f}; "
           f"a retraining iteration costs {retrain_share:.3f} of a dense one (seed {rows[0][0]})")
     seeds = ",".join(str(s) for s in args.seeds)

@@ -14,6 +14,7 @@ import argparse
 import shutil
 import time
 
+from bench import targets
 from keras_lottery.experiments import imp
 
 
@@ -57,8 +58,8 @@ def main():
     for round_index, current, peak, _ in readings:
         print(f"| {round_index} | {current:.0f} | {peak:.0f} | {100 * (peak / peak_round_2 - 1):+.1f}% |")
     growth = readings[-1][2] / peak_round_2 - 1
-    print(f"\npeak RSS after round {readings[-1][0]} is {100 * growth:+.1f}% vs after round 2 (target < +5%): "
-          f"{'met' if growth < 0.05 else 'missed'}")
+    print(f"\npeak RSS after round {readings[-1][0]} is {100 * growth:+.1f}% vs after round 2"
+          f"{targets.verdict(100 * growth, '<', 5, '+{:g}%')}")
     print(f"reproduce: python -m bench.memory --rounds={args.rounds} --iterations={args.iterations} "
           f"--train_examples={args.train_examples}")
 

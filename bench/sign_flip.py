@@ -23,6 +23,7 @@ Markdown table for bench/RESULTS.md and draws `--plot`.
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 
@@ -71,11 +72,23 @@ def _format(values):
 
 
 def collect(args):
-    """dict (method, target) -> list of (weights remaining, accuracy, iterations spent), one per seed."""
+    """dict (method, target) -> list of (weights remaining, accuracy, iterations spent), one per seed.
+
+    A run folder made with other settings than the ones printed (another --iterations, a
+    changed default) is left out, and named with the fields that differ: mixing it in
+    would average different experiments.
+    """
     results = {}
     for method, target, seed, config in jobs(args):
-        summary = run_folder.RunFolder(config.output_dir).load_summary() if os.path.exists(config.output_dir) else None
+        folder = run_folder.RunFolder(config.output_dir)
+        summary = folder.load_summary() if os.path.exists(config.output_dir) else None
         if summary is None:
+            continue
+        try:
+            folder.check_config(summary, dataclasses.asdict(config.resolved()), imp.config_defaults())
+        except run_folder.ConfigMismatchError as error:
+            print(f"left out, made with other settings: {str(error).split(' (', 1)[-1].split(').')[0]} "
+                  f"({config.output_dir})")
             continue
         if target is not None:
             record = summary["rounds"][0]

@@ -217,7 +217,7 @@ def interrupted_app(tiny_fashion, output_dir):
     stderr = tempfile.TemporaryFile()
     command = [sys.executable, "-m", "apps.imp_main", f"--data_dir={tiny_fashion}", f"--output_dir={output_dir}",
                "--rounds=1", "--iterations=400", "--batch_size=20", "--validation_examples=100",
-               "--evaluations_per_round=40", "--verbose=0"]
+               "--evaluations_per_round=40", "--backup_seconds=0", "--verbose=0"]
     process = processes.popen(command, stderr=stderr, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     deadline = time.monotonic() + 120
     while not (output_dir / "round_0" / run_folder.BACKUP).exists():

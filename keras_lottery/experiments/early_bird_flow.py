@@ -106,15 +106,16 @@ def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1
     steps = math.ceil(_steps_per_epoch(config, splits) / checks_per_epoch)
     tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", phase), profile_batch=0)
     start = time.perf_counter()
+    # The validation checks first: they add val_loss and val_accuracy to the logs the others read.
+    checks = training.HeldOutChecks(splits.validation_x, splits.validation_y)
     history = model.fit(
         data.to_dataset(splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed, repeat=True),
         epochs=epochs * checks_per_epoch, steps_per_epoch=steps,
-        validation_data=data.to_dataset(splits.validation_x, splits.validation_y, 1000),
-        callbacks=[*extra, tensorboard, training.StopOnDivergence(f"the {phase} phase", config.learning_rate)],
+        callbacks=[checks, *extra, tensorboard, training.StopOnDivergence(f"the {phase} phase", config.learning_rate)],
         verbose=config.verbose,
     )
     seconds = time.perf_counter() - start
-    test_loss, test_accuracy = model.evaluate(data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0)
+    test_loss, test_accuracy = training.Evaluator(splits.test_x, splits.test_y)(model)
     return {
         "epochs": len(history.history["loss"]) / checks_per_epoch,
         "iterations": len(history.history["loss"]) * steps,

@@ -32,6 +32,12 @@ class ImpConfig(training.TrainingConfig):
     iterations: int | None = None  # training iterations per round
     epochs: float | None = None  # alternative to iterations
     evaluations_per_round: int = 20  # validation checks per round (early-stop records)
+    # Held-out examples each check uses: 'auto' (a bounded share of the round's cost, see
+    # EVALUATION_BUDGET), 'all', or a number; a fixed subset, the same at every check.
+    evaluation_examples: int | str = "auto"
+    # A mid-round backup at the first check at least this many seconds after the last one (0: at every
+    # check): a killed round resumes from it, bit-exactly. It changes no result, so a resume may change it.
+    backup_seconds: float = 10.0
     masks_from: str | None = None  # take each round's masks from this run folder (a branch)
     criterion: str = "magnitude"  # what each prune ranks by: see CRITERIA
     alpha: float = 1.0  # the hybrid criterion's exponent: |w| / (1 + flips) ** alpha
@@ -55,6 +61,17 @@ class ImpConfig(training.TrainingConfig):
         check_int(config.rounds, "rounds", 0)
         check_int(config.rewind_step, "rewind_step", 0)
         check_int(config.evaluations_per_round, "evaluations_per_round", 1)
+        if isinstance(config.backup_seconds, bool) or not isinstance(config.backup_seconds, (int, float)) or not (
+                0 <= config.backup_seconds < float("inf")):
+            raise ValueError(f"backup_seconds must be a number >= 0 (0: a backup at every check); "
+                             f"got {config.backup_seconds!r}.")
+        if config.evaluation_examples not in ("auto", "all"):
+            check_int(config.evaluation_examples, "evaluation_examples ('auto', 'all' or a number)", 1)
+            if config.evaluation_examples > config.validation_examples:
+                raise ValueError(
+                    f"evaluation_examples={config.evaluation_examples} is more than the {config.validation_examples} "
+                    "validation examples held out: use at most that many, 'all', or raise validation_examples."
+                )
         if config.iterations is not None:
             check_int(config.iterations, "iterations", 1)
         if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
@@ -102,9 +119,38 @@ CRITERIA = ("magnitude", "sign_flip", "hybrid", "random")
 MODES = ("imp", "one_pass")
 
 
+# What runs saved before a field existed used, where that differs from today's default.
+_LEGACY = {"evaluation_examples": "all"}  # every check read the whole validation set
+
+# 'auto' evaluation: the checks of a round read at most this many held-out examples per
+# training example the round processes (iterations x batch size), never fewer than
+# MIN_EVALUATION_EXAMPLES per check. A forward pass costs about a third of a training
+# step per example, so validation stays near 3% of a round's compute: LTH's 50K-iteration
+# LeNet rounds read all 5,000 examples at each of 20 checks; a 2,000-iteration round reads
+# 600 (20 full passes cost ~20% of such a round; bench/RESULTS.md).
+EVALUATION_BUDGET = 0.1
+MIN_EVALUATION_EXAMPLES = 500
+
+
 def config_defaults():
-    """Every `ImpConfig` field's default (what a run saved before the field existed used)."""
-    return {field.name: field.default for field in dataclasses.fields(ImpConfig)}
+    """Every `ImpConfig` field's default as a run saved before the field existed used it."""
+    return {**{field.name: field.default for field in dataclasses.fields(ImpConfig)}, **_LEGACY}
+
+
+def evaluation_examples(config, iterations, validation_examples):
+    """How many held-out examples each of a round's checks reads (the first ones: a fixed subset).
+
+    Args:
+      config: a resolved `ImpConfig`.
+      iterations: the round's training iterations.
+      validation_examples: the size of the held-out set.
+    """
+    if config.evaluation_examples == "all":
+        return validation_examples
+    if config.evaluation_examples == "auto":
+        budget = EVALUATION_BUDGET * iterations * config.batch_size / config.evaluations_per_round
+        return min(validation_examples, max(MIN_EVALUATION_EXAMPLES, int(budget)))
+    return min(validation_examples, config.evaluation_examples)
 
 
 def _check_masks_from(folder, rounds):

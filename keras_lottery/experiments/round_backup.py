@@ -23,8 +23,18 @@ seeded stream: about 0.3 ms a batch of 60 Fashion-MNIST images, some 15 s at wor
 LTH's 50K-iteration rounds), so that on CPU the resumed round ends with the same
 weights and records as an uninterrupted one. A backup that cannot be read (the zip's
 CRC checks every array) or does not fit is deleted with a logged warning, and the
-round restarts from its beginning. The caller deletes the backup once the round's
-results are saved.
+round restarts from its beginning. The caller waits for the last backup (`wait()`) and
+deletes it once the round's results are saved.
+
+How often: at the first evaluation at least `backup_seconds` (`ImpConfig`, default 10)
+after the last backup, so a kill loses at most about that much training and a short
+round is not slowed by backups it would hardly need (0: at every evaluation).
+
+Cost: the state is copied out of the variables at the evaluation (which is what makes a
+resume bit-exact) and written on a background thread while training goes on, without
+an fsync (`files.BackgroundWriter`): a killed process leaves the last complete backup;
+only a crash of the operating system can tear one, and a torn backup fails its CRC check
+and restarts the round. Results (`summary.json`, masks, weights) are still fsynced.
 
 Not restored: TensorBoard event files (a resumed round appends events after the
 backup's step again) and the random state of layers that draw random numbers in
@@ -39,6 +49,7 @@ import numpy as np
 
 from keras_lottery import compat
 from keras_lottery.experiments import run_folder
+from keras_lottery.foundations import files
 from keras_lottery.sparsity import callbacks
 
 keras = compat.keras
@@ -63,10 +74,12 @@ class RoundBackup(keras.callbacks.Callback):
       round_callbacks: the round's other callbacks; those with `backup_state()` and
         `restore_backup_state(arrays)` have their state backed up too.
       data_record: what the run reads (`run_folder.data_record`); a backup of other data is refused.
+      min_seconds: back up at the first evaluation at least this many seconds after the
+        last backup (or the start of training); 0 backs up at every evaluation.
     """
 
     def __init__(self, folder, round_index, model, epochs, config, config_defaults=None, round_callbacks=(),
-                 data_record=None):
+                 data_record=None, min_seconds=0.0):
         super().__init__()
         self.folder = folder
         self.round_index = round_index
@@ -74,8 +87,11 @@ class RoundBackup(keras.callbacks.Callback):
         self.config = config
         self.config_defaults = config_defaults
         self.data_record = data_record
+        self.min_seconds = min_seconds
+        self._last_backup = None
         self.stateful_callbacks = [c for c in round_callbacks if hasattr(c, "backup_state")]
         self.logs = []  # the logs of each evaluation done, restored ones included
+        self._writer = files.BackgroundWriter(durable=False)
         self.earlier_seconds = 0.0  # training seconds of the attempts before this one
         self._started = None
         self.set_model(model)
@@ -154,12 +170,19 @@ class RoundBackup(keras.callbacks.Callback):
         return progress, assignments
 
     def on_train_begin(self, logs=None):
-        self._started = time.perf_counter()
+        self._started = self._last_backup = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.logs.append({key: float(value) for key, value in (logs or {}).items()})
-        if len(self.logs) < self.epochs:  # after the last one, the round's results follow
-            self.folder.save_backup(self.round_index, self._arrays())
+        now = time.perf_counter()
+        # None after the last evaluation: the round's results follow.
+        if len(self.logs) < self.epochs and now - self._last_backup >= self.min_seconds:
+            self._writer.submit(self.folder.backup_path(self.round_index), self._arrays())
+            self._last_backup = now
+
+    def wait(self):
+        """Blocks until the newest backup is on disk; re-raises an error its write met."""
+        self._writer.wait()
 
     def seconds(self):
         """Seconds trained in this round so far, the attempts before this one included."""

@@ -18,6 +18,7 @@ from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import round_backup
 from keras_lottery.experiments.imp_config import config_defaults
+from keras_lottery.experiments.imp_config import evaluation_examples
 from keras_lottery.sparsity import masks as masks_lib
 from keras_lottery.sparsity import schedules
 from keras_lottery.sparsity import sign_flip
@@ -95,10 +96,11 @@ def evaluation_interval(iterations, evaluations, rewind_step):
     return interval, training.steps_per_execution(interval, rewind_step)
 
 
-def _fit_round(model, train, validation, epochs_done, epochs, interval, config, callbacks):
-    # The divergence check comes before the backup in `callbacks`, so a NaN model is never saved.
+def _fit_round(model, train, epochs_done, epochs, interval, config, callbacks):
+    # The checks come first in `callbacks` (they log val_loss), the divergence check before the backup,
+    # so that a NaN model is never saved.
     model.fit(train, initial_epoch=epochs_done, epochs=epochs, steps_per_epoch=interval,
-              validation_data=validation, callbacks=callbacks, verbose=config.verbose)
+              callbacks=callbacks, verbose=config.verbose)
 
 
 def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks, data_record=None):
@@ -112,25 +114,31 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     """
     epochs = max(1, iterations // interval)
     backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
-                                      config_defaults(), extra_callbacks, data_record)
+                                      config_defaults(), extra_callbacks, data_record, config.backup_seconds)
     epochs_done = backup.restore()
     train = data.to_dataset(
         splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed * 1000 + round_index, repeat=True
     ).skip(epochs_done * interval)
-    validation = data.to_dataset(splits.validation_x, splits.validation_y, 1000)
+    checked = evaluation_examples(config, iterations, len(splits.validation_y))
+    # First: it adds val_loss and val_accuracy to the logs every callback after it reads.
+    checks = training.HeldOutChecks(splits.validation_x[:checked], splits.validation_y[:checked])
     tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
-    sparsity = summaries.SparsitySummaries(folder.file("tensorboard", f"round_{round_index}", "sparsity"))
+    # Histograms at the round's start (after its prune) and end only: one per evaluation cost ~15% of a
+    # 2,000-iteration LeNet round (bench/RESULTS.md).
+    sparsity = summaries.SparsitySummaries(folder.file("tensorboard", f"round_{round_index}", "sparsity"),
+                                           histogram_freq=epochs + 1)
     try:
-        _fit_round(model, train, validation, epochs_done, epochs, interval, config,
-                   [*extra_callbacks, tensorboard, sparsity,
-                    training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup])
+        try:
+            _fit_round(model, train, epochs_done, epochs, interval, config,
+                       [checks, *extra_callbacks, tensorboard, sparsity,
+                        training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup])
+        finally:
+            backup.wait()  # the newest backup is whole on disk before anything reads or removes it
     except training.TrainingDivergedError:
         folder.remove_backup(round_index)  # resuming it would diverge again: nothing of the round is kept
         raise
     seconds = backup.seconds()
-    test_loss, test_accuracy = model.evaluate(
-        data.to_dataset(splits.test_x, splits.test_y, 1000), verbose=0
-    )
+    test_loss, test_accuracy = training.Evaluator(splits.test_x, splits.test_y)(model)
     val_loss = [logs["val_loss"] for logs in backup.logs]
     best = int(np.argmin(val_loss))
     return {
@@ -139,6 +147,7 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
         "best_val_accuracy": float(np.max([logs["val_accuracy"] for logs in backup.logs])),
         "early_stop_iteration": (best + 1) * interval,
         "iterations": epochs * interval,
+        "evaluation_examples": checked,
         "train_seconds": round(seconds, 3),
     }
 

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import tempfile
+import threading
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def _kill_if_asked(moment, path):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write_atomic(path, write):
+def _write_atomic(path, write, durable=True):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path))
@@ -38,7 +39,8 @@ def _write_atomic(path, write):
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         # mkstemp makes the file private (0600); results are ordinary files (0666 & ~umask).
         umask = os.umask(0)
         os.umask(umask)
@@ -67,6 +69,68 @@ def write_text(path, text):
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_npz(path, arrays):
-    """Writes a dict of arrays to `path` (.npz), atomically."""
-    _write_atomic(path, lambda file: np.savez(file, **arrays))
+def write_npz(path, arrays, durable=True):
+    """Writes a dict of arrays to `path` (.npz), atomically.
+
+    Args:
+      path: the file.
+      arrays: dict name -> array.
+      durable: fsync before the rename, so that the file survives a crash of the
+        operating system too. Without it, a killed process still leaves either the old
+        or the new file whole; only an OS crash can leave a torn one, which the zip's
+        CRC check refuses when it is read. Backups that are replaced every few seconds
+        and have a fallback skip it: an fsync can stall for seconds on a busy disk.
+    """
+    _write_atomic(path, lambda file: np.savez(file, **arrays), durable)
+
+
+class BackgroundWriter:
+    """Writes files on one background thread, newest first: training goes on while a backup is written.
+
+    `submit(path, arrays)` queues an atomic `write_npz`; a write queued for the same path
+    and not begun yet is replaced (only the newest backup matters). `wait()` blocks until
+    every queued write is done and re-raises the first error one of them met (a full
+    disk, say) in the caller's thread; `submit` re-raises it too.
+    """
+
+    def __init__(self, durable=False):
+        self.durable = durable
+        self._condition = threading.Condition()
+        self._pending = {}  # path -> arrays, in submission order
+        self._running = False  # a thread is working through _pending
+        self._error = None
+
+    def submit(self, path, arrays):
+        with self._condition:
+            self._raise_error()
+            self._pending.pop(path, None)
+            self._pending[path] = arrays
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name="keras_lottery_background_writer", daemon=True).start()
+
+    def wait(self):
+        with self._condition:
+            while self._running:
+                self._condition.wait()
+            self._raise_error()
+
+    def _raise_error(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _work(self):
+        while True:
+            with self._condition:
+                if not self._pending:
+                    self._running = False
+                    self._condition.notify_all()
+                    return
+                path = next(iter(self._pending))
+                arrays = self._pending.pop(path)
+            try:
+                write_npz(path, arrays, self.durable)
+            except BaseException as error:  # noqa: BLE001  (handed to the caller's thread)
+                with self._condition:
+                    self._error = self._error or error

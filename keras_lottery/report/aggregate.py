@@ -36,7 +36,7 @@ from keras_lottery.report import render as report_render
 
 # Config fields that do not make another experiment: the seed (what the report
 # averages over), where things are read and written, and how far an IMP run went.
-NOT_COMPARED = ("seed", "output_dir", "data_dir", "verbose", "rounds")
+NOT_COMPARED = ("seed", "output_dir", "data_dir", "verbose", "rounds", "backup_seconds")
 # The field that places a one-point run on its method's curve rather than making a method of its own.
 LEVEL_FIELD = {"one_pass": "rounds", "early_bird": "target_sparsity"}
 KINDS = ("imp", "one_pass", "early_bird")  # the order methods are listed in

@@ -13,13 +13,18 @@ at each epoch end (or every `update_freq` steps), with the optimizer iteration a
   the last log;
 * `early_bird/distance_<sparsity>`: the early-bird detector's newest distance, when
   one is passed;
-* `weights/<layer>/surviving`: a histogram of the surviving weights' values.
+* `weights/<layer>/surviving`: a histogram of the surviving weights' values, every
+  `histogram_freq`-th log and at the end of training (a histogram of a large layer costs
+  as much as a few hundred training steps of LeNet: log them sparingly in short runs).
 
 Everything is read from variables between steps: nothing is added to the training graph.
 """
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.util import tensor_util
 
 from keras_lottery import compat
 from keras_lottery.foundations.validation import check_int
@@ -37,18 +42,24 @@ class SparsitySummaries(keras.callbacks.Callback):
       update_freq: 'epoch' (log at each epoch end) or a number of steps.
       histograms: also log histograms of the surviving weights.
       early_bird: an optional `EarlyBirdCallback` whose distances to log.
+      histogram_freq: with `histograms`, log them at every `histogram_freq`-th log
+        (the first, at the start of training, included) and at the end of training.
 
     Raises:
-      ValueError: an `update_freq` that is neither 'epoch' nor a positive integer.
+      ValueError: an `update_freq` that is neither 'epoch' nor a positive integer, or a
+        `histogram_freq` below 1.
     """
 
-    def __init__(self, log_dir, update_freq="epoch", histograms=True, early_bird=None):
+    def __init__(self, log_dir, update_freq="epoch", histograms=True, early_bird=None, histogram_freq=1):
         super().__init__()
         if update_freq != "epoch":
             check_int(update_freq, "update_freq ('epoch' or a number of steps)", 1)
         self.log_dir = str(log_dir)
         self.update_freq = update_freq
         self.histograms = histograms
+        self.histogram_freq = check_int(histogram_freq, "histogram_freq", 1)
+        self._logs_done = 0
+        self._histograms_logged_at = None
         self.early_bird = early_bird
         self._writer = None
         self._previous_masks = None
@@ -79,33 +90,44 @@ class SparsitySummaries(keras.callbacks.Callback):
             self._log(_step(self.model))
 
     def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.flush()
+        if self._writer is None:
+            return
+        step = _step(self.model)
+        if self.histograms and self._histograms_logged_at != step:
+            with self._writer.as_default(step=step):
+                self._log_histograms(step)
+        self._writer.flush()
+
+    def _log_histograms(self, step):
+        for name, _, weight, mask in wrappers.pruning_entries(self.model):
+            tf.summary.histogram(f"weights/{name}/surviving", weight.numpy()[mask.numpy() > 0])
+        self._histograms_logged_at = step
 
     def _log(self, step):
         if step == self._last_logged_step:
             return
         masks = wrappers.get_masks(self.model)
+        scalars = {}
+        kept = sum(float(mask.sum()) for mask in masks.values())
+        scalars["sparsity/weights_remaining"] = kept / max(sum(m.size for m in masks.values()), 1)
+        for name, mask in masks.items():
+            scalars[f"sparsity/{name}/weights_remaining"] = float(mask.mean())
+            previous = None if self._previous_masks is None else self._previous_masks.get(name)
+            scalars[f"sparsity/{name}/mask_changes"] = 0 if previous is None else int(np.count_nonzero(previous != mask))
+        self._flip_scalars(step, masks, scalars)
+        if self.early_bird is not None:
+            for sparsity, distances in self.early_bird.distances.items():
+                if distances and distances[-1] is not None:
+                    scalars[f"early_bird/distance_{sparsity:g}"] = distances[-1]
         with self._writer.as_default(step=step):
-            kept = sum(float(mask.sum()) for mask in masks.values())
-            tf.summary.scalar("sparsity/weights_remaining", kept / max(sum(m.size for m in masks.values()), 1))
-            for name, mask in masks.items():
-                tf.summary.scalar(f"sparsity/{name}/weights_remaining", float(mask.mean()))
-                previous = None if self._previous_masks is None else self._previous_masks.get(name)
-                changes = 0 if previous is None else int(np.count_nonzero(previous != mask))
-                tf.summary.scalar(f"sparsity/{name}/mask_changes", changes)
-            if self.histograms:
-                for name, _, weight, mask in wrappers.pruning_entries(self.model):
-                    tf.summary.histogram(f"weights/{name}/surviving", weight.numpy()[mask.numpy() > 0])
-            self._log_flips(step, masks)
-            if self.early_bird is not None:
-                for sparsity, distances in self.early_bird.distances.items():
-                    if distances and distances[-1] is not None:
-                        tf.summary.scalar(f"early_bird/distance_{sparsity:g}", distances[-1])
+            write_scalars(scalars, step)
+            if self.histograms and self._logs_done % self.histogram_freq == 0:
+                self._log_histograms(step)
         self._previous_masks = masks
         self._last_logged_step = step
+        self._logs_done += 1
 
-    def _log_flips(self, step, masks):
+    def _flip_scalars(self, step, masks, scalars):
         statistics = sign_flip.flip_statistics(self.model)
         if not statistics:
             return
@@ -113,12 +135,32 @@ class SparsitySummaries(keras.callbacks.Callback):
         totals = {name: int(value.sum()) for name, value in counts.items()}
         for name, values in statistics.items():
             for key, value in values.items():
-                tf.summary.scalar(f"flips/{name}/{key}", value)
+                scalars[f"flips/{name}/{key}"] = value
             if self._previous_flips is not None and step > self._previous_step:
                 new_flips = max(totals[name] - self._previous_flips.get(name, 0), 0)
                 alive = max(float(masks[name].sum()), 1.0)
-                tf.summary.scalar(f"flips/{name}/flip_rate", new_flips / alive / (step - self._previous_step))
+                scalars[f"flips/{name}/flip_rate"] = new_flips / alive / (step - self._previous_step)
         self._previous_flips, self._previous_step = totals, step
+
+
+def write_scalars(scalars, step):
+    """Writes several scalars at one step to the default summary writer, as one event.
+
+    What `tf.summary.scalar` writes for each (the same tag, scalar plugin metadata and
+    float32 value, so TensorBoard shows the same charts), in one summary op instead of
+    one op each: ~0.4 ms per scalar saved at every log.
+
+    Args:
+      scalars: dict tag -> number.
+      step: the step of the event.
+    """
+    if not scalars:
+        return
+    summary = summary_pb2.Summary()
+    metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+    for tag, value in scalars.items():
+        summary.value.add(tag=tag, metadata=metadata, tensor=tensor_util.make_tensor_proto(np.float32(value)))
+    tf.summary.experimental.write_raw_pb(tf.constant(summary.SerializeToString()), step=step)
 
 
 def _step(model):

@@ -32,8 +32,9 @@ from keras_lottery.foundations import files
 from tests import processes
 
 # 6 evaluations per round (5 backups), a rewind step and sign-flip state to restore.
+# backup_seconds=0: a backup at every check, for the kills to land between them.
 SETTINGS = dict(rounds=1, iterations=60, batch_size=20, validation_examples=100, evaluations_per_round=6,
-                rewind_step=20, criterion="hybrid", verbose=0)
+                backup_seconds=0, rewind_step=20, criterion="hybrid", verbose=0)
 RESULT_FILES = ("masks.npz", "final_weights.npz", "flip_state.npz")
 pytestmark = pytest.mark.usefixtures("app_server")
 
@@ -256,7 +257,8 @@ def test_a_backup_of_another_config_is_refused(tiny_fashion, tmp_path, monkeypat
     assert (tmp_path / "round_0" / run_folder.BACKUP).exists()  # the other run's progress is kept
 
 
-def test_a_one_pass_run_resumes_with_its_mask_updates_and_random_generator(tiny_fashion, tmp_path, monkeypatch):
+def test_a_one_pass_run_resumes_with_its_mask_updates_and_random_generator(tiny_fashion, tmp_path, monkeypatch,
+                                                                           caplog):
     # Mask updates every 6 steps from step 12 to 42; the crash is at step 30, where one is due.
     settings = dict(mode="one_pass", criterion="random", rewind_step=0, one_pass_iterations=60, prune_updates=5)
     imp.run(_config(tiny_fashion, tmp_path / "uninterrupted", **settings))
@@ -264,5 +266,9 @@ def test_a_one_pass_run_resumes_with_its_mask_updates_and_random_generator(tiny_
     with pytest.raises(_Crash):
         imp.run(_config(tiny_fashion, tmp_path / "resumed", **settings))
     monkeypatch.undo()
-    imp.run(_config(tiny_fashion, tmp_path / "resumed", **settings))
+    assert (tmp_path / "resumed" / "round_0" / run_folder.BACKUP).exists()
+    with caplog.at_level(logging.INFO, logger=round_backup.__name__):
+        imp.run(_config(tiny_fashion, tmp_path / "resumed", **settings))
+    # It resumed (a rejected backup would restart the round and end the same): 3 of 6 checks were restored.
+    assert "Round 0 resumes from its backup after evaluation 3 of 6" in caplog.text, caplog.text
     _assert_same_results(tmp_path / "resumed", tmp_path / "uninterrupted")

@@ -1,5 +1,6 @@
 """End-to-end tests of the IMP loop and its run folder, on a tiny on-disk dataset."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from keras_lottery.experiments import imp
+from keras_lottery.experiments import imp_config
+from keras_lottery.experiments import round_backup
 from keras_lottery.experiments import run_folder
 from keras_lottery.sparsity import masks as masks_lib
 from tests import processes
@@ -137,6 +140,10 @@ def test_a_different_config_in_the_same_folder_is_refused(finished_run, tiny_fas
         ({"iterations": 10, "epochs": 1.0}, "either iterations or epochs"),
         ({"optimizer": "adagrad"}, "optimizer"),
         ({"rounds": -1}, "rounds"),
+        ({"evaluation_examples": 0}, "evaluation_examples"),
+        ({"evaluation_examples": "most"}, "evaluation_examples"),
+        ({"evaluation_examples": 101}, "more than the 100 validation examples"),
+        ({"backup_seconds": -1}, "backup_seconds"),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, tiny_fashion, overrides, message):
@@ -154,6 +161,16 @@ def test_controls_and_branches(finished_run, tiny_fashion, tmp_path):
         for name in ticket:
             np.testing.assert_array_equal(reinit[name], ticket[name])
     assert len(branch["rounds"]) == 3
+    # Round 0 is the same dense training in both runs; from round 1 the same masks train from fresh
+    # weights in the branch, not from the ticket's rewind point: the trained weights differ.
+    final = {kind: [run_folder.RunFolder(folder).load_final_weights(r) for r in range(3)]
+             for kind, folder in (("ticket", output), ("reinit", tmp_path / "reinit"))}
+    for key in final["ticket"][0]:
+        np.testing.assert_array_equal(final["reinit"][0][key], final["ticket"][0][key])
+    for round_index in (1, 2):
+        kernels = [key for key in final["ticket"][round_index] if final["ticket"][round_index][key].ndim == 2]
+        assert kernels and all(not np.array_equal(final["reinit"][round_index][key], final["ticket"][round_index][key])
+                               for key in kernels), f"random_reinit left round {round_index}'s weights as the ticket's"
     random_prune = imp.run(_config(tiny_fashion, tmp_path / "random", control="random_prune", rounds=1))
     ticket, control = (run_folder.RunFolder(p).load_masks(1) for p in (output, tmp_path / "random"))
     assert all(control[n].sum() == ticket[n].sum() for n in ticket)
@@ -176,3 +193,38 @@ def test_app_runs_end_to_end(app_run):
     assert "round 1: 80.0% weights remaining" in result.stderr  # one progress line per round
     assert str(output) in result.stderr
     assert len(json.loads((output / "summary.json").read_text())["rounds"]) == 2
+
+
+def test_checks_read_a_fixed_subset_whose_size_bounds_their_cost(tiny_fashion):
+    config = _config(tiny_fashion, "unused", validation_examples=5000).resolved()
+    share = imp_config.EVALUATION_BUDGET
+    # 'auto': examples checked per round <= EVALUATION_BUDGET x examples trained, at least the minimum a check...
+    assert imp_config.evaluation_examples(config, 2000, 5000) == int(share * 2000 * 20 / 4)
+    assert imp_config.evaluation_examples(config, 100, 5000) == imp_config.MIN_EVALUATION_EXAMPLES
+    # ...and all of them in LTH's long rounds (50,000 iterations of batch 60, 20 checks).
+    lth = dataclasses.replace(config, batch_size=60, evaluations_per_round=20)
+    assert imp_config.evaluation_examples(lth, 50_000, 5000) == 5000
+    assert imp_config.evaluation_examples(dataclasses.replace(config, evaluation_examples="all"), 100, 5000) == 5000
+    assert imp_config.evaluation_examples(dataclasses.replace(config, evaluation_examples=70), 2000, 5000) == 70
+    # A run saved before the field existed read every held-out example at every check.
+    assert imp_config.config_defaults()["evaluation_examples"] == "all"
+
+
+def test_the_checks_of_a_round_are_on_the_subset_and_recorded(finished_run, tiny_fashion, tmp_path):
+    _, summary = finished_run
+    assert [record["evaluation_examples"] for record in summary["rounds"]] == [100, 100, 100]  # 500 > all 100
+    small = imp.run(_config(tiny_fashion, tmp_path, rounds=0, evaluation_examples=30))
+    assert small["rounds"][0]["evaluation_examples"] == 30
+    # The validation accuracies are of 30 examples: multiples of 1/30.
+    accuracy = small["rounds"][0]["best_val_accuracy"] * 30
+    assert accuracy == pytest.approx(round(accuracy), abs=1e-4)
+
+
+@pytest.mark.parametrize("seconds, backups", [(0, 3), (3600, 0)])
+def test_backups_at_most_every_backup_seconds(tiny_fashion, tmp_path, monkeypatch, seconds, backups):
+    written = []
+    original = round_backup.files.BackgroundWriter.submit
+    monkeypatch.setattr(round_backup.files.BackgroundWriter, "submit",
+                        lambda self, path, arrays: written.append(path) or original(self, path, arrays))
+    imp.run(_config(tiny_fashion, tmp_path, rounds=0, backup_seconds=seconds))  # 4 checks: 3 before the last
+    assert len(written) == backups

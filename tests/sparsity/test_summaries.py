@@ -91,3 +91,34 @@ def test_hparams_are_written(tmp_path):
     assert "hparams" in plugins
     raw = b"".join(open(os.path.join(tmp_path, f), "rb").read() for f in os.listdir(tmp_path))
     assert b"criterion" in raw and b"hybrid" in raw
+
+
+def test_histograms_every_histogram_freq_logs_and_at_the_end(tiny, tmp_path):
+    model = kl.prune_low_magnitude(tiny.build_dense(), pruning_schedule=kl.OneShot(0.5, 0))
+    tiny.compile_model(model)
+    x, y = tiny.make_data(64)
+    model.fit(x, y, batch_size=16, epochs=5, verbose=0,
+              callbacks=[kl.UpdateMasks(), summaries.SparsitySummaries(str(tmp_path), histogram_freq=3)])
+    events = _events(str(tmp_path))
+    # Logs at steps 0 (start), 4, 8, 12, 16, 20 (epoch ends): histograms at logs 0 and 3, and at the end.
+    assert [step for step, _, _ in events["weights/fc1/surviving"]] == [0, 12, 20]
+    assert len(events["sparsity/fc1/weights_remaining"]) == 6
+    with pytest.raises(ValueError, match="histogram_freq"):
+        summaries.SparsitySummaries(str(tmp_path), histogram_freq=0)
+
+
+def test_scalars_of_one_log_are_one_event_tensorboard_reads_as_scalars(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        summaries.write_scalars({"a/x": 1.5, "a/y": 2}, step=3)
+        summaries.write_scalars({"a/x": 2.5}, step=4)
+    writer.close()
+    events = [event for name in os.listdir(tmp_path)
+              for event in tf.compat.v1.train.summary_iterator(os.path.join(tmp_path, name)) if event.summary.value]
+    assert [len(event.summary.value) for event in events] == [2, 1]
+    loaded = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={event_accumulator.TENSORS: 0})
+    loaded.Reload()
+    assert sorted(loaded.PluginTagToContent("scalars")) == ["a/x", "a/y"]
+    assert [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in loaded.Tensors("a/x")] == [(3, 1.5), (4, 2.5)]
