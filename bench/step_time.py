@@ -118,6 +118,53 @@ def per_step(steps, repeats):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def per_step_compute(steps, repeats, batch=512, steps_per_execution=50):
+    """Median seconds per step where compute dominates: batch 512, 50 steps per call into TensorFlow.
+
+    Masks fixed at 80%. Variants: plain; keras_lottery's wrapper with UpdateMasks (its
+    fast path) and with tfmot's UpdatePruningStep (w * m and the in-graph schedule check,
+    as tfmot's own wrapper does); the sign-flip wrapper with UpdateMasks; tfmot's wrapper
+    with UpdatePruningStep. No schedule fires during the timing.
+    """
+    x, y = _data(8192)
+    dense = _lenet()
+    never = tfmot.sparsity.keras.ConstantSparsity(0.8, begin_step=10**9, frequency=10**9)
+    ours = kl.prune_low_magnitude(dense, kl.OneShot(0.0))
+    kl.prune(ours, 0.8)
+    ours_tfmot = kl.prune_low_magnitude(dense, never)
+    kl.prune(ours_tfmot, 0.8)
+    flips = kl.prune_low_sign_flip(dense, kl.OneShot(0.0), criterion="hybrid")
+    kl.prune(flips, 0.8)
+    theirs = _tfmot_wrapped(dense)
+    for (weight, mask), value in zip(_tfmot_kernels(theirs), _numpy_masks([w.numpy() for w, _ in _tfmot_kernels(theirs)], 0.8)):
+        mask.assign(value)
+    variants = {
+        "plain": (dense, lambda: []),
+        "keras_lottery + UpdateMasks": (ours, lambda: [kl.UpdateMasks()]),
+        "keras_lottery + UpdatePruningStep": (ours_tfmot, lambda: [tfmot.sparsity.keras.UpdatePruningStep()]),
+        "sign_flip + UpdateMasks": (flips, lambda: [kl.UpdateMasks()]),
+        "tfmot + UpdatePruningStep": (theirs, lambda: [tfmot.sparsity.keras.UpdatePruningStep()]),
+    }
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).repeat().batch(batch).prefetch(2)
+    for model, _ in variants.values():
+        _compile(model, steps_per_execution)
+    times, cpu = {name: [] for name in variants}, {name: [] for name in variants}
+    for name, (model, callbacks) in variants.items():  # warm-up: trace and build
+        model.fit(dataset, steps_per_epoch=steps_per_execution, epochs=1, verbose=0, callbacks=callbacks())
+    names = list(variants)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # the order rotates
+            model, callbacks = variants[name]
+            start, start_cpu = time.perf_counter(), time.process_time()
+            model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks())
+            times[name].append((time.perf_counter() - start) / steps)
+            cpu[name].append((time.process_time() - start_cpu) / steps)
+    # The fastest repeat of each: this host runs whole repeats ~1.8x slower at random (bench/RESULTS.md).
+    return ({name: min(values) for name, values in times.items()},
+            {name: statistics.median(values) for name, values in times.items()},
+            {name: statistics.median(values) for name, values in cpu.items()})
+
+
 class _Timers:
     """Seconds spent in named pieces of `imp.run`, by wrapping them while installed (the breakdown of (2))."""
 
@@ -265,7 +312,7 @@ def imp_round(iterations, rounds, train_examples, output_dir, breakdown):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps, for a smoke test")
-    parser.add_argument("--only", choices=["per_step", "imp_round"], help="measure only (1) or (2)")
+    parser.add_argument("--only", choices=["per_step", "imp_round", "compute"], help="measure only (1), (2) or (3)")
     parser.add_argument("--rounds", type=int, default=6, help="(2): pruning rounds of the imp.run (repeats)")
     parser.add_argument("--iterations", type=int, default=2000, help="(2): training iterations a round")
     parser.add_argument("--breakdown", action="store_true", help="(2): also time the pieces of imp.run's round")
@@ -286,7 +333,23 @@ def main():
                                       (f"--intra_op_threads={args.intra_op_threads}", args.intra_op_threads != 1))
                 if on])
     verdicts = []
-    if args.only != "imp_round":
+    if args.only in (None, "compute"):
+        compute_steps = 40 if args.quick else 300
+        step, step_medians, step_cpu = per_step_compute(compute_steps, repeats)
+        plain_step = step["plain"]
+        print(f"(3) per-step training time where compute dominates, LeNet-300-100, batch 512, steps_per_execution=50, "
+              f"80% sparsity, {compute_steps} steps x {repeats} interleaved repeats (fastest repeat; median and CPU "
+              "time beside):")
+        for name, seconds in step.items():
+            print(f"    {name:36s} {seconds * 1e3:7.3f} ms/step   ratio to plain {seconds / plain_step:.3f}x   "
+                  f"(median {step_medians[name] * 1e3:.3f} ms, CPU {step_cpu[name] / step_cpu['plain']:.3f}x)")
+        ours_update_masks = step["keras_lottery + UpdateMasks"] / plain_step
+        ours_tfmot = step["keras_lottery + UpdatePruningStep"] / step["tfmot + UpdatePruningStep"]
+        verdicts += [f"(3) keras_lottery + UpdateMasks / plain {ours_update_masks:.3f}x"
+                     + targets.verdict(ours_update_masks, "<=", 1.05, "{:g}x"),
+                     f"(3) keras_lottery + UpdatePruningStep / tfmot + UpdatePruningStep {ours_tfmot:.3f}x"
+                     + targets.verdict(ours_tfmot, "<=", 1.0, "{:g}x")]
+    if args.only in (None, "per_step"):
         step = per_step(steps, repeats)
         print(f"(1) per-step training time, LeNet-300-100, batch {BATCH}, 80% sparsity, "
               f"{steps} steps x {repeats} interleaved repeats (median):")
@@ -296,7 +359,7 @@ def main():
                      + targets.verdict(step["keras_lottery"] / step["plain"], "<=", 1.05, "{:g}x"),
                      f"(1) sign_flip/plain {step['sign_flip'] / step['plain']:.3f}x"
                      + targets.verdict(step["sign_flip"] / step["plain"], "<=", 1.15, "{:g}x")]
-    if args.only != "per_step":
+    if args.only in (None, "imp_round"):
         with tempfile.TemporaryDirectory() as scratch:
             samples, cpu_samples, pieces, checked = imp_round(iterations, args.rounds, train_examples,
                                                  args.output_dir or os.path.join(scratch, "imp"), args.breakdown)

@@ -212,6 +212,12 @@ def tfmot_model_with_update_masks():
     model.fit(np.ones((4, 8)), np.ones((4, 3)), epochs=1, verbose=0, callbacks=[kl.UpdateMasks()])
 
 
+def fit_with_nothing_applying_the_schedule():
+    model = kl.prune_low_magnitude(dense(), pruning_schedule=kl.OneShot(0.8, 0))
+    model.compile("sgd", "mse")
+    model.fit(np.ones((4, 8)), np.ones((4, 3)), epochs=1, verbose=0)
+
+
 def interrupted_app(tiny_fashion, output_dir):
     """Starts apps.imp_main, sends it SIGINT (Ctrl-C) once a round is under way; raises as `app` does."""
     stderr = tempfile.TemporaryFile()
@@ -348,14 +354,17 @@ CASES = [
      "t10k-labels-idx1-ubyte.gz: sha256 .* then, .* now.*Point --data_dir at the data the run started with"),
     ("update-masks-tfmot-wrapper", "a tfmot-wrapped model given to UpdateMasks",
      lambda d, t: tfmot_model_with_update_masks(), TypeError, "tfmot's prune_low_magnitude.*UpdatePruningStep"),
+    ("fit-stays-dense", "fit on a model whose schedule prunes, with no callback to apply it",
+     lambda d, t: fit_with_nothing_applying_the_schedule(), ValueError,
+     r"nothing applies it.*UpdateMasks\(\).*UpdatePruningStep\(\)"),
     ("prune-everything", "prune(model, 1.0), which would leave a dead network", lambda d, t: kl.prune(pruned(), 1.0),
      ValueError, r"fc1.*\[0, 1\).*0.8 to keep"),
     ("random-prune-with-criterion", "criterion='sign_flip' with control='random_prune' (it would rank nothing)",
      lambda d, t: imp.run(imp_config(d, t / "run", criterion="sign_flip", control="random_prune")), ValueError,
      "would rank nothing.*--control=ticket"),
     ("imp-rounds-kill-a-layer", "so many rounds that a layer keeps no weight",
-     lambda d, t: imp.run(imp_config(d, t / "run", rounds=70, prune_rate=0.2)), ValueError,
-     "rounds=70 would prune every weight of layer 'fc1'.*Lower --rounds or --prune_rate"),
+     lambda d, t: imp.run(imp_config(d, t / "run", rounds=17, prune_rate=0.9)), ValueError,
+     "rounds=17 would prune every weight of layer 'fc1'.*Lower --rounds or --prune_rate"),
     ("app-prune-rate", "apps.imp_main --prune_rate=1.5",
      lambda d, t: app("apps.imp_main", f"--data_dir={d}", f"--output_dir={t / 'run'}", "--prune_rate=1.5"),
      subprocess.CalledProcessError, "prune_rate"),

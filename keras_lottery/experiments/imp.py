@@ -134,6 +134,7 @@ def _run(config, folder, on_round_end):
     masks_source = run_folder.RunFolder(config.masks_from) if config.masks_from else None
 
     model = build_model(config, splits, iterations)
+    wrappers.manage_masks(model)  # the rounds set the masks with prune(); round 0 trains dense on purpose
     if config.masks_from is None:  # else the masks come from another run, which had them
         check_keeps_weights(config, {name: wrapper.pruning_schedule.sparsity_at_round(config.rounds)
                                      for name, wrapper, _, _ in wrappers.pruning_entries(model)}, model)

@@ -65,9 +65,10 @@ def wrap(config, dense, layer_schedules):
 def check_keeps_weights(config, final_sparsity, model):
     """Refuses a run whose final masks would prune every weight of a layer (a dead network).
 
-    `(1 - rate) ** rounds` reaches 0 weights kept in small layers (LTH's output layer of
-    LeNet, 1,000 weights at 10% a round, keeps none after 66 rounds); with the global
-    strategy, all layers together.
+    A layer keeps at least one weight while its sparsity is below 1 (`masks.keep_count`),
+    but `1 - (1 - rate) ** rounds` is exactly 1 in floating point once `(1 - rate) **
+    rounds` is below about 1e-16 (rate 0.9 from round 16): every weight would go. With the
+    global strategy, all layers together.
 
     Args:
       config: the run's `ImpConfig` (its strategy; the message names `rounds`).
@@ -84,9 +85,8 @@ def check_keeps_weights(config, final_sparsity, model):
     for name, sparsity, size in entries:
         if masks_lib.keep_count(size, sparsity) == 0:
             raise ValueError(
-                f"rounds={config.rounds} would prune every weight of {name}: it would keep a fraction "
-                f"{1 - sparsity:.3g} of its {size} weights, less than one, and the network would be dead. "
-                "Lower --rounds or --prune_rate."
+                f"rounds={config.rounds} would prune every weight of {name} (its sparsity reaches {sparsity:g}: the "
+                f"kept fraction underflows), and the network would be dead. Lower --rounds or --prune_rate."
             )
 
 

@@ -181,7 +181,7 @@ def _check_arguments(model, path, fuse, merge, calibration_data, quantize, repre
 
 def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, quantize=None,
                   representative_data=None, sample_data=None, num_threads=1,
-                  latency_runs=tflite.DEFAULT_LATENCY_RUNS, width_multiple=WIDTH_MULTIPLE):
+                  latency_runs=tflite.DEFAULT_LATENCY_RUNS, width_multiple=WIDTH_MULTIPLE, sparse_encoding=False):
     """Strips, fuses, converts and verifies `model`, then writes it to `path` as TFLite.
 
     Args:
@@ -204,6 +204,9 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
         `default_samples(...)` (16 seeded random inputs; for int8, representative examples).
       num_threads: LiteRT interpreter threads for the check and the latency.
       latency_runs: timed `invoke()` calls (after warm-up).
+      sparse_encoding: store sparse weights in TFLite's sparse format (see
+        `tflite.convert`); for block and 2:4 patterns, with fuse=False (fusion only
+        removes whole units).
 
     Returns:
       An `ExportReport`.
@@ -230,7 +233,7 @@ def export_tflite(model, path, fuse=True, merge=None, calibration_data=None, qua
     stripped = wrappers.strip_pruning(model)
     converted = (fusion.fuse_neurons(stripped, merge=merge, calibration_data=calibration_data,
                                      width_multiple=width_multiple) if fuse else stripped)
-    content = tflite.convert(converted, quantize, representative_data)
+    content = tflite.convert(converted, quantize, representative_data, sparse_encoding)
 
     lite = tflite.predict(content, samples, num_threads)
     reference = keras_outputs(converted, samples)

@@ -146,7 +146,7 @@ def representative_rows(data, shape):
         yield row[np.newaxis]
 
 
-def convert(model, quantize=None, representative_data=None):
+def convert(model, quantize=None, representative_data=None, sparse_encoding=False):
     """Converts a plain tf_keras model (no pruning wrappers) to TFLite bytes.
 
     Args:
@@ -154,6 +154,10 @@ def convert(model, quantize=None, representative_data=None):
       quantize: one of `QUANTIZE_MODES` (see the module docstring).
       representative_data: calibration inputs for quantize='int8' (required there,
         refused elsewhere): an array of examples or a `tf.data.Dataset`.
+      sparse_encoding: store sparse weight tensors in TFLite's sparse format
+        (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`): the converter encodes those it finds
+        sparse enough (block and 2:4 patterns among them) and LiteRT densifies or runs
+        them sparse (bench/RESULTS.md measures what that buys).
 
     Returns:
       The flatbuffer, as bytes.
@@ -167,8 +171,11 @@ def convert(model, quantize=None, representative_data=None):
     shape = input_shape(model)
     check_quantization(quantize, representative_data, shape)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantize is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    optimizations = [tf.lite.Optimize.DEFAULT] if quantize is not None else []
+    if sparse_encoding:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    if optimizations:
+        converter.optimizations = optimizations
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
@@ -278,14 +285,15 @@ def measure_content(content, example=None, num_threads=1, latency_runs=DEFAULT_L
     )
 
 
-def measure_tflite(model, quantize=None, representative_data=None, num_threads=1, latency_runs=DEFAULT_LATENCY_RUNS):
+def measure_tflite(model, quantize=None, representative_data=None, num_threads=1, latency_runs=DEFAULT_LATENCY_RUNS,
+                   sparse_encoding=False):
     """Converts a plain tf_keras model and measures it, without checking its outputs.
 
     For benchmarks; `export.export_tflite` strips, fuses, verifies and writes.
 
     Args:
       model: a tf_keras model without pruning wrappers (see `convert`).
-      quantize, representative_data: see `convert`.
+      quantize, representative_data, sparse_encoding: see `convert`.
       num_threads, latency_runs: see `measure_content`.
 
     Returns:
@@ -296,5 +304,5 @@ def measure_tflite(model, quantize=None, representative_data=None, num_threads=1
     """
     check_int(num_threads, "num_threads", 1)
     check_int(latency_runs, "latency_runs", 1)
-    content = convert(model, quantize, representative_data)
+    content = convert(model, quantize, representative_data, sparse_encoding)
     return measure_content(content, num_threads=num_threads, latency_runs=latency_runs)

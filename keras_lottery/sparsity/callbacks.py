@@ -130,11 +130,25 @@ class UpdateMasks(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._check_our_wrappers()
         pruning.check_criterion(self.model, self.criterion)
+        self._take_over_from_tfmot()
+        wrappers.manage_masks(self.model)
         wrappers.apply_masks(self.model)
         self._compute_next_step(optimizer_step(self.model))
         self._check_reference_reachable()
         self._maybe_update()
         self._train_begin_step = optimizer_step(self.model)
+
+    def _take_over_from_tfmot(self):
+        """This callback drives the masks: tfmot's step goes back to -1, and a step traced for tfmot's
+        callback (masks updated inside it) is traced again without that."""
+        ours = [wrapper for wrapper in wrappers.prunable_wrappers(self.model)
+                if isinstance(wrapper, wrappers.PruneLowMagnitude)]
+        for wrapper in ours:
+            if int(wrapper.pruning_step.numpy()) >= 0:
+                wrapper.pruning_step.assign(-1)
+        if any(getattr(wrapper, "_traced_driven", False) for wrapper in ours) and \
+                getattr(self.model, "train_function", None) is not None:
+            self.model.train_function = self.model.make_train_function(force=True)
 
     def _check_our_wrappers(self):
         """Fails before training on tfmot's own wrappers, whose step only tfmot's callback advances."""
@@ -267,6 +281,9 @@ class RewindCallback(keras.callbacks.Callback):
             self.take_snapshot()
 
     def on_train_begin(self, logs=None):
+        # A rewind point means IMP by hand: the caller prunes between rounds (`prune`), so a round
+        # trained without UpdateMasks is meant to be (the round 0 of it dense).
+        wrappers.manage_masks(self.model)
         self._maybe_snapshot()
 
     def on_train_batch_begin(self, batch, logs=None):

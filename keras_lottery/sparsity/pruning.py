@@ -10,7 +10,7 @@ import numpy as np
 from keras_lottery import compat
 from keras_lottery.sparsity import criteria
 from keras_lottery.sparsity import masks as masks_lib
-from keras_lottery.sparsity.wrappers import get_masks, get_weights, prunable_wrappers, pruning_entries, set_masks
+from keras_lottery.sparsity.wrappers import get_masks, get_weights, patterns, prunable_wrappers, pruning_entries, set_masks
 
 
 def check_criterion(model, criterion=None):
@@ -103,7 +103,8 @@ def prune(model, sparsity, strategy="layerwise", criterion=None, rng=None, names
         masks_lib.check_sparsity(sparsity.get(name, 0.0) if isinstance(sparsity, dict) else sparsity,
                                  f"sparsity of layer {name!r}")
     current_masks = get_masks(model)
-    updated = masks_lib.compute(layer_scores, sparsity, strategy, previous_masks=current_masks)
+    updated = masks_lib.compute(layer_scores, sparsity, strategy, previous_masks=current_masks,
+                                patterns=patterns(model))
     current_masks.update(updated)
     set_masks(model, current_masks)
     return current_masks

@@ -258,7 +258,8 @@ def flip_statistics(model):
 
 
 def prune_low_sign_flip(to_prune, pruning_schedule=None, criterion="sign_flip", alpha=1.0, reference="init",
-                        strategy="layerwise", pruning_policy=None, **kwargs):
+                        strategy="layerwise", pruning_policy=None, block_size=(1, 1), block_pooling_type="AVG",
+                        sparsity_m_by_n=None, share_layers=False, **kwargs):
     """Wraps a model, a layer or a list of layers for sign-flip (or hybrid) pruning.
 
     Same accepted inputs as `prune_low_magnitude` (Sequential, functional, a layer, a
@@ -277,6 +278,9 @@ def prune_low_sign_flip(to_prune, pruning_schedule=None, criterion="sign_flip", 
         that its snapshot comes before the first scheduled pruning.
       strategy: 'layerwise' or 'global'.
       pruning_policy: optional tfmot `PruningPolicy`.
+      block_size, block_pooling_type, sparsity_m_by_n: a structured mask, as for
+        `prune_low_magnitude`; the blocks or groups are ranked by this criterion.
+      share_layers: wrap the model's own layers, as for `prune_low_magnitude`.
       **kwargs: passed to the wrapper when `to_prune` is a layer.
 
     Returns:
@@ -290,6 +294,7 @@ def prune_low_sign_flip(to_prune, pruning_schedule=None, criterion="sign_flip", 
         models, or objects that are not layers/models.
     """
     reference_name = check_arguments(criterion, alpha, reference)
+    pattern = wrappers.check_pattern(block_size, block_pooling_type, sparsity_m_by_n, strategy)
     if hasattr(reference, "rewind_step") and pruning_schedule is not None:
         scheduled = pruning_schedule.values() if isinstance(pruning_schedule, dict) else [pruning_schedule]
         for schedule in scheduled:
@@ -303,10 +308,10 @@ def prune_low_sign_flip(to_prune, pruning_schedule=None, criterion="sign_flip", 
 
     def make_wrapper(layer, schedule, **wrapper_kwargs):
         return PruneLowSignFlip(layer, pruning_schedule=schedule, strategy=strategy, criterion=criterion,
-                                alpha=alpha, reference=reference_name, **wrapper_kwargs)
+                                alpha=alpha, reference=reference_name, **pattern, **wrapper_kwargs)
 
     wrapped = wrappers.wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper,
-                                   "prune_low_sign_flip", **kwargs)
+                                   "prune_low_sign_flip", share_layers=share_layers, **kwargs)
     if isinstance(wrapped, keras.Model):
         # The clone's kernels were overwritten with the input's: take the reference now.
         for wrapper in sign_flip_wrappers(wrapped):

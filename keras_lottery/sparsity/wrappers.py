@@ -5,10 +5,14 @@
 variables, so tfmot's tools (`strip_pruning`, `collect_prunable_layers`, weight
 checkpoints) keep working. What differs from tfmot:
 
-* **No mask update inside the training graph.** tfmot re-ranks |w| in the graph on
-  its schedule, which makes masks non-monotone and costs about 1.24x per step. Here
-  masks change only through `pruning.prune()` (called by the `UpdateMasks` callback
-  or the IMP loop).
+* **No mask update inside the training graph with `UpdateMasks`.** tfmot re-ranks |w|
+  in the graph on its schedule, which makes masks non-monotone and costs about 1.24x
+  per step. Here masks change through `pruning.prune()` (called by the `UpdateMasks`
+  callback or the IMP loop). Driven by tfmot's own `UpdatePruningStep` (a migrating
+  user's script), a wrapper counts its step as tfmot's and, when its schedule fires,
+  computes its masks on the host with the same mask computation (`update_masks_at`);
+  its forward pass then multiplies by the mask, as tfmot's. A training whose schedule
+  prunes and that nothing drives is refused before its first step (`manage_masks`).
 * **Pruned weights are kept at exactly 0 instead of being multiplied away.** Every
   mask change sets pruned weights and their optimizer state (momentum, Adam
   moments) to 0, and the gradient reaching the kernel is multiplied by the mask. With
@@ -20,7 +24,8 @@ checkpoints) keep working. What differs from tfmot:
   Inference (`predict`, `evaluate`) multiplies by the mask, so what you measure is
   always the masked network.
 * **The input model is not modified**: layers are copied, not shared with the
-  dense model (tfmot wraps the original layer objects).
+  dense model (tfmot wraps the original layer objects; `share_layers=True` does too).
+* Masks may be structured as tfmot's: `block_size`, `sparsity_m_by_n` (`masks.Pattern`).
 * `strategy='global'` ranks all layers together; per-layer schedules (a dict) give
   per-layer rates.
 
@@ -39,7 +44,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 from keras_lottery import compat
 from keras_lottery.compat import keras3_conversion
+from keras_lottery.sparsity import criteria
 from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import schedules
 
 keras = compat.keras
 
@@ -91,20 +98,29 @@ class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
         self._masked_attributes = attributes if all(attributes) else None
 
     def call(self, inputs, training=None, **kwargs):
-        if self._masked_attributes is None:
-            self.add_update(self.pruning_obj.weight_mask_op())
-            return self.layer.call(inputs, **kwargs)
-        layer = self.layer
         if training is None:
             training = keras.backend.learning_phase()
         # Only a Python True (as `fit` passes) takes the fast path; a tensor-valued
         # `training` gets the always-correct multiply.
         training_step = isinstance(training, (bool, int)) and bool(training)
+        driven = training_step and self._driven_by_tfmot()
+        object.__setattr__(self, "_traced_driven", driven)  # not a tracked attribute: Keras need not see it
+        update = self._schedule_update() if driven else None
+        if training_step and not driven:
+            self._check_schedule_applied()
+        if self._masked_attributes is None:
+            with tf.control_dependencies([update] if update is not None else []):
+                self.add_update(self.pruning_obj.weight_mask_op())
+            return self.layer.call(inputs, **kwargs)
+        layer = self.layer
         try:
             for (weight, mask, _), attribute in zip(self.pruning_vars, self._masked_attributes):
-                value = tf.convert_to_tensor(weight)  # the compute dtype under mixed precision
-                mask = tf.cast(mask, value.dtype)
-                masked = _gradient_masked(value, mask) if training_step else value * mask
+                with tf.control_dependencies([update] if update is not None else []):  # masks read after it
+                    value = tf.convert_to_tensor(weight)  # the compute dtype under mixed precision
+                    mask = tf.cast(tf.convert_to_tensor(mask), value.dtype)
+                # Driven by tfmot's callback, as tfmot's wrapper: w * m (its weights and optimizer state are
+                # not zeroed at each mask update, which our fast path relies on).
+                masked = _gradient_masked(value, mask) if training_step and not driven else value * mask
                 # object.__setattr__ bypasses Keras's attribute tracking, which would
                 # otherwise untrack the variable and reorder the layer's weights.
                 object.__setattr__(layer, attribute, masked)
@@ -114,6 +130,107 @@ class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
         finally:
             for (weight, _, _), attribute in zip(self.pruning_vars, self._masked_attributes):
                 object.__setattr__(layer, attribute, weight)
+
+    # -- tfmot's protocol: its UpdatePruningStep callback (in fit, or called by hand in a custom
+    # loop) sets `pruning_step` to 0 when training begins; each training call then counts it
+    # up by one and applies the schedule at the new step, as tfmot's own wrapper does. --
+
+    def _driven_by_tfmot(self):
+        """True when tfmot's UpdatePruningStep set this wrapper's step (left at -1 otherwise)."""
+        if tf.executing_eagerly():
+            return int(self.pruning_step.numpy()) >= 0
+        with tf.init_scope():  # read when the training step is traced: after the callback's first update
+            return int(self.pruning_step.numpy()) >= 0
+
+    def _schedule_update(self):
+        """Applies the schedule at `pruning_step` if it fires: our mask computation, on the host.
+
+        Returns:
+          None when executing eagerly (the update is done), else the op the step must run
+          before it reads the masks.
+        """
+        if self.strategy != "layerwise":
+            raise ValueError(
+                f"layer {self.layer.name!r} ranks its weights with strategy={self.strategy!r} (all layers together), "
+                "which tfmot's UpdatePruningStep, one layer at a time, cannot drive: train with "
+                "callbacks=[keras_lottery.UpdateMasks()] instead."
+            )
+        if not tf.executing_eagerly() and tf.distribute.has_strategy():
+            raise ValueError(
+                "tfmot's UpdatePruningStep drives keras_lottery's wrappers through host calls inside the training "
+                "step, which tf.distribute replicas cannot make: under a distribution strategy, train with "
+                "callbacks=[keras_lottery.UpdateMasks()] instead."
+            )
+        step = self.pruning_step.assign_add(1)
+        if not tf.executing_eagerly():
+            step = tf.convert_to_tensor(step)
+        if type(self.pruning_schedule).__module__.startswith("keras_lottery."):
+            # Our schedules count steps as UpdateMasks does, from 0 (before the first update);
+            # tfmot's step here counts the training calls from 1, which tfmot's schedules expect.
+            step = step - 1
+        should_prune, sparsity = self.pruning_schedule(step)
+        if tf.executing_eagerly():
+            if bool(should_prune):
+                self.update_masks_at(float(sparsity), int(step))
+            return None
+
+        def update():
+            return tf.py_function(lambda s, t: self.update_masks_at(float(s), int(t)) or True,
+                                  [sparsity, step], tf.bool)
+
+        return tf.cond(should_prune, update, lambda: tf.constant(False))
+
+    def update_masks_at(self, sparsity, step=0):
+        """Computes this layer's masks at `sparsity` by its criterion, as `prune` does, and assigns them.
+
+        The one mask computation (`criteria` then `masks.compute`, layerwise, masks only
+        shrinking); the pruned weights are set to 0 and tfmot's threshold variable to the
+        smallest score kept, as tfmot's own update leaves it for `PruningSummaries`.
+
+        Args:
+          sparsity: the fraction of this layer's weights to prune.
+          step: the training step (seeds the 'random' criterion).
+        """
+        criterion = getattr(self, "criterion", "magnitude")
+        keys = [str(index) for index in range(len(self.pruning_vars))]
+        effective = {key: weight.numpy() * mask.numpy() for key, (weight, mask, _) in zip(keys, self.pruning_vars)}
+        wants_state = criterion in criteria.FLIP_CRITERIA
+        state = {key: self.criterion_state(weight) if wants_state else {}
+                 for key, (weight, _, _) in zip(keys, self.pruning_vars)}
+        scores = criteria.score(criterion, effective, np.random.default_rng(step), state)
+        previous = {key: mask.numpy() for key, (_, mask, _) in zip(keys, self.pruning_vars)}
+        pattern = pattern_of(self)
+        new_masks = masks_lib.compute(scores, sparsity, "layerwise", previous_masks=previous,
+                                      patterns={key: pattern for key in keys})
+        for key, (weight, mask, threshold) in zip(keys, self.pruning_vars):
+            value = new_masks[key]
+            mask.assign(value.astype(mask.dtype.as_numpy_dtype))
+            weight.assign(weight * tf.cast(value, weight.dtype))
+            kept = np.asarray(scores[key])[value > 0]
+            threshold.assign(tf.cast(np.min(kept) if kept.size else 0.0, threshold.dtype))
+        object.__setattr__(self, "_masks_managed", True)
+
+    def _check_schedule_applied(self):
+        """Fails before the first step of a training that would silently stay dense.
+
+        A schedule that prunes, masks that prune nothing yet, and no driver (neither
+        `UpdateMasks`, nor tfmot's `UpdatePruningStep`, nor masks set by `prune`/`set_masks`):
+        the model would train and export dense. tfmot stops with an assertion there.
+        """
+        if getattr(self, "_masks_managed", False) or _prunes_nothing(self.pruning_schedule) or not self.pruning_vars \
+                or schedules.next_prune_step(self.pruning_schedule, 0) is None:
+            return
+        with tf.init_scope():
+            if any(float(tf.reduce_min(mask).numpy()) < 1.0 for _, mask, _ in self.pruning_vars):
+                return  # masks already set (a ticket trained further, a loaded pruned model)
+        raise ValueError(
+            f"layer {self.layer.name!r} has a pruning schedule that prunes, but nothing applies it during this "
+            "training: it would train (and export) dense. Pass callbacks=[keras_lottery.UpdateMasks()] (or "
+            "tfmot.sparsity.keras.UpdatePruningStep()) to fit; or, to train dense now and prune later yourself, "
+            "set masks with keras_lottery.prune(model, sparsity), call keras_lottery.sparsity.wrappers."
+            "manage_masks(model), or wrap with pruning_schedule=keras_lottery.OneShot(0.0). (Compile the "
+            "model again before the next fit: this one stopped while its training step was being built.)"
+        )
 
     def bookkeeping_variables(self):
         """Variables that record pruning state rather than the model (never rewound)."""
@@ -130,6 +247,8 @@ class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
     def get_config(self):
         config = super().get_config()
         config["strategy"] = self.strategy
+        if self.sparsity_m_by_n:  # tfmot's own get_config leaves it out
+            config["sparsity_m_by_n"] = list(self.sparsity_m_by_n)
         return config
 
     @classmethod
@@ -144,6 +263,43 @@ class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
 
 def _call_arguments(layer):
     return inspect.signature(layer.call).parameters
+
+
+def _prunes_nothing(schedule):
+    """True for schedules whose target is 0 (e.g. OneShot(0.0), the wrapping that only holds masks)."""
+    for attribute in ("target_sparsity", "final_sparsity"):
+        value = getattr(schedule, attribute, None)
+        if value is not None:
+            return float(value) == 0.0
+    return False
+
+
+def pattern_of(wrapper):
+    """The mask `Pattern` a wrapper (ours or tfmot's) was made with: block_size, block pooling, m-by-n."""
+    return masks_lib.Pattern(block_size=tuple(getattr(wrapper, "block_size", (1, 1))),
+                             block_pooling=getattr(wrapper, "block_pooling_type", "AVG"),
+                             m_by_n=getattr(wrapper, "sparsity_m_by_n", None))
+
+
+def patterns(model):
+    """dict mask name -> `Pattern` of every structured prunable weight of `model`."""
+    found = {name: pattern_of(wrapper) for name, wrapper, _, _ in pruning_entries(model)}
+    return {name: pattern for name, pattern in found.items() if pattern.structured}
+
+
+def manage_masks(model):
+    """Says that the caller sets the masks itself (as `imp` does with `prune`): training alone need not.
+
+    Without it (or `UpdateMasks`, tfmot's `UpdatePruningStep`, masks already set by
+    `prune`/`set_masks`, or a `RewindCallback`, which means IMP by hand), training a
+    wrapped model whose schedule prunes is refused before its first step: it would stay
+    dense. A schedule that never prunes (`OneShot(0.0)`) needs none of these.
+
+    Args:
+      model: a model with pruning wrappers, or one wrapper.
+    """
+    for wrapper in [model] if isinstance(model, tfmot_wrapper.PruneLowMagnitude) else prunable_wrappers(model):
+        object.__setattr__(wrapper, "_masks_managed", True)
 
 
 REGISTERED_PACKAGE = "keras_lottery"  # the package name of our `register_keras_serializable` classes
@@ -237,6 +393,7 @@ def set_masks(model, new_masks):
         if not np.isin(value, (0, 1)).all():
             raise ValueError(f"mask {name!r} holds values other than 0 and 1.")
         mask.assign(value.astype(mask.dtype.as_numpy_dtype))
+    manage_masks(model)
     apply_masks(model)
 
 
@@ -302,7 +459,15 @@ def _has_prunable_weights(layer):
 
 
 def _copy_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
+    copy = layer.__class__.from_config(layer.get_config())
+    if isinstance(layer, keras.layers.MultiHeadAttention) and getattr(layer, "_built_from_signature", False):
+        # from_config creates the attention's projection layers but builds them only on the first call;
+        # tfmot reads their kernels when it wraps the layer, so the copy is called once here.
+        def zeros(shape):
+            return tf.zeros([1 if size is None else size for size in tf.TensorShape(shape).as_list()])
+
+        copy(query=zeros(layer._query_shape), value=zeros(layer._value_shape), key=zeros(layer._key_shape))
+    return copy
 
 
 def _copy_weights(source, target, transform=lambda layer, weights: weights):
@@ -313,6 +478,9 @@ def _copy_weights(source, target, transform=lambda layer, weights: weights):
         if inner.name not in by_name:
             continue
         copy = by_name[inner.name]
+        if isinstance(inner, keras.Model) and isinstance(copy, keras.Model):
+            _copy_weights(inner, copy, transform)  # a nested model, layer by layer
+            continue
         if inner.weights:
             getattr(copy, "layer", copy).set_weights(transform(layer, inner.get_weights()))
         both_wrapped = isinstance(layer, tfmot_wrapper.PruneLowMagnitude) and isinstance(
@@ -331,6 +499,7 @@ def prune_low_magnitude(
     pruning_policy=None,
     sparsity_m_by_n=None,
     strategy="layerwise",
+    share_layers=False,
     **kwargs,
 ):
     """Wraps a model, a layer or a list of layers for magnitude pruning.
@@ -346,17 +515,22 @@ def prune_low_magnitude(
       pruning_schedule: a `PruningSchedule` for every layer (default tfmot's
         `ConstantSparsity(0.5, 0)`); or a dict layer name -> schedule, in which case
         only the named layers are pruned; or a callable layer -> schedule or None.
-      block_size: only (1, 1) is supported.
-      block_pooling_type: accepted for compatibility; unused with (1, 1) blocks.
+      block_size: (height, width) of the blocks of a 2-D kernel pruned together, as
+        tfmot (`masks.Pattern`); (1, 1) prunes single weights.
+      block_pooling_type: 'AVG' or 'MAX': how a block's weights score it.
       pruning_policy: optional tfmot `PruningPolicy` (which layers may be pruned).
-      sparsity_m_by_n: not supported (None).
+      sparsity_m_by_n: (m, n), e.g. (2, 4): m zeros in every n consecutive input-channel
+        weights (Dense and Conv2D kernels), whatever the schedule's sparsity, as tfmot.
       strategy: 'layerwise' (each layer to its own sparsity) or 'global' (all layers
-        ranked together).
+        ranked together; unstructured only).
+      share_layers: wrap the model's own layer objects, as tfmot does (training the
+        pruned model then trains the input model's weights too). Default False: the
+        layers are copied and the input model stays as it was.
       **kwargs: passed to the wrapper when `to_prune` is a layer.
 
     Returns:
-      A new model with the prunable layers wrapped (the input model is unchanged), or
-      the wrapped layer(s).
+      A new model with the prunable layers wrapped (the input model is unchanged unless
+      `share_layers`), or the wrapped layer(s).
 
     Raises:
       TypeError: Keras 3 layers, Keras 3 models that cannot be converted, subclassed
@@ -365,20 +539,30 @@ def prune_low_magnitude(
         layer tfmot cannot prune, or a nested model.
     """
     masks_lib.check_strategy(strategy)
-    if tuple(block_size) != (1, 1) or sparsity_m_by_n:
-        raise ValueError(
-            "keras_lottery computes unstructured masks: block_size must be (1, 1) and "
-            "sparsity_m_by_n None. Use tfmot.sparsity.keras.prune_low_magnitude for block or m-by-n sparsity."
-        )
-    del block_pooling_type
+    pattern = check_pattern(block_size, block_pooling_type, sparsity_m_by_n, strategy)
 
     def make_wrapper(layer, schedule, **wrapper_kwargs):
-        return PruneLowMagnitude(layer, pruning_schedule=schedule, strategy=strategy, **wrapper_kwargs)
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, strategy=strategy, **pattern, **wrapper_kwargs)
 
-    return wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, "prune_low_magnitude", **kwargs)
+    return wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, "prune_low_magnitude",
+                       share_layers=share_layers, **kwargs)
 
 
-def wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, function_name, **kwargs):
+def check_pattern(block_size, block_pooling_type, sparsity_m_by_n, strategy):
+    """The wrapper arguments of a mask pattern, after checking it (`masks.Pattern`).
+
+    Raises:
+      ValueError: a malformed block size, pooling or m-by-n, or a structured pattern
+        with the global strategy (it ranks single weights).
+    """
+    pattern = masks_lib.Pattern(block_size=tuple(block_size), block_pooling=block_pooling_type, m_by_n=sparsity_m_by_n)
+    if pattern.structured and strategy != "layerwise":
+        raise ValueError("block and m-by-n sparsity are per layer: use strategy='layerwise' with them.")
+    return {"block_size": pattern.block_size, "block_pooling_type": pattern.block_pooling,
+            "sparsity_m_by_n": pattern.m_by_n}
+
+
+def wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, function_name, share_layers=False, **kwargs):
     """Wraps the prunable layers of a model, a layer or a list of layers (shared by every wrapper kind).
 
     Args:
@@ -389,10 +573,11 @@ def wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, functi
       pruning_policy: optional tfmot `PruningPolicy`.
       make_wrapper: callable (layer, schedule, **kwargs) -> the wrapper.
       function_name: the public function's name, for error messages.
+      share_layers: wrap the model's own layers instead of copies (tfmot's way).
       **kwargs: passed to `make_wrapper` when `to_prune` is a layer.
 
     Returns:
-      A new model (layers copied), or the wrapped layer(s).
+      A new model (layers copied unless `share_layers`), or the wrapped layer(s).
     """
 
     def schedule_for(layer):
@@ -402,17 +587,28 @@ def wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, functi
             return pruning_schedule(layer)
         return pruning_schedule or tfmot_schedule.ConstantSparsity(0.5, 0)
 
-    def wrap(layer, copy, **wrapper_kwargs):
-        if isinstance(layer, tfmot_wrapper.PruneLowMagnitude):
+    def wrap(layer, copy, single=False, **wrapper_kwargs):
+        if isinstance(layer, tfmot_wrapper.PruneLowMagnitude):  # never wrapped twice
+            asked = schedule_for(layer.layer) if pruning_schedule is not None else None
+            if asked is not None and asked.get_config() != layer.pruning_schedule.get_config():
+                raise ValueError(
+                    f"layer {layer.layer.name!r} is wrapped already, with schedule {layer.pruning_schedule.get_config()}; "
+                    f"this call asks for {asked.get_config()}. Unwrap it first (strip_pruning), or leave it out of "
+                    "the schedule (a dict of per-layer schedules)."
+                )
             return _copy_layer(layer) if copy else layer
         if isinstance(layer, keras.Model):
-            raise ValueError(
-                f"Layer {layer.name!r} is a nested model; wrap its layers by pruning the inner "
-                "model first, or flatten the model into one Sequential/functional model."
-            )
+            # A nested model is pruned recursively, as tfmot does (a subclassed one is refused there).
+            compat.check_model(layer, f"The nested model {layer.name!r}")
+            return wrap_layers(layer, pruning_schedule, pruning_policy, make_wrapper, function_name,
+                               share_layers=share_layers or not copy)
         schedule = schedule_for(layer)
         allowed = pruning_policy is None or pruning_policy.allow_pruning(layer)
         prunable = _has_prunable_weights(layer)
+        if prunable is False and single and schedule is not None and allowed:
+            # A layer asked for on its own is wrapped, as tfmot does, even with nothing to prune (its
+            # keyword arguments, input_shape say, go to the wrapper); in a model such layers stay as they are.
+            return make_wrapper(layer, schedule, **wrapper_kwargs)
         if schedule is None or not allowed or prunable is False:
             return _copy_layer(layer) if copy else layer
         if prunable is None:
@@ -449,12 +645,14 @@ def wrap_layers(to_prune, pruning_schedule, pruning_policy, make_wrapper, functi
         compat.check_model(to_prune, "The model to prune")
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
+        if share_layers:
+            return keras.models.clone_model(to_prune, clone_function=lambda layer: wrap(layer, copy=False))
         pruned = keras.models.clone_model(to_prune, clone_function=lambda layer: wrap(layer, copy=True))
         _copy_weights(to_prune, pruned)
         return pruned
     if isinstance(to_prune, (list, tuple)):
         return [wrap(layer, copy=False) for layer in to_prune]
-    return wrap(to_prune, copy=False, **kwargs)
+    return wrap(to_prune, copy=False, single=True, **kwargs)
 
 
 def strip_pruning(model):
@@ -471,6 +669,8 @@ def strip_pruning(model):
     compat.check_model(model, "The model to strip")
 
     def unwrap(layer):
+        if isinstance(layer, keras.Model):
+            return strip_pruning(layer)  # a nested model: its weights are copied with the outer model's
         return _copy_layer(getattr(layer, "layer", layer) if isinstance(layer, tfmot_wrapper.PruneLowMagnitude) else layer)
 
     def masked(layer, weights):

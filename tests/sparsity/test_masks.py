@@ -10,15 +10,20 @@ from keras_lottery.sparsity import criteria
 from keras_lottery.sparsity import masks
 
 
+def _at_least_one(n, kept, float_sparsity):
+    """The count rule's floor: one weight stays while the sparsity (as a float) is below 1."""
+    return max(kept, 1) if n and float_sparsity < 1.0 else kept
+
+
 def round_half_up_exact(n, prune_rate, rounds):
-    """round((1 - p) ** r * n), half up, computed exactly with the decimal value of p."""
+    """round((1 - p) ** r * n), half up, computed exactly with the decimal value of p; at least one."""
     value = (1 - Fraction(str(prune_rate))) ** rounds * n
-    return math.floor(value + Fraction(1, 2))
+    return _at_least_one(n, math.floor(value + Fraction(1, 2)), masks.sparsity_after_rounds(prune_rate, rounds))
 
 
 def keep_formula_exact(n, sparsity):
-    """floor(n * (1 - s) + 1/2) with s taken as the decimal it is written as."""
-    return math.floor(n * (1 - Fraction(str(sparsity))) + Fraction(1, 2))
+    """floor(n * (1 - s) + 1/2) with s taken as the decimal it is written as; at least one."""
+    return _at_least_one(n, math.floor(n * (1 - Fraction(str(sparsity))) + Fraction(1, 2)), sparsity)
 
 
 # ----------------------------------------------------------------------------------------
@@ -33,11 +38,11 @@ def keep_formula_exact(n, sparsity):
         (5, 0.5, 3),  # 2.5 -> 3
         (3, 0.5, 2),  # 1.5 -> 2
         (1, 0.5, 1),  # 0.5 -> 1
-        (1, 0.6, 0),  # 0.4 -> 0
+        (1, 0.6, 1),  # 0.4 -> 0, but a layer keeps at least one weight
         (2, 0.75, 1),  # 0.5 -> 1
         (100, 0.0, 100),
         (100, 0.2, 80),
-        (100, 0.999, 0),  # 0.1 -> 0
+        (100, 0.999, 1),  # 0.1 -> 0 -> at least one
         (1000, 0.9995, 1),  # 0.5 -> 1
         (0, 0.5, 0),
         (784 * 300, 0.2, 188160),
@@ -358,3 +363,58 @@ def test_criteria_get():
     assert criteria.get(custom) is custom
     with pytest.raises(ValueError, match="magnitude"):
         criteria.get("gradient")
+
+
+# ----------------------------------------------------------------------------------------
+# Patterns: m-by-n and blocks, on the same tie rule.
+
+
+def _groups(mask, n):
+    """The kernel as TFLite lays it out, cut into groups of n input channels (the last one may be short)."""
+    rows = mask.T if mask.ndim == 2 else mask.transpose(3, 0, 1, 2).reshape(-1, mask.shape[2])
+    return [row[start:start + n] for row in rows for start in range(0, rows.shape[1], n)]
+
+
+@pytest.mark.parametrize("shape", [(8, 3), (6, 5), (3, 3, 8, 4), (3, 3, 5, 2)])
+@pytest.mark.parametrize("m, n", [(2, 4), (1, 2), (3, 4)])
+def test_m_by_n_keeps_the_n_minus_m_highest_of_every_group(shape, m, n):
+    scores = np.random.default_rng(0).normal(size=shape)
+    mask = masks.compute({"w": scores}, 0.0, patterns={"w": masks.Pattern(m_by_n=(m, n))})["w"]
+    for kept, values in zip(_groups(mask, n), _groups(scores, n)):
+        assert kept.sum() == min(n - m, len(values))
+        if len(values) > n - m:
+            assert values[kept == 1].min() >= values[kept == 0].max()
+
+
+def test_m_by_n_ties_go_to_the_lower_index_and_the_sparsity_asked_for_is_ignored():
+    ones = np.ones((8, 2))
+    for sparsity in (0.0, 0.9):
+        mask = masks.compute({"w": ones}, sparsity, patterns={"w": masks.Pattern(m_by_n=(2, 4))})["w"]
+        np.testing.assert_array_equal(mask[:, 0], [1, 1, 0, 0, 1, 1, 0, 0])
+
+
+def test_m_by_n_masks_only_shrink_and_refuse_kernels_of_other_ranks():
+    scores = np.arange(8.0)[:, None]
+    previous = np.array([[1], [1], [1], [0], [1], [1], [1], [1]], np.float32)
+    mask = masks.compute({"w": scores}, 0.0, previous_masks={"w": previous}, patterns={"w": masks.Pattern(m_by_n=(2, 4))})["w"]
+    np.testing.assert_array_equal(mask[:, 0], [0, 1, 1, 0, 0, 0, 1, 1])  # the pruned 3 stays out
+    with pytest.raises(ValueError, match="m-by-n sparsity needs a 2-D .* or 4-D"):
+        masks.compute({"w": np.ones((3, 4, 2))}, 0.0, patterns={"w": masks.Pattern(m_by_n=(2, 4))})
+
+
+@pytest.mark.parametrize("pooling", ["AVG", "MAX"])
+def test_blocks_are_kept_whole_by_pooled_score_with_exact_block_counts(pooling):
+    scores = np.random.default_rng(1).normal(size=(7, 10))  # 4 x 3 blocks of (2, 4), the edge ones partial
+    mask = masks.compute({"w": scores}, 0.5, patterns={"w": masks.Pattern((2, 4), pooling)})["w"]
+    blocks = [(r, c) for r in range(0, 7, 2) for c in range(0, 10, 4)]
+    pooled = {(r, c): (np.mean if pooling == "AVG" else np.max)(scores[r:r + 2, c:c + 4]) for r, c in blocks}
+    kept = {block for block in blocks if mask[block[0], block[1]] == 1}
+    assert len(kept) == masks.keep_count(len(blocks), 0.5) == 6
+    for r, c in blocks:
+        assert np.all(mask[r:r + 2, c:c + 4] == ((r, c) in kept))  # whole blocks
+    assert min(pooled[b] for b in kept) >= max(pooled[b] for b in set(blocks) - kept)
+
+
+def test_structured_patterns_are_per_layer_only():
+    with pytest.raises(ValueError, match="strategy='global'"):
+        masks.compute({"w": np.ones((4, 4))}, 0.5, "global", patterns={"w": masks.Pattern(block_size=(2, 2))})

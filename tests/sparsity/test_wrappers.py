@@ -79,8 +79,14 @@ def test_single_layer_is_wrapped_in_place():
     assert isinstance(wrapped.pruning_schedule, kl.OneShot)
     model = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)), wrapped])
     assert kl.get_masks(model)["single"].shape == (4, 3)
+    # A layer with nothing to prune, asked for on its own, is wrapped as tfmot wraps it (its keyword
+    # arguments, such as input_shape, go to the wrapper); in a model it stays unwrapped.
     flatten = keras.layers.Flatten()
-    assert kl.prune_low_magnitude(flatten) is flatten
+    wrapped_flatten = kl.prune_low_magnitude(flatten, input_shape=(2, 3))
+    assert isinstance(wrapped_flatten, kl.PruneLowMagnitude) and wrapped_flatten.layer is flatten
+    assert keras.Sequential([wrapped_flatten]).output_shape == (None, 6)
+    model = kl.prune_low_magnitude(keras.Sequential([keras.layers.InputLayer(input_shape=(2, 3)), keras.layers.Flatten()]))
+    assert not isinstance(model.layers[0], kl.PruneLowMagnitude)
 
 
 def test_list_of_layers():
@@ -165,11 +171,15 @@ def test_custom_prunable_layer_is_masked():
     np.testing.assert_array_equal(pruned(np.ones((1, 4), np.float32)).numpy(), [[4.0, 0.0, 0.0]])
 
 
-def test_block_size_and_m_by_n_raise(tiny):
-    with pytest.raises(ValueError, match="block_size"):
-        kl.prune_low_magnitude(tiny.build_dense(), block_size=(2, 2))
-    with pytest.raises(ValueError, match="block_size"):
-        kl.prune_low_magnitude(tiny.build_dense(), sparsity_m_by_n=(2, 4))
+def test_bad_block_and_m_by_n_patterns_raise(tiny):
+    with pytest.raises(ValueError, match="block_size must be two integers >= 1"):
+        kl.prune_low_magnitude(tiny.build_dense(), block_size=(0, 2))
+    with pytest.raises(ValueError, match="0 < m < n"):
+        kl.prune_low_magnitude(tiny.build_dense(), sparsity_m_by_n=(4, 4))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        kl.prune_low_magnitude(tiny.build_dense(), block_size=(2, 2), block_pooling_type="MIN")
+    with pytest.raises(ValueError, match="strategy='layerwise'"):
+        kl.prune_low_magnitude(tiny.build_dense(), sparsity_m_by_n=(2, 4), strategy="global")
 
 
 def test_unknown_strategy_raises(tiny):
@@ -177,10 +187,19 @@ def test_unknown_strategy_raises(tiny):
         kl.prune_low_magnitude(tiny.build_dense(), strategy="per_layer")
 
 
-def test_nested_model_raises(tiny):
-    inner = tiny.build_dense()
-    outer = keras.Sequential([keras.layers.InputLayer(input_shape=(8, 8)), inner])
-    with pytest.raises(ValueError, match="nested"):
+def test_a_nested_subclassed_model_raises(tiny):
+    class Inner(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    inner = Inner()
+    inner(np.zeros((1, 8), np.float32))
+    outer = keras.Sequential([keras.layers.InputLayer(input_shape=(8,)), inner])
+    with pytest.raises(TypeError, match="subclassed model"):  # tfmot refuses those too
         kl.prune_low_magnitude(outer)
 
 
@@ -376,8 +395,8 @@ def test_pruned_weights_exactly_zero_after_training_with_masks_set_mid_training(
 
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
 def test_pruned_weights_exactly_zero_after_fit_following_prune(tiny, optimizer):
-    pruned = tiny.compile_model(kl.prune_low_magnitude(tiny.build_dense()), OPTIMIZERS[optimizer]())
-    fit_steps(tiny, pruned, 4, [])  # non-zero optimizer state
+    pruned = tiny.compile_model(kl.prune_low_magnitude(tiny.build_dense(), kl.OneShot(0.0)), OPTIMIZERS[optimizer]())
+    fit_steps(tiny, pruned, 4, [])  # non-zero optimizer state, dense
     kl.prune(pruned, 0.5)
     fit_steps(tiny, pruned, 4, [])
     for name, (weight, mask) in tiny.raw_kernels(pruned).items():
