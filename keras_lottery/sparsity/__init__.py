@@ -11,4 +11,5 @@
 * `controls`: random reinit, random prune, signed constant, applied at a round's start.
 * `early_bird`: early-bird detection (`EarlyBirdCallback`, `EarlyBirdSchedule`).
 * `summaries`: TensorBoard views of sparsity, flips and early-bird distance; HParams.
+* `tfmot_protocol`: how tfmot's `UpdatePruningStep` drives the wrappers; no silent dense training.
 """

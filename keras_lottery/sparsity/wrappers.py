@@ -44,9 +44,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 from keras_lottery import compat
 from keras_lottery.compat import keras3_conversion
-from keras_lottery.sparsity import criteria
 from keras_lottery.sparsity import masks as masks_lib
-from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import tfmot_protocol
+from keras_lottery.sparsity.tfmot_protocol import manage_masks  # noqa: F401  (part of this module's API)
 
 keras = compat.keras
 
@@ -70,7 +70,7 @@ def attribute_holding(layer, variable):
 
 
 @keras.utils.register_keras_serializable(package="keras_lottery")
-class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
+class PruneLowMagnitude(tfmot_protocol.TfmotProtocol, tfmot_wrapper.PruneLowMagnitude):
     """tfmot's pruning wrapper with masks fixed in the graph and gradients masked.
 
     Args:
@@ -131,107 +131,6 @@ class PruneLowMagnitude(tfmot_wrapper.PruneLowMagnitude):
             for (weight, _, _), attribute in zip(self.pruning_vars, self._masked_attributes):
                 object.__setattr__(layer, attribute, weight)
 
-    # -- tfmot's protocol: its UpdatePruningStep callback (in fit, or called by hand in a custom
-    # loop) sets `pruning_step` to 0 when training begins; each training call then counts it
-    # up by one and applies the schedule at the new step, as tfmot's own wrapper does. --
-
-    def _driven_by_tfmot(self):
-        """True when tfmot's UpdatePruningStep set this wrapper's step (left at -1 otherwise)."""
-        if tf.executing_eagerly():
-            return int(self.pruning_step.numpy()) >= 0
-        with tf.init_scope():  # read when the training step is traced: after the callback's first update
-            return int(self.pruning_step.numpy()) >= 0
-
-    def _schedule_update(self):
-        """Applies the schedule at `pruning_step` if it fires: our mask computation, on the host.
-
-        Returns:
-          None when executing eagerly (the update is done), else the op the step must run
-          before it reads the masks.
-        """
-        if self.strategy != "layerwise":
-            raise ValueError(
-                f"layer {self.layer.name!r} ranks its weights with strategy={self.strategy!r} (all layers together), "
-                "which tfmot's UpdatePruningStep, one layer at a time, cannot drive: train with "
-                "callbacks=[keras_lottery.UpdateMasks()] instead."
-            )
-        if not tf.executing_eagerly() and tf.distribute.has_strategy():
-            raise ValueError(
-                "tfmot's UpdatePruningStep drives keras_lottery's wrappers through host calls inside the training "
-                "step, which tf.distribute replicas cannot make: under a distribution strategy, train with "
-                "callbacks=[keras_lottery.UpdateMasks()] instead."
-            )
-        step = self.pruning_step.assign_add(1)
-        if not tf.executing_eagerly():
-            step = tf.convert_to_tensor(step)
-        if type(self.pruning_schedule).__module__.startswith("keras_lottery."):
-            # Our schedules count steps as UpdateMasks does, from 0 (before the first update);
-            # tfmot's step here counts the training calls from 1, which tfmot's schedules expect.
-            step = step - 1
-        should_prune, sparsity = self.pruning_schedule(step)
-        if tf.executing_eagerly():
-            if bool(should_prune):
-                self.update_masks_at(float(sparsity), int(step))
-            return None
-
-        def update():
-            return tf.py_function(lambda s, t: self.update_masks_at(float(s), int(t)) or True,
-                                  [sparsity, step], tf.bool)
-
-        return tf.cond(should_prune, update, lambda: tf.constant(False))
-
-    def update_masks_at(self, sparsity, step=0):
-        """Computes this layer's masks at `sparsity` by its criterion, as `prune` does, and assigns them.
-
-        The one mask computation (`criteria` then `masks.compute`, layerwise, masks only
-        shrinking); the pruned weights are set to 0 and tfmot's threshold variable to the
-        smallest score kept, as tfmot's own update leaves it for `PruningSummaries`.
-
-        Args:
-          sparsity: the fraction of this layer's weights to prune.
-          step: the training step (seeds the 'random' criterion).
-        """
-        criterion = getattr(self, "criterion", "magnitude")
-        keys = [str(index) for index in range(len(self.pruning_vars))]
-        effective = {key: weight.numpy() * mask.numpy() for key, (weight, mask, _) in zip(keys, self.pruning_vars)}
-        wants_state = criterion in criteria.FLIP_CRITERIA
-        state = {key: self.criterion_state(weight) if wants_state else {}
-                 for key, (weight, _, _) in zip(keys, self.pruning_vars)}
-        scores = criteria.score(criterion, effective, np.random.default_rng(step), state)
-        previous = {key: mask.numpy() for key, (_, mask, _) in zip(keys, self.pruning_vars)}
-        pattern = pattern_of(self)
-        new_masks = masks_lib.compute(scores, sparsity, "layerwise", previous_masks=previous,
-                                      patterns={key: pattern for key in keys})
-        for key, (weight, mask, threshold) in zip(keys, self.pruning_vars):
-            value = new_masks[key]
-            mask.assign(value.astype(mask.dtype.as_numpy_dtype))
-            weight.assign(weight * tf.cast(value, weight.dtype))
-            kept = np.asarray(scores[key])[value > 0]
-            threshold.assign(tf.cast(np.min(kept) if kept.size else 0.0, threshold.dtype))
-        object.__setattr__(self, "_masks_managed", True)
-
-    def _check_schedule_applied(self):
-        """Fails before the first step of a training that would silently stay dense.
-
-        A schedule that prunes, masks that prune nothing yet, and no driver (neither
-        `UpdateMasks`, nor tfmot's `UpdatePruningStep`, nor masks set by `prune`/`set_masks`):
-        the model would train and export dense. tfmot stops with an assertion there.
-        """
-        if getattr(self, "_masks_managed", False) or _prunes_nothing(self.pruning_schedule) or not self.pruning_vars \
-                or schedules.next_prune_step(self.pruning_schedule, 0) is None:
-            return
-        with tf.init_scope():
-            if any(float(tf.reduce_min(mask).numpy()) < 1.0 for _, mask, _ in self.pruning_vars):
-                return  # masks already set (a ticket trained further, a loaded pruned model)
-        raise ValueError(
-            f"layer {self.layer.name!r} has a pruning schedule that prunes, but nothing applies it during this "
-            "training: it would train (and export) dense. Pass callbacks=[keras_lottery.UpdateMasks()] (or "
-            "tfmot.sparsity.keras.UpdatePruningStep()) to fit; or, to train dense now and prune later yourself, "
-            "set masks with keras_lottery.prune(model, sparsity), call keras_lottery.sparsity.wrappers."
-            "manage_masks(model), or wrap with pruning_schedule=keras_lottery.OneShot(0.0). (Compile the "
-            "model again before the next fit: this one stopped while its training step was being built.)"
-        )
-
     def bookkeeping_variables(self):
         """Variables that record pruning state rather than the model (never rewound)."""
         variables = [self.pruning_step]
@@ -265,15 +164,6 @@ def _call_arguments(layer):
     return inspect.signature(layer.call).parameters
 
 
-def _prunes_nothing(schedule):
-    """True for schedules whose target is 0 (e.g. OneShot(0.0), the wrapping that only holds masks)."""
-    for attribute in ("target_sparsity", "final_sparsity"):
-        value = getattr(schedule, attribute, None)
-        if value is not None:
-            return float(value) == 0.0
-    return False
-
-
 def pattern_of(wrapper):
     """The mask `Pattern` a wrapper (ours or tfmot's) was made with: block_size, block pooling, m-by-n."""
     return masks_lib.Pattern(block_size=tuple(getattr(wrapper, "block_size", (1, 1))),
@@ -285,21 +175,6 @@ def patterns(model):
     """dict mask name -> `Pattern` of every structured prunable weight of `model`."""
     found = {name: pattern_of(wrapper) for name, wrapper, _, _ in pruning_entries(model)}
     return {name: pattern for name, pattern in found.items() if pattern.structured}
-
-
-def manage_masks(model):
-    """Says that the caller sets the masks itself (as `imp` does with `prune`): training alone need not.
-
-    Without it (or `UpdateMasks`, tfmot's `UpdatePruningStep`, masks already set by
-    `prune`/`set_masks`, or a `RewindCallback`, which means IMP by hand), training a
-    wrapped model whose schedule prunes is refused before its first step: it would stay
-    dense. A schedule that never prunes (`OneShot(0.0)`) needs none of these.
-
-    Args:
-      model: a model with pruning wrappers, or one wrapper.
-    """
-    for wrapper in [model] if isinstance(model, tfmot_wrapper.PruneLowMagnitude) else prunable_wrappers(model):
-        object.__setattr__(wrapper, "_masks_managed", True)
 
 
 REGISTERED_PACKAGE = "keras_lottery"  # the package name of our `register_keras_serializable` classes
