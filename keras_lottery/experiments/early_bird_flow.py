@@ -28,6 +28,7 @@ from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import run_folder
 from keras_lottery.foundations import files
+from keras_lottery.foundations import tensorboard
 from keras_lottery.foundations.validation import check_int
 from keras_lottery.fusion.report import model_multiply_adds
 from keras_lottery.sparsity import callbacks
@@ -104,14 +105,14 @@ def _steps_per_epoch(config, splits):
 def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1):
     """Trains `epochs` epochs, each cut into `checks_per_epoch` Keras epochs (where callbacks look)."""
     steps = math.ceil(_steps_per_epoch(config, splits) / checks_per_epoch)
-    tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", phase), profile_batch=0)
+    curves = training.TrainingSummaries(folder.file("tensorboard", phase))  # x = iteration, not check
     start = time.perf_counter()
     # The validation checks first: they add val_loss and val_accuracy to the logs the others read.
     checks = training.HeldOutChecks(splits.validation_x, splits.validation_y)
     history = model.fit(
         data.to_dataset(splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed, repeat=True),
         epochs=epochs * checks_per_epoch, steps_per_epoch=steps,
-        callbacks=[checks, *extra, tensorboard, training.StopOnDivergence(f"the {phase} phase", config.learning_rate)],
+        callbacks=[checks, *extra, curves, training.StopOnDivergence(f"the {phase} phase", config.learning_rate)],
         verbose=config.verbose,
     )
     seconds = time.perf_counter() - start
@@ -209,6 +210,9 @@ def _run(config, folder):
     rewind = callbacks.RewindCallback(0)
     detector = early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
                                             config.epsilon, config.queue_size, stop_training=config.stop_at_draw)
+    # The HParams session: the search run's curves are its metrics.
+    tensorboard.start_hparams_session(folder.file("tensorboard", "search"), config_dict,
+                                      os.path.normpath(config.output_dir))
     search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector],
                   config.checks_per_epoch)
     sparsity = detector.sparsities[0]
@@ -245,4 +249,5 @@ def _run(config, folder):
     variables = callbacks.RewindCallback.rewindable_variables(ticket)
     files.write_npz(folder.file(FINAL_WEIGHTS), {f"{i:04d}": v.numpy() for i, v in enumerate(variables)})
     folder.save_summary(summary)
+    tensorboard.end_hparams_session(folder.file("tensorboard", "search"), "success")
     return summary

@@ -20,6 +20,7 @@ rewind point), or 'random'. `mode='one_pass'` runs the one-pass flow instead
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from keras_lottery.experiments.rounds import (  # noqa: F401  (kl.imp's API, as 
     wrap,
     write_tensorboard_round,
 )
+from keras_lottery.foundations import tensorboard
 from keras_lottery.sparsity import callbacks
 from keras_lottery.sparsity import controls
 from keras_lottery.sparsity import masks as masks_lib
@@ -140,7 +142,7 @@ def _run(config, folder, on_round_end):
                                      for name, wrapper, _, _ in wrappers.pruning_entries(model)}, model)
     compile_for_training(model, config.optimizer, config.learning_rate, steps_per_execution)
     if not done:
-        summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
+        summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict, _trial_id(config))
     rewind = callbacks.RewindCallback(config.rewind_step)
     variables = callbacks.RewindCallback.rewindable_variables(model)
     if done:
@@ -157,12 +159,18 @@ def _run(config, folder, on_round_end):
     for round_index in range(done, config.rounds + 1):
         seed = config.seed * 1000 + round_index
         extra = [rewind] if round_index == 0 else []
+        masks_before = wrappers.get_masks(model) if round_index > 0 else None
         if round_index > 0:
             _prune_for_round(config, model, round_index, masks_source, np.random.default_rng(seed))
             controls.start_round(model, config.control, rewind, seed)
             # Flips count from the signs this round starts from (the rewind point).
             sign_flip.reset_reference(model, config.rewind_step)
-        record = train_round(model, config, splits, round_index, iterations, interval, folder, extra, data_record)
+        try:
+            record = train_round(model, config, splits, round_index, iterations, interval, folder, extra, data_record,
+                                 masks_before)
+        except training.TrainingDivergedError:
+            tensorboard.end_hparams_session(folder.file("tensorboard", "imp"), "failure")
+            raise
         current = wrappers.get_masks(model)
         overall, per_layer = masks_lib.weights_remaining(current)
         spent = sum(r["iterations"] for r in summary["rounds"]) + record["iterations"]
@@ -178,4 +186,13 @@ def _run(config, folder, on_round_end):
         write_tensorboard_round(folder, record)
         if on_round_end is not None:
             on_round_end(record)
+    tensorboard.end_hparams_session(folder.file("tensorboard", "imp"), "success")
     return summary
+
+
+def _trial_id(config):
+    """The run's name in TensorBoard's HParams table: its folder (not a hash of the config).
+
+    The whole path as given, not its last part: the dashboard groups sessions of one name.
+    """
+    return os.path.normpath(config.output_dir)

@@ -17,11 +17,12 @@ With `prune_begin == prune_end` all pruning happens once at that point; at 0 wit
 initialization, trained for the whole length).
 
 Results: the same run folder as IMP (`summary.json` with one record, "round" 0,
-`round_0/masks.npz`, TensorBoard logs); rerunning a finished run returns its summary,
+`round_0/masks.npz`, TensorBoard runs `round_0` and `one_pass`); rerunning a finished run returns its summary,
 rerunning a killed one resumes at its last evaluation (`round_backup.py`).
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from keras_lottery import training
 from keras_lottery.experiments import rounds
 from keras_lottery.experiments import run_folder
 from keras_lottery.experiments.imp_config import config_defaults
+from keras_lottery.foundations import tensorboard
 from keras_lottery.sparsity import callbacks
 from keras_lottery.sparsity import masks as masks_lib
 from keras_lottery.sparsity import schedules
@@ -116,7 +118,7 @@ def _run(config, folder, on_round_end):
     schedules_by_layer = layer_schedules(config, dense, total)
     model = rounds.wrap(config, dense, schedules_by_layer)
     rounds.check_keeps_weights(config, {name: s.target_sparsity for name, s in schedules_by_layer.items()}, model)
-    summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
+    summaries.write_hparams(folder.file("tensorboard", "one_pass"), config_dict, os.path.normpath(config.output_dir))
     training.compile_for_training(
         model, config.optimizer, config.learning_rate,
         training.steps_per_execution(interval, begin, frequency if updates else 0, config.rewind_step))
@@ -136,7 +138,8 @@ def _run(config, folder, on_round_end):
                "prune_steps": [int(step) for step in begin + frequency * np.arange(updates + 1)], "rounds": [record]}
     folder.save_summary(summary)
     folder.remove_backup(0)
-    rounds.write_tensorboard_round(folder, record)
+    rounds.write_tensorboard_round(folder, record, run="one_pass", step=record["iterations"])
+    tensorboard.end_hparams_session(folder.file("tensorboard", "one_pass"), "success")
     if on_round_end is not None:
         on_round_end(record)
     return summary

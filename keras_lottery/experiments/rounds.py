@@ -103,7 +103,8 @@ def _fit_round(model, train, epochs_done, epochs, interval, config, callbacks):
               callbacks=callbacks, verbose=config.verbose)
 
 
-def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks, data_record=None):
+def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks, data_record=None,
+                masks_before=None):
     """Trains one round, evaluating every `interval` steps, and returns its record.
 
     A round killed mid-way resumes at its last evaluation: see `round_backup.py`. The
@@ -111,6 +112,12 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     batches already trained and sees the rest in the uninterrupted order. The caller
     deletes the backup once the round's results are saved. `data_record`
     (`run_folder.data_record`) is kept in the backup, and a backup of other data is refused.
+    `masks_before` (the masks before the prune that started the round) makes the round's
+    first TensorBoard log count the weights that prune changed (`mask_changes`).
+
+    TensorBoard: one run per round, `tensorboard/round_<r>`, with the training and
+    validation curves (`train/...`, `validation/...`), the sparsity views and histograms,
+    all at x = training iteration of the round.
     """
     epochs = max(1, iterations // interval)
     backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
@@ -122,21 +129,26 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     checked = evaluation_examples(config, iterations, len(splits.validation_y))
     # First: it adds val_loss and val_accuracy to the logs every callback after it reads.
     checks = training.HeldOutChecks(splits.validation_x[:checked], splits.validation_y[:checked])
-    tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
+    # One writer for the round's TensorBoard run: two event files in one folder are read one after
+    # the other, and a live view can miss points of the older one.
+    writer = tf.summary.create_file_writer(folder.file("tensorboard", f"round_{round_index}"))
+    curves = training.TrainingSummaries(writer)
     # Histograms at the round's start (after its prune) and end only: one per evaluation cost ~15% of a
-    # 2,000-iteration LeNet round (bench/RESULTS.md).
-    sparsity = summaries.SparsitySummaries(folder.file("tensorboard", f"round_{round_index}", "sparsity"),
-                                           histogram_freq=epochs + 1)
+    # 2,000-iteration LeNet round (bench/RESULTS.md). A resumed round's first log is not its start.
+    sparsity = summaries.SparsitySummaries(writer, histogram_freq=epochs + 1,
+                                           masks_before=masks_before if epochs_done == 0 else None)
     try:
         try:
             _fit_round(model, train, epochs_done, epochs, interval, config,
-                       [checks, *extra_callbacks, tensorboard, sparsity,
+                       [checks, *extra_callbacks, curves, sparsity,
                         training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup])
         finally:
             backup.wait()  # the newest backup is whole on disk before anything reads or removes it
     except training.TrainingDivergedError:
         folder.remove_backup(round_index)  # resuming it would diverge again: nothing of the round is kept
         raise
+    finally:
+        writer.close()
     seconds = backup.seconds()
     test_loss, test_accuracy = training.Evaluator(splits.test_x, splits.test_y)(model)
     val_loss = [logs["val_loss"] for logs in backup.logs]
@@ -152,17 +164,20 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     }
 
 
-def write_tensorboard_round(folder, record):
-    """Writes a round's record as scalars (step = round) under tensorboard/imp.
+def write_tensorboard_round(folder, record, run="imp", step=None):
+    """Writes a round's record as scalars under `tensorboard/<run>`, in a tag space of its own.
 
-    `imp/<record key>` for accuracy, early stop and weights remaining, and
-    `flips/<layer>/<statistic>` for sign-flip runs (see `sign_flip.flip_statistics`).
+    `<run>/<record key>` for accuracy, early stop and weights remaining, and
+    `<run>/flips/<layer>/<statistic>` for sign-flip runs (`sign_flip.flip_statistics`):
+    the per-step views of the rounds (`flips/<layer>/...` at x = iteration) keep their
+    own tags, so TensorBoard never draws both in one chart. IMP: run 'imp', x = round;
+    one-pass: run 'one_pass', x = the run's iterations (`step`).
     """
-    writer = tf.summary.create_file_writer(folder.file("tensorboard", "imp"))
-    with writer.as_default(step=record["round"]):
+    writer = tf.summary.create_file_writer(folder.file("tensorboard", run))
+    with writer.as_default(step=record["round"] if step is None else step):
         for key in ("test_accuracy", "best_val_accuracy", "early_stop_iteration", "weights_remaining"):
-            tf.summary.scalar(f"imp/{key}", record[key])
+            tf.summary.scalar(f"{run}/{key}", record[key])
         for layer, statistics in record.get("flips", {}).items():
             for key, value in statistics.items():
-                tf.summary.scalar(f"flips/{layer}/{key}", value)
+                tf.summary.scalar(f"{run}/flips/{layer}/{key}", value)
     writer.close()

@@ -7,7 +7,8 @@ Beyond tfmot's `PruningSummaries` (which logs one sparsity scalar per layer), th
 at each epoch end (or every `update_freq` steps), with the optimizer iteration as step:
 
 * `sparsity/<layer>/weights_remaining` and `sparsity/weights_remaining` (all layers);
-* `sparsity/<layer>/mask_changes`: weights whose mask changed since the last log;
+* `sparsity/<layer>/mask_changes`: weights whose mask changed since the last log (at the
+  first log: since `masks_before`, e.g. the masks before the prune that starts an IMP round);
 * `flips/<layer>/...` for sign-flip wrappers: `fraction_flipped`, `fraction_ever_flipped`,
   `mean_flips`, and `flip_rate` — new sign flips per surviving weight per step since
   the last log;
@@ -20,13 +21,14 @@ at each epoch end (or every `update_freq` steps), with the optimizer iteration a
 Everything is read from variables between steps: nothing is added to the training graph.
 """
 
+import os
+
 import numpy as np
 import tensorflow as tf
-from tensorboard.compat.proto import summary_pb2
-from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.util import tensor_util
 
 from keras_lottery import compat
+from keras_lottery.foundations import tensorboard
+from keras_lottery.foundations.tensorboard import write_scalars  # noqa: F401  (its home before)
 from keras_lottery.foundations.validation import check_int
 from keras_lottery.sparsity import sign_flip
 from keras_lottery.sparsity import wrappers
@@ -38,23 +40,27 @@ class SparsitySummaries(keras.callbacks.Callback):
     """Logs per-layer sparsity, mask changes, sign flips, early-bird distances and histograms.
 
     Args:
-      log_dir: the folder of the event files (one TensorBoard run).
+      log_dir: the folder of the event files (one TensorBoard run), or a `tf.summary`
+        writer shared with the other callbacks that log into the same run.
       update_freq: 'epoch' (log at each epoch end) or a number of steps.
       histograms: also log histograms of the surviving weights.
       early_bird: an optional `EarlyBirdCallback` whose distances to log.
       histogram_freq: with `histograms`, log them at every `histogram_freq`-th log
         (the first, at the start of training, included) and at the end of training.
+      masks_before: optional dict layer name -> mask that the first log's
+        `mask_changes` counts from (without it, the first log has none to count).
 
     Raises:
       ValueError: an `update_freq` that is neither 'epoch' nor a positive integer, or a
         `histogram_freq` below 1.
     """
 
-    def __init__(self, log_dir, update_freq="epoch", histograms=True, early_bird=None, histogram_freq=1):
+    def __init__(self, log_dir, update_freq="epoch", histograms=True, early_bird=None, histogram_freq=1,
+                 masks_before=None):
         super().__init__()
         if update_freq != "epoch":
             check_int(update_freq, "update_freq ('epoch' or a number of steps)", 1)
-        self.log_dir = str(log_dir)
+        self.log_dir = log_dir if isinstance(log_dir, tf.summary.SummaryWriter) else str(log_dir)
         self.update_freq = update_freq
         self.histograms = histograms
         self.histogram_freq = check_int(histogram_freq, "histogram_freq", 1)
@@ -62,7 +68,8 @@ class SparsitySummaries(keras.callbacks.Callback):
         self._histograms_logged_at = None
         self.early_bird = early_bird
         self._writer = None
-        self._previous_masks = None
+        self._previous_masks = None if masks_before is None else {
+            name: np.asarray(mask) for name, mask in masks_before.items()}
         self._previous_flips = None
         self._previous_step = None
         self._last_logged_step = None
@@ -75,7 +82,7 @@ class SparsitySummaries(keras.callbacks.Callback):
             raise ValueError("SparsitySummaries needs a model with pruning wrappers (prune_low_magnitude or "
                              "prune_low_sign_flip).")
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+            self._writer, _ = tensorboard.writer_for(self.log_dir)
         self._log(_step(self.model))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -143,43 +150,24 @@ class SparsitySummaries(keras.callbacks.Callback):
         self._previous_flips, self._previous_step = totals, step
 
 
-def write_scalars(scalars, step):
-    """Writes several scalars at one step to the default summary writer, as one event.
-
-    What `tf.summary.scalar` writes for each (the same tag, scalar plugin metadata and
-    float32 value, so TensorBoard shows the same charts), in one summary op instead of
-    one op each: ~0.4 ms per scalar saved at every log.
-
-    Args:
-      scalars: dict tag -> number.
-      step: the step of the event.
-    """
-    if not scalars:
-        return
-    summary = summary_pb2.Summary()
-    metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None)
-    for tag, value in scalars.items():
-        summary.value.add(tag=tag, metadata=metadata, tensor=tensor_util.make_tensor_proto(np.float32(value)))
-    tf.summary.experimental.write_raw_pb(tf.constant(summary.SerializeToString()), step=step)
-
-
 def _step(model):
     return int(model.optimizer.iterations.numpy()) if getattr(model, "optimizer", None) is not None else 0
 
 
-def write_hparams(log_dir, config):
-    """Writes a run's config to TensorBoard's HParams dashboard.
+def write_hparams(log_dir, config, trial_id=None):
+    """Writes a run's config to TensorBoard's HParams dashboard (`foundations.tensorboard`).
 
     Args:
       log_dir: the run's TensorBoard folder.
-      config: dict of settings; values that are not bool, int, float or str are
-        written as their string (None as "None").
+      config: dict of settings; unset (None) values and settings that are not
+        hyperparameters (output and data folders, verbosity, backup interval) are left
+        out, others that are not bool, int, float or str are written as their string.
+      trial_id: the run's name in the dashboard, which groups the sessions of one name
+        (default: the run folder when `log_dir` is `<run folder>/tensorboard/<run>`, else
+        `log_dir`).
     """
-    from tensorboard.plugins.hparams import api as hparams_api  # imported here: only this needs it
-
-    values = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
-              for key, value in config.items()}
-    writer = tf.summary.create_file_writer(str(log_dir))
-    with writer.as_default():
-        hparams_api.hparams(values)
-    writer.close()
+    if trial_id is None:
+        parent = os.path.dirname(os.path.normpath(str(log_dir)))
+        trial_id = os.path.dirname(parent) if os.path.basename(parent) == "tensorboard" else os.path.normpath(
+            str(log_dir))
+    tensorboard.start_hparams_session(log_dir, config, trial_id)

@@ -91,7 +91,7 @@ def test_ticket_learns_and_tensorboard_logs_exist(finished_run):
     assert summary["rounds"][0]["test_accuracy"] > 0.3  # chance is 0.1
     assert os.path.isdir(output / "tensorboard" / "imp")
     assert any(name.startswith("events") for name in os.listdir(output / "tensorboard" / "imp"))
-    assert os.path.isdir(output / "tensorboard" / "round_2" / "train")
+    assert any(name.startswith("events") for name in os.listdir(output / "tensorboard" / "round_2"))
     assert (output / "rewind_snapshot.npz").exists()
 
 

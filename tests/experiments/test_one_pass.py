@@ -216,14 +216,14 @@ def test_flip_statistics_reach_tensorboard(sign_flip_run):
     for record in summary["rounds"]:
         for layer, statistics in record["flips"].items():
             for key, expected in statistics.items():
-                assert values[f"flips/{layer}/{key}", record["round"]] == pytest.approx(expected, rel=1e-6)
+                assert values[f"imp/flips/{layer}/{key}", record["round"]] == pytest.approx(expected, rel=1e-6)
 
 
 def test_rounds_log_sparsity_summaries_and_the_config_as_hparams(sign_flip_run):
     import tensorflow as tf
 
     output, summary = sign_flip_run
-    sparsity_folder = output / "tensorboard" / "round_2" / "sparsity"
+    sparsity_folder = output / "tensorboard" / "round_2"
     tags, plugins = set(), set()
     for folder in (sparsity_folder, output / "tensorboard" / "imp"):
         for name in os.listdir(folder):

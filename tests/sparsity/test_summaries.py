@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -84,13 +85,34 @@ def test_every_n_steps_and_bad_arguments(tiny, tmp_path):
         dense.fit(x, y, epochs=1, verbose=0, callbacks=[summaries.SparsitySummaries(str(tmp_path / "d"))])
 
 
-def test_hparams_are_written(tmp_path):
-    summaries.write_hparams(str(tmp_path), {"criterion": "hybrid", "alpha": 1.0, "rounds": 3, "data_dir": None})
-    events = _events(str(tmp_path))
+def test_hparams_are_written_without_unset_values_or_non_hyperparameters(tmp_path):
+    log_dir = tmp_path / "run_a" / "tensorboard" / "imp"
+    summaries.write_hparams(str(log_dir), {"criterion": "hybrid", "alpha": 1.0, "rounds": 3, "data_dir": None,
+                                           "train_examples": None, "output_dir": "runs/a", "verbose": 1})
+    events = _events(str(log_dir))
     plugins = {plugin for entries in events.values() for _, _, plugin in entries}
     assert "hparams" in plugins
-    raw = b"".join(open(os.path.join(tmp_path, f), "rb").read() for f in os.listdir(tmp_path))
-    assert b"criterion" in raw and b"hybrid" in raw
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = plugin_data_pb2.HParamsPluginData()
+    for name in os.listdir(log_dir):
+        for event in tf.compat.v1.train.summary_iterator(str(log_dir / name)):
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    content.ParseFromString(value.metadata.plugin_data.content)
+    start = content.session_start_info
+    assert dict(start.hparams)["criterion"].string_value == "hybrid"
+    assert set(start.hparams) == {"criterion", "alpha", "rounds"}  # no "None", no folders, no verbosity
+    assert start.group_name == os.path.normpath(tmp_path / "run_a")  # the run folder, not a hash
+
+
+def test_hparams_session_end_and_its_bad_status(tmp_path):
+    from keras_lottery.foundations import tensorboard
+
+    tensorboard.end_hparams_session(str(tmp_path), "success")
+    assert "_hparams_/session_end_info" in _events(str(tmp_path))
+    with pytest.raises(ValueError, match="status must be one of"):
+        tensorboard.end_hparams_session(str(tmp_path), "done")
 
 
 def test_histograms_every_histogram_freq_logs_and_at_the_end(tiny, tmp_path):
@@ -122,3 +144,32 @@ def test_scalars_of_one_log_are_one_event_tensorboard_reads_as_scalars(tmp_path)
     loaded.Reload()
     assert sorted(loaded.PluginTagToContent("scalars")) == ["a/x", "a/y"]
     assert [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in loaded.Tensors("a/x")] == [(3, 1.5), (4, 2.5)]
+
+
+def test_first_log_counts_mask_changes_from_masks_before(tiny, tmp_path):
+    """An IMP round's prune happens before its fit: `masks_before` makes its first log count it."""
+    model = kl.prune_low_magnitude(tiny.build_dense(), pruning_schedule=kl.OneShot(0.0, 0))
+    tiny.compile_model(model)
+    before = kl.get_masks(model)
+    kl.prune(model, 0.5)
+    x, y = tiny.make_data(32)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[summaries.SparsitySummaries(str(tmp_path), masks_before=before)])
+    changes = [int(value) for _, value, _ in _events(str(tmp_path))["sparsity/fc1/mask_changes"]]
+    assert changes == [int(np.count_nonzero(before["fc1"] != kl.get_masks(model)["fc1"])), 0]
+    assert changes[0] == before["fc1"].size // 2
+
+
+def test_callbacks_share_a_writer_into_one_event_file(tiny, tmp_path):
+    from keras_lottery import training
+
+    model = kl.prune_low_magnitude(tiny.build_dense(), pruning_schedule=kl.OneShot(0.5, 0))
+    tiny.compile_model(model)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    x, y = tiny.make_data(32)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, validation_data=(x, y),
+              callbacks=[kl.UpdateMasks(), training.TrainingSummaries(writer), summaries.SparsitySummaries(writer)])
+    writer.close()
+    assert len(os.listdir(tmp_path)) == 1
+    events = _events(str(tmp_path))
+    assert {"train/loss", "validation/loss", "sparsity/fc1/weights_remaining"} <= set(events)
