@@ -124,7 +124,8 @@ def _run(config, folder, on_round_end):
     # RewindCallback's snapshot sets it (nothing is rewound in one pass).
     extra = [callbacks.RewindCallback(config.rewind_step)] if config.rewind_step else []
     extra.append(callbacks.UpdateMasks(criterion=config.criterion, seed=config.seed))
-    record = rounds.train_round(model, config, splits, 0, total, interval, folder, extra, data_record)
+    record = rounds.train_round(model, config, splits, 0, total, interval, folder, extra, data_record,
+                                label="one pass")
     current = wrappers.get_masks(model)
     overall, per_layer = masks_lib.weights_remaining(current)
     record = {"round": 0, "weights_remaining": overall, "layers": per_layer, **record,

@@ -96,14 +96,16 @@ def evaluation_interval(iterations, evaluations, rewind_step):
     return interval, training.steps_per_execution(interval, rewind_step)
 
 
-def _fit_round(model, train, epochs_done, epochs, interval, config, callbacks):
+def _fit_round(model, train, epochs_done, epochs, interval, callbacks):
     # The checks come first in `callbacks` (they log val_loss), the divergence check before the backup,
-    # so that a NaN model is never saved.
+    # so that a NaN model is never saved. Keras's display stays off: it calls each evaluation interval
+    # an "Epoch" and writes to stdout; the `training.Progress` among `callbacks` logs a line instead.
     model.fit(train, initial_epoch=epochs_done, epochs=epochs, steps_per_epoch=interval,
-              callbacks=callbacks, verbose=config.verbose)
+              callbacks=callbacks, verbose=0)
 
 
-def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks, data_record=None):
+def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks, data_record=None,
+                label=None):
     """Trains one round, evaluating every `interval` steps, and returns its record.
 
     A round killed mid-way resumes at its last evaluation: see `round_backup.py`. The
@@ -111,6 +113,9 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     batches already trained and sees the rest in the uninterrupted order. The caller
     deletes the backup once the round's results are saved. `data_record`
     (`run_folder.data_record`) is kept in the backup, and a backup of other data is refused.
+
+    With `config.verbose` >= 1 each evaluation logs a line (`training.Progress`) that starts
+    with `label` (default "round <round_index> of <config.rounds>").
     """
     epochs = max(1, iterations // interval)
     backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
@@ -122,6 +127,9 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     checked = evaluation_examples(config, iterations, len(splits.validation_y))
     # First: it adds val_loss and val_accuracy to the logs every callback after it reads.
     checks = training.HeldOutChecks(splits.validation_x[:checked], splits.validation_y[:checked])
+    # Last among the callbacks: the line of an evaluation comes after its check and its backup.
+    progress = training.Progress(f"round {round_index} of {config.rounds}" if label is None else label,
+                                 epochs, interval, config.verbose)
     tensorboard = keras.callbacks.TensorBoard(folder.file("tensorboard", f"round_{round_index}"), profile_batch=0)
     # Histograms at the round's start (after its prune) and end only: one per evaluation cost ~15% of a
     # 2,000-iteration LeNet round (bench/RESULTS.md).
@@ -129,9 +137,9 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
                                            histogram_freq=epochs + 1)
     try:
         try:
-            _fit_round(model, train, epochs_done, epochs, interval, config,
+            _fit_round(model, train, epochs_done, epochs, interval,
                        [checks, *extra_callbacks, tensorboard, sparsity,
-                        training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup])
+                        training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup, progress])
         finally:
             backup.wait()  # the newest backup is whole on disk before anything reads or removes it
     except training.TrainingDivergedError:
