@@ -105,7 +105,7 @@ def _fit_round(model, train, epochs_done, epochs, interval, callbacks):
 
 
 def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks, data_record=None,
-                label=None):
+                label=None, final_masks_at=0):
     """Trains one round, evaluating every `interval` steps, and returns its record.
 
     A round killed mid-way resumes at its last evaluation: see `round_backup.py`. The
@@ -116,8 +116,16 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
 
     With `config.verbose` >= 1 each evaluation logs a line (`training.Progress`) that starts
     with `label` (default "round <round_index> of <config.rounds>").
+
+    `final_masks_at` is the iteration of the round's last mask update (one pass: the target
+    sparsity; IMP: 0, the masks are set before the round): the record's
+    `early_stop_iteration` and `best_val_accuracy` count only the evaluations after it, so
+    that they describe the network at its final sparsity, not a denser one on the way.
     """
     epochs = max(1, iterations // interval)
+    if final_masks_at >= epochs * interval:
+        raise ValueError(f"final_masks_at={final_masks_at} leaves no evaluation of the round's {epochs * interval} "
+                         "iterations after it to count: the last mask update must come before the round ends.")
     backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
                                       config_defaults(), extra_callbacks, data_record, config.backup_seconds)
     epochs_done = backup.restore()
@@ -147,12 +155,15 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
         raise
     seconds = backup.seconds()
     test_loss, test_accuracy = training.Evaluator(splits.test_x, splits.test_y)(model)
-    val_loss = [logs["val_loss"] for logs in backup.logs]
-    best = int(np.argmin(val_loss))
+    # Evaluation e (from 0) comes after iteration (e + 1) * interval; a mask update at step s is made after the
+    # evaluation at iteration s, so the evaluations after `final_masks_at` are those from e = final_masks_at // interval.
+    first = final_masks_at // interval
+    counted = backup.logs[first:]
+    best = first + int(np.argmin([logs["val_loss"] for logs in counted]))
     return {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "best_val_accuracy": float(np.max([logs["val_accuracy"] for logs in backup.logs])),
+        "best_val_accuracy": float(np.max([logs["val_accuracy"] for logs in counted])),
         "early_stop_iteration": (best + 1) * interval,
         "iterations": epochs * interval,
         "evaluation_examples": checked,
