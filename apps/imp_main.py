@@ -130,9 +130,9 @@ def main(argv):
     logging.info("%s (%s criterion): %s on %s, %s, results in %s", config.mode, config.criterion,
                  config.model, config.dataset, plan, config.output_dir)
     summary = imp.run(config, on_round_end=log_one_pass if one_pass else log_round)
-    last = summary["rounds"][-1]
+    last, count = summary["rounds"][-1], len(summary["rounds"])
     done = (f"one pass of {last['iterations']} iterations" if one_pass
-            else _plural(len(summary["rounds"]), "round") + f" ({_plural(len(summary['rounds']) - 1, 'pruning round')})")
+            else f"{_plural(count, 'round')} ({_plural(count - 1, 'pruning round')})")
     logging.info(
         "done: %s in %s (summary.json); %.1f%% weights remaining, test accuracy %.4f. "
         "View with: tensorboard --logdir %s/tensorboard",

@@ -155,8 +155,8 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
         raise
     seconds = backup.seconds()
     test_loss, test_accuracy = training.Evaluator(splits.test_x, splits.test_y)(model)
-    # Evaluation e (from 0) comes after iteration (e + 1) * interval; a mask update at step s is made after the
-    # evaluation at iteration s, so the evaluations after `final_masks_at` are those from e = final_masks_at // interval.
+    # Evaluation e (from 0) comes after iteration (e + 1) * interval; a mask update at step s is made after
+    # the evaluation at iteration s: the evaluations after `final_masks_at` are e >= final_masks_at // interval.
     first = final_masks_at // interval
     counted = backup.logs[first:]
     best = first + int(np.argmin([logs["val_loss"] for logs in counted]))
