@@ -85,18 +85,34 @@ def layer_schedules(config, dense_model, total):
     return result
 
 
-def target_weights_remaining(config, schedules_by_layer, model):
-    """The fraction of prunable weights left at the target sparsity (the count rule of `masks.keep_count`)."""
+def target_weights_remaining(schedules_by_layer, model):
+    """The fraction of prunable weights left at the target sparsity, for the run's description.
+
+    Args:
+      schedules_by_layer: dict layer name -> its schedule (`layer_schedules`).
+      model: the wrapped model (for the layers' sizes).
+
+    Returns:
+      The kept fraction, counted per layer as `masks.keep_count` does (a global ranking, one
+      sparsity for all layers together, keeps the same count to within a weight per layer).
+    """
     sizes = {name: int(np.size(weight)) for name, _, weight, _ in wrappers.pruning_entries(model)}
-    total = sum(sizes.values())
-    if config.strategy == "global":  # one sparsity over all layers together
-        return masks_lib.keep_count(total, next(iter(schedules_by_layer.values())).target_sparsity) / total
-    return sum(masks_lib.keep_count(size, schedules_by_layer[name].target_sparsity)
-               for name, size in sizes.items()) / total
+    kept = sum(masks_lib.keep_count(size, schedules_by_layer[name].target_sparsity) for name, size in sizes.items())
+    return kept / sum(sizes.values())
 
 
 def describe(total, begin, frequency, updates, weights_remaining):
-    """One line that says what a one-pass run does, e.g. for the start of its log."""
+    """What a one-pass run does, in one line for the start of its log.
+
+    Args:
+      total: training iterations.
+      begin, frequency, updates: the mask updates (`pruning_steps`).
+      weights_remaining: the fraction left at the target sparsity.
+
+    Returns:
+      E.g. "one pass: 6000 iterations, pruning from iteration 1200 to 4200 in 20 updates to 51.3%
+      weights remaining".
+    """
     if updates == 0:
         pruning = f"pruning once at iteration {begin}"
     else:
@@ -147,8 +163,7 @@ def _run(config, folder, on_round_end):
     model = rounds.wrap(config, dense, schedules_by_layer)
     rounds.check_keeps_weights(config, {name: s.target_sparsity for name, s in schedules_by_layer.items()}, model)
     if config.verbose:
-        _LOG.info("%s", describe(total, begin, frequency, updates,
-                                 target_weights_remaining(config, schedules_by_layer, model)))
+        _LOG.info("%s", describe(total, begin, frequency, updates, target_weights_remaining(schedules_by_layer, model)))
     summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)
     training.compile_for_training(
         model, config.optimizer, config.learning_rate,

@@ -6,8 +6,9 @@
 
 The flows cut their training into Keras "epochs" that are evaluation intervals, not passes
 over the data (IMP's 20 checks per round), so Keras's own display ("Epoch 3/20", a bar per
-interval, on stdout) misnames them and interleaves with nothing else. These lines say
-iterations and evaluations instead, and go where the flows' other lines go. Library code
+interval) misnames them, and on stdout it does not keep its order with the lines logged on
+stderr. These lines say iterations and evaluations instead, and go where the flows' other
+lines go. Library code
 never prints: each line is passed to `log`, by default the `keras_lottery.training.progress`
 logger at INFO level, which the apps show through absl.logging on stderr, in order with
 their round summaries (a library user sees them after `logging.basicConfig(level=logging.INFO)`).
