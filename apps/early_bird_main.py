@@ -25,7 +25,7 @@ from keras_lottery.experiments import early_bird_flow
 
 FLAGS = flags.FLAGS
 _DEFAULTS = early_bird_flow.EarlyBirdConfig()
-training_flags.define(_DEFAULTS, verbose=2)
+training_flags.define(_DEFAULTS)
 flags.adopt_module_key_flags(training_flags)  # so that --help lists them
 
 flags.DEFINE_float("target_sparsity", _DEFAULTS.target_sparsity, "Fraction of weights (or units) the ticket prunes.")

@@ -90,29 +90,53 @@ def config_from_flags():
 
 
 def log_round(record):
+    """Logs a finished IMP round's record (the line each round ends with)."""
     logging.info(
         "round %d: %.1f%% weights remaining, test accuracy %.4f, best validation accuracy %.4f, "
         "early stop at iteration %d, %.1f s",
         record["round"], 100 * record["weights_remaining"], record["test_accuracy"],
         record["best_val_accuracy"], record["early_stop_iteration"], record["train_seconds"],
     )
+    _log_flips(record)
+
+
+def log_one_pass(record):
+    """Logs a finished one-pass run's record: it has one, and it is not a round."""
+    logging.info(
+        "one pass trained: %.1f%% weights remaining, test accuracy %.4f; after the target sparsity (iteration %d): "
+        "best validation accuracy %.4f, early stop at iteration %d; %.1f s",
+        100 * record["weights_remaining"], record["test_accuracy"], record["target_reached_iteration"],
+        record["best_val_accuracy"], record["early_stop_iteration"], record["train_seconds"],
+    )
+    _log_flips(record)
+
+
+def _log_flips(record):
     for layer, statistics in record.get("flips", {}).items():
         logging.info("  %s: %.1f%% of surviving weights flipped now, %.2f sign changes per weight",
                      layer, 100 * statistics["fraction_flipped"], statistics["mean_flips"])
 
 
+def _plural(count, noun):
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def main(argv):
     del argv
     config = training_flags.resolved(config_from_flags())
-    logging.info("%s (%s criterion): %s on %s, %s rounds, results in %s", config.mode, config.criterion,
-                 config.model, config.dataset, config.rounds, config.output_dir)
-    summary = imp.run(config, on_round_end=log_round)
-    last = summary["rounds"][-1]
+    one_pass = config.mode == "one_pass"
+    plan = (f"pruned while it trains to the sparsity of {_plural(config.rounds, 'IMP round')}" if one_pass
+            else f"dense round 0 and {_plural(config.rounds, 'pruning round')}")
+    logging.info("%s (%s criterion): %s on %s, %s, results in %s", config.mode, config.criterion,
+                 config.model, config.dataset, plan, config.output_dir)
+    summary = imp.run(config, on_round_end=log_one_pass if one_pass else log_round)
+    last, count = summary["rounds"][-1], len(summary["rounds"])
+    done = (f"one pass of {last['iterations']} iterations" if one_pass
+            else f"{_plural(count, 'round')} ({_plural(count - 1, 'pruning round')})")
     logging.info(
-        "done: %d rounds in %s (summary.json); last round %.1f%% weights remaining, test accuracy %.4f. "
+        "done: %s in %s (summary.json); %.1f%% weights remaining, test accuracy %.4f. "
         "View with: tensorboard --logdir %s/tensorboard",
-        len(summary["rounds"]), config.output_dir, 100 * last["weights_remaining"], last["test_accuracy"],
-        config.output_dir,
+        done, config.output_dir, 100 * last["weights_remaining"], last["test_accuracy"], config.output_dir,
     )
 
 

@@ -21,7 +21,8 @@ def define(defaults, verbose=1):
     flags.DEFINE_integer("train_examples", None, "Train on this many examples (a subset, for quick runs); default: all.")
     flags.DEFINE_integer("validation_examples", defaults.validation_examples, "Examples held out from train.")
     flags.DEFINE_string("output_dir", defaults.output_dir, "Folder of this run's results.")
-    flags.DEFINE_integer("verbose", verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
+    flags.DEFINE_integer("verbose", verbose, "Progress lines while training, logged with the others: 0 none, "
+                         "1 a line per evaluation (iterations done, validation accuracy), 2 also losses and seconds.")
 
 
 def values():

@@ -30,7 +30,7 @@ from keras_lottery.experiments import tuning
 FLAGS = flags.FLAGS
 _DEFAULTS = imp.ImpConfig(output_dir="runs/tune")
 _SPACE = tuning.SearchSpace()
-training_flags.define(_DEFAULTS, verbose=0)  # many runs: Keras progress bars off unless asked for
+training_flags.define(_DEFAULTS, verbose=0)  # many runs: progress lines off unless asked for
 flags.adopt_module_key_flags(training_flags)  # so that --help lists them
 
 flags.DEFINE_float("target_weights_remaining", 0.1, "Fraction of prunable weights every trial ends with, in (0, 1).")

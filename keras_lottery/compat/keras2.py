@@ -6,13 +6,94 @@ registry. Every public function of keras_lottery calls `check_model` (or
 `check_not_keras3`) first so that a Keras 3 object or a subclassed model fails at once
 with a message that says what to do. The functions that return a new model first
 convert a Keras 3 Sequential or functional model with `keras3_conversion.to_tf_keras`.
+
+It also imports TensorFlow first, so that the lines TensorFlow's native libraries log while
+they load honour TF_CPP_MIN_LOG_LEVEL (which they otherwise ignore; see `filter_native_log`).
 """
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 
 # tfmot sets this too; setting it before TensorFlow is imported makes `tf.keras`
 # resolve to tf_keras, so models built with either spelling mix.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+# While its native libraries load, TensorFlow logs "oneDNN custom operations are on" and "Could
+# not find cuda drivers" through absl's C++ logging before anything has read TF_CPP_MIN_LOG_LEVEL,
+# so the variable does not hide them. And they come twice: the profiler plugin that `import
+# tensorflow` loads (tensorflow/python/profiler/internal/_pywrap_profiler_plugin.so) links its own
+# copy of that code, whose static initializers log the same lines again. So TensorFlow is first
+# imported here with the native stderr caught, and what comes back is what the variable allows.
+# absl before InitializeLog() writes the time as 00:00:<seconds since 1970>.
+_NATIVE_HEADER = re.compile(rb"([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]\s]+:\d+\] ")
+_NATIVE_NOTICE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_SEVERITIES = b"IWEF"  # absl's letters, in TF_CPP_MIN_LOG_LEVEL's order: 0 INFO ... 3 FATAL
+
+
+def native_log_level():
+    """TF_CPP_MIN_LOG_LEVEL as TensorFlow reads it: 0 (everything) unless it is 1, 2 or 3."""
+    value = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip()
+    return int(value) if value in ("1", "2", "3") else 0
+
+
+def filter_native_log(text, min_level):
+    """The lines of native stderr output that TF_CPP_MIN_LOG_LEVEL=`min_level` lets through.
+
+    absl-formatted lines (`I0000 00:00:... port.cc:153] ...`) below `min_level` and absl's notice that
+    logging is not initialized are dropped; every other line (an error, Python's own output) is kept.
+
+    Args:
+      text: bytes written to file descriptor 2.
+      min_level: 0 (keep everything), 1 (drop INFO), 2 (also WARNING) or 3 (also ERROR).
+
+    Returns:
+      The kept lines, as bytes, in their order.
+    """
+    if min_level <= 0:
+        return text
+    kept = []
+    for line in text.splitlines(keepends=True):
+        header = _NATIVE_HEADER.match(line)
+        if line.rstrip(b"\r\n") == _NATIVE_NOTICE or (header and _SEVERITIES.index(header.group(1)) < min_level):
+            continue
+        kept.append(line)
+    return b"".join(kept)
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered(min_level):
+    """Within the block, file descriptor 2 goes to a temporary file; at its end the allowed lines go on."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter
+        yield
+        return
+    _flush_python_stderr()
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            _flush_python_stderr()  # what Python wrote meanwhile is in the file, in order
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = filter_native_log(caught.read(), min_level)
+            while kept:
+                kept = kept[os.write(2, kept):]
+
+
+def _flush_python_stderr():
+    if sys.stderr is not None:
+        sys.stderr.flush()
+
+
+if "tensorflow" not in sys.modules and native_log_level() > 0:
+    with _native_stderr_filtered(native_log_level()):
+        import tensorflow  # noqa: E402,F401  (loads the native libraries while their start-up lines are caught)
 
 import tf_keras as keras  # noqa: E402  (must follow the environment variable)
 

@@ -109,11 +109,15 @@ def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1
     start = time.perf_counter()
     # The validation checks first: they add val_loss and val_accuracy to the logs the others read.
     checks = training.HeldOutChecks(splits.validation_x, splits.validation_y)
+    # A line per check ("search: iteration 240 of 4800 (evaluation 4 of 20), ..."), logged; Keras's own
+    # display (stdout, "Epoch 4/20" for a check) stays off.
+    progress = training.Progress(phase, epochs * checks_per_epoch, steps, config.verbose)
     history = model.fit(
         data.to_dataset(splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed, repeat=True),
         epochs=epochs * checks_per_epoch, steps_per_epoch=steps,
-        callbacks=[checks, *extra, curves, training.StopOnDivergence(f"the {phase} phase", config.learning_rate)],
-        verbose=config.verbose,
+        callbacks=[checks, *extra, curves, training.StopOnDivergence(f"the {phase} phase", config.learning_rate),
+                   progress],
+        verbose=0,
     )
     seconds = time.perf_counter() - start
     test_loss, test_accuracy = training.Evaluator(splits.test_x, splits.test_y)(model)

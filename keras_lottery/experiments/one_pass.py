@@ -18,10 +18,18 @@ initialization, trained for the whole length).
 
 Results: the same run folder as IMP (`summary.json` with one record, "round" 0,
 `round_0/masks.npz`, TensorBoard runs `round_0` and `one_pass`); rerunning a finished run returns its summary,
-rerunning a killed one resumes at its last evaluation (`round_backup.py`).
+rerunning a killed one resumes at its last evaluation (`round_backup.py`). The record's
+`early_stop_iteration` and `best_val_accuracy` count only the evaluations after
+`target_reached_iteration`, the last mask update (the network at its final sparsity):
+records written before that field existed counted every evaluation, the denser ones too.
+
+With `verbose` >= 1 the run logs what it will do ("one pass: 6000 iterations, pruning
+from iteration 1200 to 4200 in 20 updates to 51.3% weights remaining") and a line per
+evaluation (`training.Progress`).
 """
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -39,6 +47,9 @@ from keras_lottery.sparsity import schedules
 from keras_lottery.sparsity import sign_flip
 from keras_lottery.sparsity import summaries
 from keras_lottery.sparsity import wrappers
+
+_LOG = logging.getLogger(__name__)
+PROGRESS_LABEL = "one pass"
 
 
 def total_iterations(config, iterations_per_round):
@@ -74,6 +85,41 @@ def layer_schedules(config, dense_model, total):
         result[name] = (schedules.OneShot(target, begin) if updates == 0
                         else schedules.Gradual(target, begin, frequency, updates))
     return result
+
+
+def target_weights_remaining(schedules_by_layer, model):
+    """The fraction of prunable weights left at the target sparsity, for the run's description.
+
+    Args:
+      schedules_by_layer: dict layer name -> its schedule (`layer_schedules`).
+      model: the wrapped model (for the layers' sizes).
+
+    Returns:
+      The kept fraction, counted per layer as `masks.keep_count` does (a global ranking, one
+      sparsity for all layers together, keeps the same count to within a weight per layer).
+    """
+    sizes = {name: int(np.size(weight)) for name, _, weight, _ in wrappers.pruning_entries(model)}
+    kept = sum(masks_lib.keep_count(size, schedules_by_layer[name].target_sparsity) for name, size in sizes.items())
+    return kept / sum(sizes.values())
+
+
+def describe(total, begin, frequency, updates, weights_remaining):
+    """What a one-pass run does, in one line for the start of its log.
+
+    Args:
+      total: training iterations.
+      begin, frequency, updates: the mask updates (`pruning_steps`).
+      weights_remaining: the fraction left at the target sparsity.
+
+    Returns:
+      E.g. "one pass: 6000 iterations, pruning from iteration 1200 to 4200 in 20 updates to 51.3%
+      weights remaining".
+    """
+    if updates == 0:
+        pruning = f"pruning once at iteration {begin}"
+    else:
+        pruning = f"pruning from iteration {begin} to {begin + frequency * updates} in {updates} updates"
+    return f"{PROGRESS_LABEL}: {total} iterations, {pruning} to {100 * weights_remaining:.1f}% weights remaining"
 
 
 def run(config, on_round_end=None):
@@ -118,6 +164,8 @@ def _run(config, folder, on_round_end):
     schedules_by_layer = layer_schedules(config, dense, total)
     model = rounds.wrap(config, dense, schedules_by_layer)
     rounds.check_keeps_weights(config, {name: s.target_sparsity for name, s in schedules_by_layer.items()}, model)
+    if config.verbose:
+        _LOG.info("%s", describe(total, begin, frequency, updates, target_weights_remaining(schedules_by_layer, model)))
     summaries.write_hparams(folder.file("tensorboard", "one_pass"), config_dict, os.path.normpath(config.output_dir))
     training.compile_for_training(
         model, config.optimizer, config.learning_rate,
@@ -126,11 +174,14 @@ def _run(config, folder, on_round_end):
     # RewindCallback's snapshot sets it (nothing is rewound in one pass).
     extra = [callbacks.RewindCallback(config.rewind_step)] if config.rewind_step else []
     extra.append(callbacks.UpdateMasks(criterion=config.criterion, seed=config.seed))
-    record = rounds.train_round(model, config, splits, 0, total, interval, folder, extra, data_record)
+    target_reached = begin + frequency * updates
+    record = rounds.train_round(model, config, splits, 0, total, interval, folder, extra, data_record,
+                                label=PROGRESS_LABEL, final_masks_at=target_reached)
     current = wrappers.get_masks(model)
     overall, per_layer = masks_lib.weights_remaining(current)
     record = {"round": 0, "weights_remaining": overall, "layers": per_layer, **record,
-              "total_iterations": record["iterations"], "flips": sign_flip.flip_statistics(model)}
+              "total_iterations": record["iterations"], "target_reached_iteration": int(target_reached),
+              "flips": sign_flip.flip_statistics(model)}
     variables = callbacks.RewindCallback.rewindable_variables(model)
     folder.save_round(0, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)},
                       sign_flip.get_state(model))

@@ -96,15 +96,16 @@ def evaluation_interval(iterations, evaluations, rewind_step):
     return interval, training.steps_per_execution(interval, rewind_step)
 
 
-def _fit_round(model, train, epochs_done, epochs, interval, config, callbacks):
+def _fit_round(model, train, epochs_done, epochs, interval, callbacks):
     # The checks come first in `callbacks` (they log val_loss), the divergence check before the backup,
-    # so that a NaN model is never saved.
+    # so that a NaN model is never saved. Keras's display stays off: it calls each evaluation interval
+    # an "Epoch" and writes to stdout; the `training.Progress` among `callbacks` logs a line instead.
     model.fit(train, initial_epoch=epochs_done, epochs=epochs, steps_per_epoch=interval,
-              callbacks=callbacks, verbose=config.verbose)
+              callbacks=callbacks, verbose=0)
 
 
 def train_round(model, config, splits, round_index, iterations, interval, folder, extra_callbacks, data_record=None,
-                masks_before=None):
+                masks_before=None, label=None, final_masks_at=0):
     """Trains one round, evaluating every `interval` steps, and returns its record.
 
     A round killed mid-way resumes at its last evaluation: see `round_backup.py`. The
@@ -118,8 +119,19 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     TensorBoard: one run per round, `tensorboard/round_<r>`, with the training and
     validation curves (`train/...`, `validation/...`), the sparsity views and histograms,
     all at x = training iteration of the round.
+
+    With `config.verbose` >= 1 each evaluation logs a line (`training.Progress`) that starts
+    with `label` (default "round <round_index> of <config.rounds>").
+
+    `final_masks_at` is the iteration of the round's last mask update (one pass: the target
+    sparsity; IMP: 0, the masks are set before the round): the record's
+    `early_stop_iteration` and `best_val_accuracy` count only the evaluations after it, so
+    that they describe the network at its final sparsity, not a denser one on the way.
     """
     epochs = max(1, iterations // interval)
+    if final_masks_at >= epochs * interval:
+        raise ValueError(f"final_masks_at={final_masks_at} leaves no evaluation of the round's {epochs * interval} "
+                         "iterations after it to count: the last mask update must come before the round ends.")
     backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
                                       config_defaults(), extra_callbacks, data_record, config.backup_seconds)
     epochs_done = backup.restore()
@@ -129,6 +141,9 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     checked = evaluation_examples(config, iterations, len(splits.validation_y))
     # First: it adds val_loss and val_accuracy to the logs every callback after it reads.
     checks = training.HeldOutChecks(splits.validation_x[:checked], splits.validation_y[:checked])
+    # Last among the callbacks: the line of an evaluation comes after its check and its backup.
+    progress = training.Progress(f"round {round_index} of {config.rounds}" if label is None else label,
+                                 epochs, interval, config.verbose)
     # One writer for the round's TensorBoard run: two event files in one folder are read one after
     # the other, and a live view can miss points of the older one.
     writer = tf.summary.create_file_writer(folder.file("tensorboard", f"round_{round_index}"))
@@ -139,9 +154,9 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
                                            masks_before=masks_before if epochs_done == 0 else None)
     try:
         try:
-            _fit_round(model, train, epochs_done, epochs, interval, config,
+            _fit_round(model, train, epochs_done, epochs, interval,
                        [checks, *extra_callbacks, curves, sparsity,
-                        training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup])
+                        training.StopOnDivergence(f"round {round_index}", config.learning_rate), backup, progress])
         finally:
             backup.wait()  # the newest backup is whole on disk before anything reads or removes it
     except training.TrainingDivergedError:
@@ -151,12 +166,15 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
         writer.close()
     seconds = backup.seconds()
     test_loss, test_accuracy = training.Evaluator(splits.test_x, splits.test_y)(model)
-    val_loss = [logs["val_loss"] for logs in backup.logs]
-    best = int(np.argmin(val_loss))
+    # Evaluation e (from 0) comes after iteration (e + 1) * interval; a mask update at step s is made after
+    # the evaluation at iteration s: the evaluations after `final_masks_at` are e >= final_masks_at // interval.
+    first = final_masks_at // interval
+    counted = backup.logs[first:]
+    best = first + int(np.argmin([logs["val_loss"] for logs in counted]))
     return {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "best_val_accuracy": float(np.max([logs["val_accuracy"] for logs in backup.logs])),
+        "best_val_accuracy": float(np.max([logs["val_accuracy"] for logs in counted])),
         "early_stop_iteration": (best + 1) * interval,
         "iterations": epochs * interval,
         "evaluation_examples": checked,

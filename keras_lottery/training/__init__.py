@@ -5,6 +5,7 @@
 * `compile`: `compile_for_training`, `steps_per_execution`.
 * `divergence`: `StopOnDivergence`, `TrainingDivergedError` (a NaN loss stops the run unsaved).
 * `evaluation`: `Evaluator`, `HeldOutChecks`: loss and accuracy on fixed arrays in one traced graph.
+* `progress`: `Progress`, a line per evaluation ("round 2 of 5: iteration 300 of 2000 ..."), logged.
 * `summaries`: `TrainingSummaries`: the train/validation curves on TensorBoard at x = iteration.
 """
 
@@ -12,4 +13,5 @@ from keras_lottery.training.compile import compile_for_training, steps_per_execu
 from keras_lottery.training.config import OPTIMIZERS, TrainingConfig, check_batch_size  # noqa: F401
 from keras_lottery.training.divergence import StopOnDivergence, TrainingDivergedError  # noqa: F401
 from keras_lottery.training.evaluation import Evaluator, HeldOutChecks  # noqa: F401
+from keras_lottery.training.progress import Progress, check_verbose  # noqa: F401
 from keras_lottery.training.summaries import TrainingSummaries  # noqa: F401

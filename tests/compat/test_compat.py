@@ -13,6 +13,7 @@ import tf_keras
 
 import keras_lottery as kl
 from keras_lottery import compat
+from keras_lottery.compat import keras2
 from keras_lottery.compat import keras3_conversion
 from keras_lottery import keras as kl_keras
 from keras_lottery.compat.keras3_conversion import Keras3ConversionError, Keras3ConversionWarning
@@ -45,6 +46,18 @@ def test_keras_is_tf_keras():
     assert kl_keras is tf_keras
     assert compat.keras is tf_keras
     assert os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+
+
+def test_tensorflows_native_start_up_lines_below_tf_cpp_min_log_level_are_dropped_the_rest_kept():
+    # The lines TensorFlow 2.21 logs while it loads, which TF_CPP_MIN_LOG_LEVEL does not reach (keras2.py).
+    notice = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    info = b"I0000 00:00:1796128611.998604     987 port.cc:153] oneDNN custom operations are on.\n"
+    error = b"E0000 00:00:1796128644.419390    1174 cuda_platform.cc:52] failed call to cuInit\n"
+    other = b"/a/module.py:3: UserWarning: kept, whatever the level\n"
+    text = notice + info + error + other
+    assert keras2.filter_native_log(text, 0) == text
+    assert keras2.filter_native_log(text, 1) == error + other
+    assert keras2.filter_native_log(text, 3) == other
 
 
 def test_is_keras3_object(keras3_model):

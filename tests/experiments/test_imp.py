@@ -34,10 +34,12 @@ def app_run(tiny_fashion, tmp_path_factory, request):
     command = [
         sys.executable, "-m", "apps.imp_main", f"--data_dir={tiny_fashion}", f"--output_dir={output}",
         "--rounds=1", "--iterations=20", "--batch_size=20", "--validation_examples=100",
-        "--evaluations_per_round=2", "--verbose=0",
+        "--evaluations_per_round=2",  # and the default --verbose=1: a progress line per evaluation
     ]
+    # TensorFlow's start-up lines as the apps start by default (no TF_CPP_MIN_LOG_LEVEL of the caller's).
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
     with processes.early_process(request, "test_app_runs_end_to_end", command, fresh=True,
-                                cwd=processes.REPOSITORY) as process:
+                                cwd=processes.REPOSITORY, env=env) as process:
         yield output, process
 
 
@@ -186,13 +188,33 @@ def test_global_strategy_prunes_one_rate_across_layers(tiny_fashion, tmp_path):
     assert len(set(summary["rounds"][1]["layers"].values())) > 1  # layers differ under a global ranking
 
 
+# What TensorFlow 2.21 logs while its native libraries load (twice: the profiler plugin has its own copy).
+TENSORFLOW_START_UP = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+                       "Could not find cuda drivers", "This TensorFlow binary is optimized")
+
+
 def test_app_runs_end_to_end(app_run):
     output, process = app_run
     result = process.result()
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "round 1: 80.0% weights remaining" in result.stderr  # one progress line per round
+    assert "round 1: 80.0% weights remaining" in result.stderr  # one summary line per round
     assert str(output) in result.stderr
     assert len(json.loads((output / "summary.json").read_text())["rounds"]) == 2
+    # One stream: Keras's display ("Epoch 1/2" and its bars on stdout) is gone, the progress lines are
+    # logged on stderr, in order with the round summaries; TensorFlow's start-up noise is quiet.
+    assert result.stdout == ""
+    assert "Epoch" not in result.stderr
+    for line in TENSORFLOW_START_UP:
+        assert line not in result.stderr, line
+    expected = []
+    for round_index in (0, 1):
+        expected += [f"round {round_index} of 1: iteration {i} of 20 (evaluation {i // 10} of 2), validation accuracy"
+                     for i in (10, 20)]
+        expected.append(f"round {round_index}: ")
+    expected.append("done: 2 rounds")
+    lines = result.stderr.splitlines()
+    found = [next((n for n, line in enumerate(lines) if wanted in line), None) for wanted in expected]
+    assert None not in found and found == sorted(found), list(zip(expected, found))
 
 
 def test_checks_read_a_fixed_subset_whose_size_bounds_their_cost(tiny_fashion):

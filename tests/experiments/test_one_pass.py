@@ -8,8 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+from keras_lottery import training
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import one_pass
+from keras_lottery.experiments import rounds
 from keras_lottery.experiments import run_folder
 from keras_lottery.sparsity import masks as masks_lib
 from tests import processes
@@ -193,13 +195,62 @@ def test_app_one_pass_hybrid_end_to_end(tiny_fashion, tmp_path):
     command = [
         sys.executable, "-m", "apps.imp_main", f"--data_dir={tiny_fashion}", f"--output_dir={output}",
         "--mode=one_pass", "--criterion=hybrid", "--alpha=2", "--rounds=3", "--iterations=20",
-        "--batch_size=20", "--validation_examples=100", "--evaluations_per_round=2", "--verbose=0",
+        "--batch_size=20", "--validation_examples=100", "--evaluations_per_round=2",
     ]
     result = processes.run(command, cwd=processes.REPOSITORY)  # in the app server (tests/processes.py)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "51.3% weights remaining" in result.stderr and "sign changes per weight" in result.stderr
     saved = json.loads((output / "summary.json").read_text())
     assert saved["config"]["alpha"] == 2.0 and saved["rounds"][0]["iterations"] == 60
+    # What a one-pass run is, its progress, and an end that does not call it rounds, in this order.
+    begin, frequency, updates = one_pass.pruning_steps(imp.ImpConfig(), 60)
+    target = begin + frequency * updates
+    expected = ["one_pass (hybrid criterion): lenet_300_100 on fashion_mnist, pruned while it trains to the "
+                "sparsity of 3 IMP rounds",
+                f"one pass: 60 iterations, pruning from iteration {begin} to {target} in {updates} updates to 51.3% "
+                "weights remaining",
+                "one pass: iteration 30 of 60 (evaluation 1 of 2), validation accuracy ",
+                "one pass: iteration 60 of 60 (evaluation 2 of 2), validation accuracy ",
+                f"one pass trained: 51.3% weights remaining, test accuracy {saved['rounds'][0]['test_accuracy']:.4f}; "
+                f"after the target sparsity (iteration {target}): best validation accuracy",
+                "done: one pass of 60 iterations in "]
+    lines = result.stderr.splitlines()
+    found = [next((n for n, line in enumerate(lines) if wanted in line), None) for wanted in expected]
+    assert None not in found and found == sorted(found), list(zip(expected, found))
+    assert "round" not in result.stderr.replace("IMP round", "") and "Epoch" not in result.stdout + result.stderr
+
+
+def _scripted_checks(monkeypatch, val_loss, val_accuracy):
+    """The held-out checks log these values at evaluation 0, 1, ... (the model is not evaluated)."""
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"], logs["val_accuracy"] = val_loss[epoch], val_accuracy[epoch]
+
+    monkeypatch.setattr(training.HeldOutChecks, "on_epoch_end", on_epoch_end)
+
+
+def test_one_pass_early_stop_counts_only_evaluations_at_the_target_sparsity(tiny_fashion, tmp_path, monkeypatch):
+    # 100 steps, an evaluation every 20; mask updates from 20 to 20 + 4 * 12 = 68: the evaluations at 80
+    # and 100 are of the final sparsity. The best validation loss and accuracy come earlier, at 20.
+    config = _config(tiny_fashion, tmp_path, mode="one_pass", rounds=2, one_pass_iterations=100,
+                     evaluations_per_round=5, prune_updates=4)
+    _scripted_checks(monkeypatch, val_loss=[0.1, 0.5, 0.4, 0.3, 0.2], val_accuracy=[0.9, 0.1, 0.2, 0.3, 0.4])
+    summary = imp.run(config)
+    record = summary["rounds"][0]
+    assert summary["prune_steps"][-1] == record["target_reached_iteration"] == 68
+    assert record["early_stop_iteration"] == 100  # not 20, where pruning had not begun
+    assert record["best_val_accuracy"] == pytest.approx(0.4)  # not 0.9
+
+
+def test_imp_rounds_still_count_every_evaluation(tiny_fashion, tmp_path, monkeypatch):
+    _scripted_checks(monkeypatch, val_loss=[0.3, 0.1, 0.2, 0.4], val_accuracy=[0.5, 0.9, 0.7, 0.6])
+    record = imp.run(_config(tiny_fashion, tmp_path, rounds=0))["rounds"][0]
+    assert record["early_stop_iteration"] == 20 and record["best_val_accuracy"] == pytest.approx(0.9)
+    assert "target_reached_iteration" not in record
+
+
+def test_a_last_mask_update_at_the_end_of_the_round_is_refused_before_training():
+    with pytest.raises(ValueError, match="final_masks_at=40 leaves no evaluation"):
+        rounds.train_round(None, None, None, 0, 40, 10, None, [], final_masks_at=40)
 
 
 def test_flip_statistics_reach_tensorboard(sign_flip_run):
