@@ -11,9 +11,10 @@ the label. Seeds are aggregated point by point: IMP rounds by round index (the
 rounds every seed has), one-pass and early-bird runs by their `LEVEL_FIELD`.
 
 Per group: PNG plots (test accuracy vs weights remaining, log x with 100% on the
-left, mean and min-max band over seeds, the dense round 0 dashed; early-stop
-iteration vs weights remaining, IMP only; test accuracy vs training iterations
-spent), a section of report.md, and the same numbers in report.json. Theoretical
+left, ticked at the runs' own levels, mean and min-max band over seeds (none for a
+single seed), the dense round 0 dashed; early-stop iteration vs weights remaining,
+IMP only; test accuracy vs training iterations spent, each point marked with its
+weights remaining), a section of report.md, and the same numbers in report.json. Theoretical
 speedup = dense / nonzero multiply-adds of the layers with a kernel: per layer,
 kernel size x output positions (1 for Dense) of the model `models.build` makes for
 the dataset's input shape, times the layer's weights remaining.

@@ -17,6 +17,7 @@ from keras_lottery.foundations import files
 PLOT_TITLES = {"accuracy": "test accuracy vs weights remaining",
                "early_stop": "early-stop iteration vs weights remaining (IMP)",
                "iterations": "test accuracy vs training iterations spent"}
+MAX_LEVEL_TICKS = 14  # labelled levels on the weights-remaining axis: what fits its width without overlap
 
 
 def save_figure(figure_to_save, path):
@@ -26,16 +27,28 @@ def save_figure(figure_to_save, path):
     files.write_bytes(path, buffer.getvalue())
 
 
-def _draw(axes, x, statistics, color, label, scale):
-    """A mean line with a min-max band; a single point gets a marker and a min-max error bar."""
+def _draw(axes, x, statistics, color, label, scale, notes=None):
+    """A mean line with a min-max band over seeds; a single point gets a marker and a min-max error bar.
+
+    One seed has no spread, so it gets neither band nor error bar. `notes` (one text per
+    point, in the order of `x`) are written next to the points.
+    """
     order = np.argsort(x)
     x = np.asarray(x, dtype=float)[order]
     mean, low, high = (scale * np.asarray([s[key] for s in statistics])[order] for key in ("mean", "min", "max"))
+    spread = min(s["n"] for s in statistics) > 1
     if len(x) > 1:
         axes.plot(x, mean, marker="o", markersize=3, color=color, label=label)
-        axes.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
-    else:
+        if spread:
+            axes.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+    elif spread:
         axes.errorbar(x, mean, yerr=[mean - low, high - mean], color=color, capsize=4, marker="D", label=label)
+    else:
+        axes.plot(x, mean, color=color, marker="D", linestyle="none", label=label)
+    if notes:
+        for x_value, y_value, note in zip(x, mean, np.asarray(notes, dtype=object)[order]):
+            axes.annotate(note, (x_value, y_value), textcoords="offset points", xytext=(0, 6), ha="center",
+                          fontsize="x-small", color=color)
 
 
 def _dodged(x_by_label):
@@ -51,13 +64,37 @@ def _dodged(x_by_label):
     return dodged
 
 
+def level_ticks(percents, low, high, max_ticks=MAX_LEVEL_TICKS):
+    """The levels of weights remaining to label: each distinct level, thinned where labels would collide.
+
+    Args:
+      percents: the levels (% of weights remaining) the plot draws.
+      low, high: the axis limits (% of weights remaining).
+      max_ticks: labels keep at least 1 / max_ticks of the log axis apart.
+
+    Returns:
+      The levels to label, rounded to 3 significant digits (as the table prints
+      them), highest first: every level, except one too close (on the log axis) to
+      the higher level labelled before it.
+    """
+    gap = np.log10(high / low) / max_ticks  # in decades
+    ticks = []
+    for level in sorted({float(f"{value:.3g}") for value in percents if value > 0}, reverse=True):
+        if not ticks or np.log10(ticks[-1] / level) >= gap:
+            ticks.append(level)
+    return ticks
+
+
 def _weights_axis(axes, percents):
-    """Log x axis of weights remaining in %, inverted (100% on the left), as in the LTH papers."""
+    """Log x axis of weights remaining in %, inverted (100% on the left), as in the LTH papers.
+
+    The ticks are the runs' own levels (a round's 51.3% is read off the axis, not guessed
+    between round numbers); minor ticks stay unlabelled.
+    """
     axes.set_xscale("log")
     high, low = max(percents) * 1.15, min(percents) / 1.15
     axes.set_xlim(high, low)
-    axes.xaxis.set_major_locator(ticker.FixedLocator(
-        [tick for tick in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if low <= tick <= high]))
+    axes.xaxis.set_major_locator(ticker.FixedLocator(level_ticks(percents, low, high)))
     axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes.set_xlabel("weights remaining (%, log scale)")
@@ -73,11 +110,14 @@ def figure(group, name, colors):
                       for level in m["levels"]] for m in methods}
     y_key, scale = ("early_stop_iteration", 1.0) if name == "early_stop" else ("test_accuracy", 100.0)
     for method, dodged in zip(methods, _dodged(x).values()):
+        # Against iterations, the x axis no longer says how sparse a point is: each point says it.
+        notes = [f"{100 * level['weights_remaining']:.3g}%" for level in method["levels"]] \
+            if name == "iterations" else None
         _draw(axes, dodged, [level[y_key] for level in method["levels"]], colors[method["label"]],
-              f"{method['label']} (n={len(method['seeds'])})", scale)
+              f"{method['label']} (n={len(method['seeds'])})", scale, notes)
     if name == "iterations":
         axes.set_xscale("log")
-        axes.set_xlabel("training iterations spent (log scale)")
+        axes.set_xlabel("training iterations spent (log scale); at each point: weights remaining")
     else:
         _weights_axis(axes, [value for values in x.values() for value in values])
     dense = {round(level["test_accuracy"]["mean"], 6) for m in methods if m["kind"] == "imp"

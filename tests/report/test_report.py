@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.container import ErrorbarContainer
 
 from keras_lottery import report
+from keras_lottery.report import render
 from tests import processes
 
 LENET_FLOPS = {"fc1": 784 * 300, "fc2": 300 * 100, "output": 100 * 10}  # Dense: multiply-adds = kernel size
@@ -166,6 +169,52 @@ def test_plots_are_written_per_group(written):
             assert file.read(8) == b"\x89PNG\r\n\x1a\n"
         assert os.path.getsize(path) > 10_000
         assert f"({os.path.basename(path)})" in markdown  # linked from its section
+
+
+def _axes(written, dataset, name):
+    """The drawn axes of plot `name` of `dataset`'s group, as write_report draws it from report.json's group."""
+    group = next(g for g in written[1]["groups"] if g["dataset"] == dataset)
+    figure = render.figure(group, name, {m["label"]: f"C{i}" for i, m in enumerate(group["methods"])})
+    figure.canvas.draw()  # tick labels are only set when drawn
+    return figure.axes[0]
+
+
+def test_weights_axis_is_labelled_at_the_runs_levels(written):
+    # fashion_mnist's levels: IMP rounds 0-2 (100%, 80.04%, 64.06% overall), one pass at round 2's, early bird 20%.
+    axes = _axes(written, "fashion_mnist", "accuracy")
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["100", "80", "64.1", "20"]
+    assert [label.get_text() for label in _axes(written, "fashion_mnist", "early_stop").get_xticklabels()] == [
+        "100", "80", "64.1"]  # IMP only
+    assert [label.get_text() for label in _axes(written, "mnist", "accuracy").get_xticklabels()] == ["100", "80"]
+
+
+def test_level_ticks_leave_out_levels_whose_labels_would_collide():
+    # On a 40-115% axis, labels keep log10(115 / 40) / 14 decades apart: a ratio of 1.079.
+    assert render.level_ticks([50.9, 100, 98, 80, 51.2, 100.0004], 40, 115) == [100, 80, 51.2]
+    assert render.level_ticks([100, 98], 40, 115, max_ticks=100) == [100, 98]
+
+
+def test_iterations_plot_says_each_points_weights_remaining(written):
+    axes = _axes(written, "fashion_mnist", "iterations")
+    notes = {}
+    for text in axes.texts:
+        notes.setdefault(text.get_text(), []).append(text.xy)
+    # random_reinit and the ticket at rounds 0-2, the one pass at round 2's level, the early bird at 20%.
+    assert {note: len(points) for note, points in notes.items()} == {"100%": 2, "80%": 2, "64.1%": 3, "20%": 1}
+    assert notes["20%"] == [(5100, pytest.approx(86.0))]  # at the early bird's point: 5,100 iterations, 86%
+
+
+def test_one_seed_draws_no_error_bar_or_band(written):
+    axes = _axes(written, "fashion_mnist", "accuracy")
+    bars = [container for container in axes.containers if isinstance(container, ErrorbarContainer)]
+    assert [container.get_label() for container in bars] == ["early-bird magnitude (n=2)"]  # not the one pass (n=1)
+    assert bars[0].lines[1]  # with its caps
+    assert "one-pass sign_flip (n=1)" in [line.get_label() for line in axes.lines]  # drawn as a marker
+    bands = [collection for collection in axes.collections if isinstance(collection, PolyCollection)]
+    assert len(bands) == 2  # ticket and random_reinit (3 and 2 seeds)
+    mnist = _axes(written, "mnist", "accuracy")  # a single seed's line
+    assert not [collection for collection in mnist.collections if isinstance(collection, PolyCollection)]
+    assert "magnitude IMP (ticket) (n=1)" in [line.get_label() for line in mnist.lines]
 
 
 def test_early_bird_and_one_pass_summaries_are_read(runs_root):
