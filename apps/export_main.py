@@ -10,11 +10,21 @@ finished round by default); `--model_path` a model saved with `model.save` (.ker
 report); with --model_path, name a dataset with --dataset, or the check uses random
 inputs and int8 / data-aware merges are refused. The file is written only if the
 LiteRT interpreter reproduces Keras within the tolerance (`keras_lottery.export`).
+With a dataset, the file's accuracy on the whole test split (LiteRT, batched) is
+reported next to the Keras model's.
+
+The file's 'serving_default' signature takes `pixels_0_to_1`: float32 images of the
+dataset's shape with a batch axis, pixels scaled to [0, 1] (uint8 / 255, as
+keras_lottery.data loads them), and for a run returns `logits` (no softmax: argmax
+is the class). A --model_path export names its output `outputs` (the saved model may
+end in a softmax), and without --dataset its input `inputs`.
 
 Results: the .tflite (default <run_dir>/export/round_<r>.tflite, early_bird.tflite for
 an early-bird run, or <model file>.tflite; `_nofuse` and `_<quantize>` are added for
-those settings) and a JSON report next to it (sizes raw and gzip, invoke() latency at
-batch 1, differences from Keras, fusion per layer).
+those settings) and a JSON report next to it (sizes raw and gzip, against the unfused
+file's, invoke() latency at batch 1, differences from Keras, test accuracy, the
+signature and preprocessing, fusion per layer, and notes on what the export decided:
+padding dropped, fusion removing nothing).
 """
 
 import os
@@ -51,11 +61,31 @@ flags.DEFINE_float("merge_tolerance", None, "Fusion's merge budget: largest rela
                    "pre-activation on the calibration examples.")
 flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"], "TFLite quantization.")
 flags.DEFINE_integer("calibration_examples", 1000, "Training examples for data-aware merges and int8 calibration.")
-flags.DEFINE_integer("sample_examples", 100, "Test examples the TFLite file is checked and reported on.")
+flags.DEFINE_integer("sample_examples", 100, "Test examples the TFLite file is checked against Keras on (its "
+                     "accuracy is measured on the whole test split).")
 flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.")
 flags.DEFINE_integer("latency_runs", tflite.DEFAULT_LATENCY_RUNS, "Timed invoke() calls.")
 flags.DEFINE_string("data_dir", None, "Where the dataset is, if not where the run read it from.")
 flags.DEFINE_string("dataset", None, "With --model_path: dataset for calibration and sample examples.")
+
+
+PIXELS_PREPROCESSING = ("float32 pixels scaled to [0, 1] (uint8 value / 255), channels last, as keras_lottery.data "
+                        "loads them")
+LOGITS = "logits (no softmax): argmax is the class, softmax gives probabilities"
+
+
+def signature(from_run, has_dataset):
+    """The `tflite.Signature` of the file: what its input and output are called and mean.
+
+    Args:
+      from_run: True for --run_dir, whose registry models output logits.
+      has_dataset: True if the inputs come from keras_lottery.data (pixels in [0, 1]).
+    """
+    if from_run:
+        return tflite.Signature("pixels_0_to_1", "logits", PIXELS_PREPROCESSING, LOGITS)
+    return tflite.Signature("pixels_0_to_1" if has_dataset else "inputs", "outputs",
+                            PIXELS_PREPROCESSING if has_dataset else None,
+                            "as the saved model computes them (not checked to be logits)")
 
 
 def check_flags():
@@ -110,16 +140,17 @@ def _subset(array, count, seed):
 
 
 def load_model():
-    """(model, splits or None, default output path) for the flags."""
+    """(model, splits or None, default output path, the run's test accuracy or None) for the flags."""
     if FLAGS.run_dir is not None:
         loaded = run_models.load_run_model(FLAGS.run_dir, FLAGS.round, FLAGS.data_dir)
         stem = "early_bird" if loaded.kind == "early_bird" else f"round_{loaded.round_index}"
         logging.info("%s: %s run, %s, %.2f%% weights remaining, test accuracy %.4f", FLAGS.run_dir, loaded.kind,
                      stem, 100 * loaded.record["weights_remaining"], loaded.record["test_accuracy"])
-        return loaded.model, loaded.splits, os.path.join(FLAGS.run_dir, "export", stem)
+        return (loaded.model, loaded.splits, os.path.join(FLAGS.run_dir, "export", stem),
+                loaded.record["test_accuracy"])
     model = run_models.load_model_file(FLAGS.model_path)
     splits = data.load(FLAGS.dataset, FLAGS.data_dir) if FLAGS.dataset else None
-    return model, splits, os.path.splitext(os.path.normpath(FLAGS.model_path))[0]
+    return model, splits, os.path.splitext(os.path.normpath(FLAGS.model_path))[0], None
 
 
 def output_path(default_stem):
@@ -129,15 +160,42 @@ def output_path(default_stem):
     return f"{default_stem}{suffixes}.tflite"
 
 
-def log_report(report):
+def log_report(report, recorded_accuracy=None):
+    """Logs what the export wrote and measured; its notes (decisions, fusion removing nothing) as warnings.
+
+    Args:
+      report: the `export.ExportReport`.
+      recorded_accuracy: the run's own test accuracy of the round, or None.
+    """
     logging.info("wrote %s: %d bytes (%d gzip'ed); invoke() at batch 1 on %d thread(s): median %.1f us, p90 %.1f us",
                  report.path, report.raw_bytes, report.gzip_bytes, report.num_threads, report.latency_median_us,
                  report.latency_p90_us)
+    if report.unfused_raw_bytes is not None:
+        logging.info("%s file: %d bytes and %d multiply-adds per example; the unfused one: %d bytes, %d multiply-adds",
+                     "fused" if report.fused else "unfused (see the notes)", report.raw_bytes, report.multiply_adds,
+                     report.unfused_raw_bytes, report.unfused_multiply_adds)
     logging.info("max |TFLite - Keras| on %d samples: %.3g (converted model), %.3g (original); argmax agreement "
                  "%.1f%% / %.1f%%; check: %s", report.samples, report.max_abs_diff, report.max_abs_diff_original,
                  100 * report.argmax_agreement, 100 * report.argmax_agreement_original, report.tolerance.rule)
+    if report.accuracy_tflite is not None:
+        logging.info("accuracy on the full test set (%d examples): TFLite %.4f, Keras %.4f%s", report.evaluation_examples,
+                     report.accuracy_tflite, report.accuracy_keras,
+                     "" if recorded_accuracy is None else f" (the run recorded {recorded_accuracy:.4f})")
+    log_signature(report)
     if report.fusion is not None:
         log_fusion(report.fusion)
+    for note in report.notes:
+        logging.warning("export: %s", note)
+
+
+def log_signature(report):
+    """Logs the file's serving signature: names, shapes, dtypes, preprocessing and what the outputs are."""
+    if report.signature is None:
+        return
+    for kind, described in (("inputs", report.preprocessing), ("outputs", report.outputs)):
+        for name, detail in report.signature[kind].items():
+            logging.info("signature %r %s %r: %s %s (-1: any batch)%s", report.signature["key"], kind[:-1], name,
+                         detail["dtype"], detail["shape"], f"; {described}" if described else "")
 
 
 def log_fusion(fusion_dict):
@@ -159,7 +217,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
     try:
-        model, splits, default_stem = load_model()
+        model, splits, default_stem, recorded_accuracy = load_model()
     except (ValueError, data.DataUnavailableError, FileNotFoundError) as error:  # folder, file or dataset
         raise app.UsageError(str(error)) from error
     quantize = None if FLAGS.quantize == "none" else FLAGS.quantize
@@ -173,6 +231,8 @@ def main(argv):
             quantize=quantize, representative_data=calibration if quantize == "int8" else None,
             sample_data=samples, num_threads=FLAGS.num_threads, latency_runs=FLAGS.latency_runs,
             width_multiple=FLAGS.width_multiple or None,
+            signature=signature(FLAGS.run_dir is not None, splits is not None),
+            evaluation_data=(splits.test_x, splits.test_y) if splits is not None else None,
         )
     except fusion.FusionError as error:
         logging.error("%s --nofuse exports the model without fusion.", error)
@@ -184,7 +244,7 @@ def main(argv):
         sys.exit(1)
     report_path = os.path.splitext(path)[0] + ".json"
     files.write_json(report_path, report.as_dict())
-    log_report(report)
+    log_report(report, recorded_accuracy)
     logging.info("report: %s", report_path)
 
 

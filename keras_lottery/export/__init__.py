@@ -1,11 +1,13 @@
 """Shipping a pruned model: a verified TFLite file, its size and latency in LiteRT.
 
 * `exporter`: `export_tflite` (strip, fuse, convert, verify against Keras, write), `ExportReport`.
-* `tflite`: conversion, inference and measurement through the LiteRT interpreter.
+* `tflite`: conversion (with a named serving signature, `Signature`), inference and
+  measurement through the LiteRT interpreter.
 """
 
 from keras_lottery.export.exporter import (  # noqa: F401
     DEFAULT_SAMPLES,
+    EVALUATION_BATCH,
     MIN_ARGMAX_AGREEMENT,
     WIDTH_MULTIPLE,
     Comparison,
@@ -18,3 +20,4 @@ from keras_lottery.export.exporter import (  # noqa: F401
     keras_outputs,
     tolerance_for,
 )
+from keras_lottery.export.tflite import Signature  # noqa: F401

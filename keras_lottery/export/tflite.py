@@ -1,13 +1,17 @@
 """TFLite conversion, inference and measurement through the LiteRT interpreter.
 
-    content = convert(model, quantize="float16")
-    outputs = predict(content, inputs)             # one input at a time, batch 1
-    measurement = measure_tflite(model)            # sizes and invoke() latency, no check
+    content = convert(model, quantize="float16", signature=Signature("pixels_0_to_1", "logits"))
+    outputs = predict(content, inputs)                  # one input at a time, batch 1
+    outputs = predict(content, inputs, batch_size=256)  # the interpreter resized to a batch
+    measurement = measure_tflite(model)                 # sizes and invoke() latency, no check
 
 `convert` turns a plain tf_keras model into TFLite flatbuffer bytes with
-`tf.lite.TFLiteConverter.from_keras_model`; `predict` and `measure_content` run
-bytes in `ai_edge_litert.interpreter.Interpreter` (the replacement of the
-deprecated `tf.lite.Interpreter`). Latency is the wall time of `invoke()` at batch
+`tf.lite.TFLiteConverter.from_concrete_functions`, through a `tf.function` whose
+input is a named `TensorSpec` and whose output is a dict, so that the file's
+'serving_default' signature names its input and output (`Signature`; read back with
+`signature_details`). `predict` and `measure_content` run bytes in
+`ai_edge_litert.interpreter.Interpreter` (the replacement of the deprecated
+`tf.lite.Interpreter`). Latency is the wall time of `invoke()` at batch
 1, timed in Python after a warm-up (no `benchmark_model` binary is available here),
 reported as median and 90th percentile in microseconds. Sizes are the raw file and
 the file gzip'ed in memory: unstructured zeros do not shrink a TFLite file, but they
@@ -45,6 +49,54 @@ keras = compat.keras
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 DEFAULT_LATENCY_RUNS = 300
 MIN_WARMUP_RUNS = 10
+SIGNATURE_KEY = "serving_default"  # what TFLite's and TF Serving's callers look up by default
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """How a TFLite file's serving signature names its input and output, and what they mean.
+
+    Attributes:
+      input_name: the signature's input name (a Python identifier), e.g. 'pixels_0_to_1'.
+      output_name: the signature's output name, e.g. 'logits'.
+      preprocessing: how callers make inputs from raw data, for the report, e.g.
+        'uint8 pixels / 255'; None: not stated.
+      outputs: what the outputs are, for the report, e.g. 'logits (no softmax)'; None: not stated.
+    """
+
+    input_name: str = "inputs"
+    output_name: str = "outputs"
+    preprocessing: str | None = None
+    outputs: str | None = None
+
+    def check(self):
+        """Raises TypeError/ValueError naming a bad field, else returns self."""
+        for field in ("input_name", "output_name"):
+            name = getattr(self, field)
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"Signature.{field} must be a Python identifier such as 'logits' (TFLite callers "
+                                 f"pass it as a keyword); got {name!r}.")
+        if self.input_name == self.output_name:
+            raise ValueError(f"Signature input and output need different names; both are {self.input_name!r}.")
+        for field in ("preprocessing", "outputs"):
+            if getattr(self, field) is not None and not isinstance(getattr(self, field), str):
+                raise TypeError(f"Signature.{field} must be a string or None; got {type(getattr(self, field)).__name__}.")
+        return self
+
+
+def check_signature(signature):
+    """`signature` checked, or the default `Signature()` for None.
+
+    Raises:
+      TypeError: not a `Signature`, or a description that is not a string.
+      ValueError: a name that is not an identifier, or the same name twice.
+    """
+    if signature is None:
+        return Signature()
+    if not isinstance(signature, Signature):
+        raise TypeError(f"signature must be a keras_lottery.export.tflite.Signature or None; "
+                        f"got {type(signature).__name__}.")
+    return signature.check()
 
 
 def check_quantize(quantize):
@@ -146,7 +198,7 @@ def representative_rows(data, shape):
         yield row[np.newaxis]
 
 
-def convert(model, quantize=None, representative_data=None, sparse_encoding=False):
+def convert(model, quantize=None, representative_data=None, sparse_encoding=False, signature=None):
     """Converts a plain tf_keras model (no pruning wrappers) to TFLite bytes.
 
     Args:
@@ -158,19 +210,30 @@ def convert(model, quantize=None, representative_data=None, sparse_encoding=Fals
         (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`): the converter encodes those it finds
         sparse enough (block and 2:4 patterns among them) and LiteRT densifies or runs
         them sparse (bench/RESULTS.md measures what that buys).
+      signature: a `Signature` naming the 'serving_default' input and output
+        (default `Signature()`: 'inputs' and 'outputs'). The input has a dynamic batch
+        axis, so an interpreter can be resized to any batch.
 
     Returns:
       The flatbuffer, as bytes.
 
     Raises:
-      TypeError: not a tf_keras model.
-      ValueError: a bad `quantize`, missing or unneeded `representative_data`, or a
-        model with several inputs/outputs or an unknown input dimension.
+      TypeError: not a tf_keras model, or a bad `signature`.
+      ValueError: a bad `quantize`, missing or unneeded `representative_data`, a bad
+        signature name, or a model with several inputs/outputs or an unknown input dimension.
     """
     compat.check_model(model, "The model to convert")
     shape = input_shape(model)
     check_quantization(quantize, representative_data, shape)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    signature = check_signature(signature)
+
+    # A tf.function rather than from_keras_model: only this way are the signature's
+    # input and output named by us, not after the Keras layers.
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name=signature.input_name)])
+    def serve(inputs):
+        return {signature.output_name: model(inputs, training=False)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
     optimizations = [tf.lite.Optimize.DEFAULT] if quantize is not None else []
     if sparse_encoding:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
@@ -184,19 +247,47 @@ def convert(model, quantize=None, representative_data=None, sparse_encoding=Fals
     return converter.convert()
 
 
-def _interpreter(content, num_threads):
-    """A LiteRT interpreter over `content`, its input resized to batch 1 and allocated."""
+def _interpreter(content, num_threads, batch=1):
+    """A LiteRT interpreter over `content`, its input resized to `batch` examples and allocated."""
     check_int(num_threads, "num_threads", 1)
     interpreter = litert.Interpreter(model_content=content, num_threads=num_threads)
-    detail = interpreter.get_input_details()[0]
-    if int(detail["shape"][0]) != 1:
-        interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
+    _resize(interpreter, batch)
     interpreter.allocate_tensors()
     return interpreter
 
 
+def _resize(interpreter, batch):
+    """Resizes the interpreter's input to `batch` examples; True if it did (then allocate again)."""
+    detail = interpreter.get_input_details()[0]
+    if int(detail["shape"][0]) == batch:
+        return False
+    interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
+    return True
+
+
+def signature_details(content):
+    """The 'serving_default' signature of TFLite bytes, as JSON-ready values.
+
+    Returns:
+      {'key': 'serving_default', 'inputs': {name: {'shape': [-1, ...], 'dtype': 'float32'}},
+      'outputs': {...}}, read back from the file (-1: a dynamic axis), or None for a
+      file without that signature.
+    """
+    interpreter = litert.Interpreter(model_content=content)
+    if SIGNATURE_KEY not in interpreter.get_signature_list():
+        return None
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+
+    def describe(details):
+        return {name: {"shape": [int(d) for d in detail["shape_signature"]], "dtype": np.dtype(detail["dtype"]).name}
+                for name, detail in details.items()}
+
+    return {"key": SIGNATURE_KEY, "inputs": describe(runner.get_input_details()),
+            "outputs": describe(runner.get_output_details())}
+
+
 def _to_input(example, detail):
-    """One example of shape (1, ...) in the input tensor's type (quantized for integer inputs)."""
+    """A batch of examples (B, ...) in the input tensor's type (quantized for integer inputs)."""
     scale, zero_point = detail["quantization"]
     if np.issubdtype(detail["dtype"], np.integer) and scale:
         limits = np.iinfo(detail["dtype"])
@@ -211,26 +302,34 @@ def _from_output(value, detail):
     return value.astype(np.float32)
 
 
-def predict(content, inputs, num_threads=1):
-    """Runs TFLite bytes on each example of `inputs`, one at a time at batch 1.
+def predict(content, inputs, num_threads=1, batch_size=1):
+    """Runs TFLite bytes on `inputs`, `batch_size` examples per `invoke()`.
 
     Args:
       content: TFLite flatbuffer bytes (from `convert`).
       inputs: float array of examples, (N, ...) with the model's example shape.
       num_threads: LiteRT interpreter threads.
+      batch_size: examples per `invoke()`; 1 (the default) runs them one at a time, as
+        a device would; more resizes the interpreter's input, for evaluating many
+        examples fast (the last batch is resized to what is left).
 
     Returns:
       float32 array of the N outputs, stacked along the first axis.
     """
-    interpreter = _interpreter(content, num_threads)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    inputs = np.asarray(inputs, dtype=np.float32)
+    interpreter = _interpreter(content, num_threads, min(batch_size, max(len(inputs), 1)))
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     outputs = []
-    for example in np.asarray(inputs, dtype=np.float32):
-        interpreter.set_tensor(input_detail["index"], _to_input(example[np.newaxis], input_detail))
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start:start + batch_size]
+        if _resize(interpreter, len(batch)):  # the last, shorter batch
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(input_detail["index"], _to_input(batch, input_detail))
         interpreter.invoke()
-        outputs.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail)[0])
-    return np.stack(outputs)
+        outputs.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail))
+    return np.concatenate(outputs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
 NOTES_ATTRIBUTE = "_keras_lottery_fusion_notes"
+_PRODUCERS = ("Dense", "Conv2D")  # the layers whose units fusion removes
 
 
 def multiply_adds(layer):
@@ -35,6 +36,11 @@ def model_multiply_adds(model):
 
 def _units(layer):
     return getattr(layer, "units", None) or getattr(layer, "filters", None)
+
+
+def widths(model):
+    """Units (Dense) and filters (Conv2D) per layer, {name: count}, in layer order."""
+    return {layer.name: _units(layer) for layer in model.layers if type(layer).__name__ in _PRODUCERS}
 
 
 def model_outputs(model, data):
@@ -71,8 +77,19 @@ class FusionReport:
     def multiply_adds_ratio(self):
         return self.multiply_adds_after / max(self.multiply_adds_before, 1)
 
+    @property
+    def units_removed(self):
+        """Units and filters fewer in the fused model, summed over the Dense/Conv2D layers that got narrower.
+
+        Counted on the fused widths, after any `width_multiple` padding. 0 means fusion
+        removed nothing: every such layer has its width or more.
+        """
+        return sum(max(0, row["units_before"] - (row["units_after"] or 0))
+                   for row in self.layers if row["kind"] in _PRODUCERS)
+
     def as_dict(self):
-        return {**dataclasses.asdict(self), "multiply_adds_ratio": self.multiply_adds_ratio}
+        return {**dataclasses.asdict(self), "multiply_adds_ratio": self.multiply_adds_ratio,
+                "units_removed": self.units_removed}
 
     def to_markdown(self):
         """The report as a Markdown table plus totals and notes."""
@@ -86,6 +103,8 @@ class FusionReport:
                      f"({self.multiply_adds_ratio:.3f}x) |")
         if self.max_output_difference is not None:
             lines.append(f"\nMax output difference on the sample data: {self.max_output_difference:.3g}")
+        if not self.units_removed:
+            lines.append("\nFusion removed no unit: no Dense/Conv2D layer is narrower than before.")
         lines += [f"- {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -116,7 +135,7 @@ def fusion_report(original, fused, sample_data=None):
     rows = []
     for layer in original.layers:
         kind = type(layer).__name__
-        if kind not in ("Dense", "Conv2D", "BatchNormalization"):
+        if kind not in (*_PRODUCERS, "BatchNormalization"):
             continue
         after = fused_layers.get(layer.name)
         rows.append({

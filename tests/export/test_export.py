@@ -118,12 +118,30 @@ def test_int8_without_representative_data_fails_before_any_work(dense_model, tmp
     ({"sample_data": np.zeros((4, 8))}, r"sample_data must be an array of examples of shape \(N, 8, 8\)"),
     ({"num_threads": 0}, "num_threads"),
     ({"latency_runs": 0}, "latency_runs"),
+    ({"evaluation_data": np.zeros((4, 8, 8))}, r"evaluation_data must be a pair \(inputs, labels\)"),
+    ({"evaluation_data": (np.zeros((4, 8, 8)), np.zeros(3, np.int64))}, "labels must be 4 integer class indices"),
+    ({"evaluation_data": (np.zeros((4, 8, 8)), np.zeros(4))}, "labels must be 4 integer class indices"),
+    ({"evaluation_data": (np.zeros((4, 8)), np.zeros(4, np.int64))}, r"evaluation_data's inputs must be .*\(N, 8, 8\)"),
 ])
 def test_bad_arguments_fail_before_any_work(dense_model, tmp_path, monkeypatch, arguments, message):
     _refuse_work(monkeypatch)
     settings = {"fuse": False, **arguments}
     with pytest.raises(ValueError, match=message):
         export.export_tflite(dense_model, tmp_path / "model.tflite", **settings)
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("names, message", [
+    (("0pixels", "logits"), "input_name must be a Python identifier"),
+    (("pixels", "log its"), "output_name must be a Python identifier"),
+    (("logits", "logits"), "different names"),
+])
+def test_bad_signature_names_fail_before_any_work(dense_model, tmp_path, monkeypatch, names, message):
+    _refuse_work(monkeypatch)
+    with pytest.raises(ValueError, match=message):
+        export.export_tflite(dense_model, tmp_path / "m.tflite", fuse=False, signature=tflite.Signature(*names))
+    with pytest.raises(TypeError, match="signature must be a keras_lottery.export.tflite.Signature"):
+        export.export_tflite(dense_model, tmp_path / "m.tflite", fuse=False, signature={"inputs": "x"})
     assert not os.listdir(tmp_path)
 
 
@@ -200,8 +218,103 @@ def test_export_fused_pruned_model_with_dead_units_matches_the_original(tiny, tm
     assert report.raw_bytes < unfused.raw_bytes
     widths = {row["name"]: row["units_after"] for row in report.fusion["layers"]}
     assert widths["fc1"] == 48
+    # Padding that fusion's removals pay for is kept, without a note; the file is fusion's.
+    assert report.fused and not report.notes and report.fusion["units_removed"] == 64 - 48  # after padding
+    assert report.unfused_raw_bytes == unfused.raw_bytes and report.multiply_adds < report.unfused_multiply_adds
     exact_width = export.export_tflite(model, tmp_path / "exact.tflite", latency_runs=20, width_multiple=None)
     assert {row["name"]: row["units_after"] for row in exact_width.fusion["layers"]}["fc1"] == 40
     with pytest.raises(ValueError, match="width_multiple"):
         export.export_tflite(model, tmp_path / "bad.tflite", width_multiple=0)
     assert not (tmp_path / "bad.tflite").exists()
+
+
+def _pruned_without_dead_units(tiny):
+    """fc1 (20 units) at 50% random sparsity: every unit keeps weights, so fusion removes none.
+
+    20 is no multiple of 16: padding would give 32 units, like LeNet's 300-100 becoming 304-112.
+    """
+    model = kl.prune_low_magnitude(tiny.build_dense(hidden=20), pruning_schedule=kl.OneShot(0.0))
+    kl.prune(model, 0.5)
+    return model
+
+
+def test_padding_that_would_make_the_fused_file_larger_is_dropped_and_said(tiny, tmp_path):
+    model = _pruned_without_dead_units(tiny)
+    report = export.export_tflite(model, tmp_path / "fused.tflite", latency_runs=10)  # width_multiple=16
+    unfused = export.export_tflite(model, tmp_path / "unfused.tflite", fuse=False, latency_runs=10)
+    assert report.raw_bytes <= unfused.raw_bytes == report.unfused_raw_bytes
+    assert report.multiply_adds <= report.unfused_multiply_adds == unfused.multiply_adds
+    assert {row["name"]: row["units_after"] for row in report.fusion["layers"]}["fc1"] == 20  # not padded to 32
+    padding_note, nothing_note = report.notes
+    assert "padding to a multiple of 16 units would make the fused model larger" in padding_note
+    assert "32-10 units" in padding_note and "20-10 units" in padding_note and "without padding" in padding_note
+    assert nothing_note.startswith("fusion removed no unit") and report.fusion["units_removed"] == 0
+    assert report.max_abs_diff_original <= report.tolerance.max_abs_diff
+
+
+def test_fusion_removing_nothing_is_said_even_without_padding(tiny, tmp_path):
+    model = _pruned_without_dead_units(tiny)
+    report = export.export_tflite(model, tmp_path / "m.tflite", latency_runs=10, width_multiple=None)
+    assert len(report.notes) == 1 and report.notes[0].startswith("fusion removed no unit: every Dense/Conv2D layer")
+    assert "(20-10)" in report.notes[0] and report.fused
+    assert "Fusion removed no unit" in fusion.fusion_report(model, fusion.fuse_neurons(model)).to_markdown()
+
+
+def test_a_fused_model_larger_than_the_unfused_one_is_never_exported(tiny, tmp_path, monkeypatch):
+    """Whatever fusion returns: here a fusion that always pads to 32 units, even when asked not to pad."""
+    real_fuse = fusion.fuse_neurons
+    monkeypatch.setattr(export.fusion, "fuse_neurons",
+                        lambda model, **kwargs: real_fuse(model, **{**kwargs, "width_multiple": 32}))
+    model = _pruned_without_dead_units(tiny)
+    report = export.export_tflite(model, tmp_path / "m.tflite", latency_runs=10)
+    assert not report.fused and report.raw_bytes == report.unfused_raw_bytes
+    assert report.multiply_adds == report.unfused_multiply_adds
+    assert "exported the unfused model" in report.notes[-2]  # then: fusion removed no unit
+    lite = tflite.predict((tmp_path / "m.tflite").read_bytes(), export.default_samples(model))
+    np.testing.assert_allclose(lite, export.keras_outputs(model, export.default_samples(model)), atol=1e-4)
+
+
+def test_the_serving_signature_names_input_and_output(dense_model, tmp_path):
+    from ai_edge_litert import interpreter as litert
+
+    signature = tflite.Signature("pixels_0_to_1", "logits", "pixels / 255", "logits (no softmax)")
+    x = np.random.default_rng(2).uniform(size=(6, 8, 8)).astype(np.float32)
+    report = export.export_tflite(dense_model, tmp_path / "m.tflite", fuse=False, latency_runs=10, signature=signature)
+    interpreter = litert.Interpreter(model_content=(tmp_path / "m.tflite").read_bytes())
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["pixels_0_to_1"], "outputs": ["logits"]}}
+    logits = interpreter.get_signature_runner("serving_default")(pixels_0_to_1=x)["logits"]  # any batch
+    np.testing.assert_allclose(logits, dense_model(x, training=False).numpy(), atol=1e-4)
+    assert report.signature == {"key": "serving_default",
+                                "inputs": {"pixels_0_to_1": {"shape": [-1, 8, 8], "dtype": "float32"}},
+                                "outputs": {"logits": {"shape": [-1, 10], "dtype": "float32"}}}
+    assert report.input_shape == (8, 8) and report.input_dtype == "float32"
+    assert (report.preprocessing, report.outputs) == ("pixels / 255", "logits (no softmax)")
+
+
+def test_an_int8_file_keeps_float32_signature_input(dense_model, tiny, tmp_path):
+    report = export.export_tflite(dense_model, tmp_path / "int8.tflite", fuse=False, quantize="int8",
+                                  representative_data=tiny.make_data(32, seed=3)[0], latency_runs=10,
+                                  signature=tflite.Signature("pixels_0_to_1", "logits"))
+    assert report.input_dtype == "float32" and list(report.signature["outputs"]) == ["logits"]
+
+
+def test_predict_in_batches_matches_batch_one(dense_model, float_export):
+    content = float_export[0].read_bytes()
+    x = np.random.default_rng(4).standard_normal((10, 8, 8)).astype(np.float32)
+    one_by_one = tflite.predict(content, x)
+    batched = tflite.predict(content, x, batch_size=4)  # 4 + 4 + 2: the last batch is resized
+    assert batched.shape == one_by_one.shape == (10, 10)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        tflite.predict(content, x, batch_size=0)
+
+
+def test_evaluation_data_reports_tflite_and_keras_accuracy(dense_model, tiny, tmp_path):
+    x, y = tiny.make_data(300, seed=7)  # more than one EVALUATION_BATCH
+    report = export.export_tflite(dense_model, tmp_path / "m.tflite", fuse=False, quantize="dynamic",
+                                  latency_runs=10, evaluation_data=(x, y))
+    lite = tflite.predict((tmp_path / "m.tflite").read_bytes(), x)  # one at a time: another path than the report's
+    assert report.evaluation_examples == 300
+    assert report.accuracy_tflite == pytest.approx(np.mean(np.argmax(lite, -1) == y))
+    assert report.accuracy_keras == pytest.approx(np.mean(np.argmax(dense_model(x, training=False), -1) == y))
+    assert export.export_tflite(dense_model, tmp_path / "n.tflite", fuse=False, latency_runs=10).accuracy_tflite is None
