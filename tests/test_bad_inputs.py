@@ -30,6 +30,7 @@ from keras_lottery.data import datasets
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_folder
+from keras_lottery.export import tflite as tflite_lib
 from keras_lottery.sparsity import early_bird
 from tests import processes
 from tests.conftest import _write_idx
@@ -300,6 +301,14 @@ CASES = [
     ("dataset-corrupt-idx", "a truncated IDX file", lambda d, t: truncated_idx(d, t / "data"), ValueError,
      "cannot read .*train-images.*re-download"),
     ("dataset-name", "an empty dataset name", lambda d, t: data.load(""), ValueError, "fashion_mnist"),
+    ("imp-verbose", "verbose=5 (levels are 0, 1, 2)",
+     lambda d, t: imp.run(imp_config(d, t / "run", verbose=5)), ValueError, "verbose must be 0.*1.*2.*got 5"),
+    ("export-signature-name", "a TFLite signature name that is not an identifier",
+     lambda d, t: kl.export_tflite(dense(), str(t / "m.tflite"), signature=tflite_lib.Signature("pixel values")),
+     ValueError, "Python identifier such as 'logits'"),
+    ("export-evaluation-data", "evaluation_data that is not an (inputs, labels) pair",
+     lambda d, t: kl.export_tflite(dense(), str(t / "m.tflite"), evaluation_data=np.zeros((4, 8, 8))),
+     ValueError, r"pair \(inputs, labels\)"),
     ("imp-rounds", "rounds < 0", lambda d, t: imp.run(imp_config(d, t / "run", rounds=-1)), ValueError, "rounds"),
     ("imp-rewind-beyond-round", "rewind_step beyond a round's iterations",
      lambda d, t: imp.run(imp_config(d, t / "run", rewind_step=1000)), ValueError, "rewind_step.*iterations"),
