@@ -121,7 +121,7 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     all at x = training iteration of the round.
 
     With `config.verbose` >= 1 each evaluation logs a line (`training.Progress`) that starts
-    with `label` (default "round <round_index> of <config.rounds>").
+    with `label` (default "dense round 0", then "pruning round <r> of <config.rounds>").
 
     `final_masks_at` is the iteration of the round's last mask update (one pass: the target
     sparsity; IMP: 0, the masks are set before the round): the record's
@@ -142,7 +142,9 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     # First: it adds val_loss and val_accuracy to the logs every callback after it reads.
     checks = training.HeldOutChecks(splits.validation_x[:checked], splits.validation_y[:checked])
     # Last among the callbacks: the line of an evaluation comes after its check and its backup.
-    progress = training.Progress(f"round {round_index} of {config.rounds}" if label is None else label,
+    # IMP's round 0 trains the dense network, rounds 1..rounds prune: "round 0 of 1" would read as done.
+    default_label = "dense round 0" if round_index == 0 else f"pruning round {round_index} of {config.rounds}"
+    progress = training.Progress(default_label if label is None else label,
                                  epochs, interval, config.verbose)
     # One writer for the round's TensorBoard run: two event files in one folder are read one after
     # the other, and a live view can miss points of the older one.

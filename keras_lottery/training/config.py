@@ -30,7 +30,7 @@ class TrainingConfig:
     train_examples: int | None = None  # train on a subset, for quick runs
     validation_examples: int = 5000  # held out from train, as in the LTH paper
     # Progress lines while training, logged (never printed; see `progress.Progress`): 0 none, 1 a line
-    # per evaluation ("round 2 of 5: iteration 300 of 2000 (evaluation 3 of 20), validation accuracy
+    # per evaluation ("pruning round 2 of 5: iteration 300 of 2000 (evaluation 3 of 20), validation accuracy
     # 0.9712"), 2 the same with losses and seconds. Keras's own display is always off. It changes no
     # result, so a run folder resumes under another value.
     verbose: int = 1

@@ -208,9 +208,10 @@ def test_app_runs_end_to_end(app_run):
         assert line not in result.stderr, line
     expected = []
     for round_index in (0, 1):
-        expected += [f"round {round_index} of 1: iteration {i} of 20 (evaluation {i // 10} of 2), validation accuracy"
+        label = "dense round 0" if round_index == 0 else f"pruning round {round_index} of 1"
+        expected += [f"{label}: iteration {i} of 20 (evaluation {i // 10} of 2), validation accuracy"
                      for i in (10, 20)]
-        expected.append(f"round {round_index}: ")
+        expected.append(f"] round {round_index}: ")  # the round's summary line, not its progress lines
     expected.append("done: 2 rounds")
     lines = result.stderr.splitlines()
     found = [next((n for n, line in enumerate(lines) if wanted in line), None) for wanted in expected]
