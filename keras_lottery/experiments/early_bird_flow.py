@@ -35,6 +35,7 @@ from keras_lottery.sparsity import callbacks
 from keras_lottery.sparsity import early_bird
 from keras_lottery.sparsity import masks as masks_lib
 from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import summaries
 from keras_lottery.sparsity import wrappers
 
 keras = compat.keras
@@ -215,8 +216,7 @@ def _run(config, folder):
     detector = early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
                                             config.epsilon, config.queue_size, stop_training=config.stop_at_draw)
     # The HParams session: the search run's curves are its metrics.
-    tensorboard.start_hparams_session(folder.file("tensorboard", "search"), config_dict,
-                                      os.path.normpath(config.output_dir))
+    summaries.write_hparams(folder.file("tensorboard", "search"), config_dict)
     search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector],
                   config.checks_per_epoch)
     sparsity = detector.sparsities[0]

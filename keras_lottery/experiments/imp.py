@@ -20,7 +20,6 @@ rewind point), or 'random'. `mode='one_pass'` runs the one-pass flow instead
 """
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -142,7 +141,7 @@ def _run(config, folder, on_round_end):
                                      for name, wrapper, _, _ in wrappers.pruning_entries(model)}, model)
     compile_for_training(model, config.optimizer, config.learning_rate, steps_per_execution)
     if not done:
-        summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict, _trial_id(config))
+        summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)  # named by the run folder
     rewind = callbacks.RewindCallback(config.rewind_step)
     variables = callbacks.RewindCallback.rewindable_variables(model)
     if done:
@@ -189,10 +188,3 @@ def _run(config, folder, on_round_end):
     tensorboard.end_hparams_session(folder.file("tensorboard", "imp"), "success")
     return summary
 
-
-def _trial_id(config):
-    """The run's name in TensorBoard's HParams table: its folder (not a hash of the config).
-
-    The whole path as given, not its last part: the dashboard groups sessions of one name.
-    """
-    return os.path.normpath(config.output_dir)

@@ -30,7 +30,6 @@ evaluation (`training.Progress`).
 
 import dataclasses
 import logging
-import os
 
 import numpy as np
 
@@ -166,7 +165,7 @@ def _run(config, folder, on_round_end):
     rounds.check_keeps_weights(config, {name: s.target_sparsity for name, s in schedules_by_layer.items()}, model)
     if config.verbose:
         _LOG.info("%s", describe(total, begin, frequency, updates, target_weights_remaining(schedules_by_layer, model)))
-    summaries.write_hparams(folder.file("tensorboard", "one_pass"), config_dict, os.path.normpath(config.output_dir))
+    summaries.write_hparams(folder.file("tensorboard", "one_pass"), config_dict)
     training.compile_for_training(
         model, config.optimizer, config.learning_rate,
         training.steps_per_execution(interval, begin, frequency if updates else 0, config.rewind_step))

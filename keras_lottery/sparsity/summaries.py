@@ -164,10 +164,12 @@ def write_hparams(log_dir, config, trial_id=None):
         out, others that are not bool, int, float or str are written as their string.
       trial_id: the run's name in the dashboard, which groups the sessions of one name
         (default: the run folder when `log_dir` is `<run folder>/tensorboard/<run>`, else
-        `log_dir`).
+        `log_dir`; relative to the working folder when below it).
     """
     if trial_id is None:
         parent = os.path.dirname(os.path.normpath(str(log_dir)))
-        trial_id = os.path.dirname(parent) if os.path.basename(parent) == "tensorboard" else os.path.normpath(
-            str(log_dir))
+        folder = os.path.dirname(parent) if os.path.basename(parent) == "tensorboard" else os.path.normpath(str(log_dir))
+        # Relative to where the command ran when below it ("runs/seed0"): the table cuts long names.
+        relative = os.path.relpath(folder)
+        trial_id = folder if relative.startswith("..") else relative
     tensorboard.start_hparams_session(log_dir, config, trial_id)

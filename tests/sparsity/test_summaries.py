@@ -106,6 +106,21 @@ def test_hparams_are_written_without_unset_values_or_non_hyperparameters(tmp_pat
     assert start.group_name == os.path.normpath(tmp_path / "run_a")  # the run folder, not a hash
 
 
+def test_hparams_session_of_a_folder_below_the_working_one_is_named_relative(tmp_path, monkeypatch):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    monkeypatch.chdir(tmp_path)
+    summaries.write_hparams(str(tmp_path / "runs" / "b" / "tensorboard" / "imp"), {"seed": 1})
+    content = plugin_data_pb2.HParamsPluginData()
+    folder = tmp_path / "runs" / "b" / "tensorboard" / "imp"
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    content.ParseFromString(value.metadata.plugin_data.content)
+    assert content.session_start_info.group_name == os.path.join("runs", "b")
+
+
 def test_hparams_session_end_and_its_bad_status(tmp_path):
     from keras_lottery.foundations import tensorboard
 
