@@ -88,6 +88,15 @@ def _tfmot_kernels(model):
     return [(w, m) for layer in model.layers if hasattr(layer, "pruning_vars") for w, m, _ in layer.pruning_vars]
 
 
+def _tfmot_pruned(dense, sparsity):
+    """tfmot's wrapper around a copy of `dense`, its masks set to the magnitude masks at `sparsity`."""
+    theirs = _tfmot_wrapped(dense)
+    kernels = _tfmot_kernels(theirs)
+    for (_, mask), value in zip(kernels, _numpy_masks([weight.numpy() for weight, _ in kernels], sparsity)):
+        mask.assign(value)
+    return theirs
+
+
 def per_step(steps, repeats):
     """Median seconds per training step of the three variants."""
     x, y = _data(6000)
@@ -96,9 +105,7 @@ def per_step(steps, repeats):
     kl.prune(ours, 0.8)
     flips = kl.prune_low_sign_flip(dense, kl.OneShot(0.8), criterion="hybrid")
     kl.prune(flips, 0.8)
-    theirs = _tfmot_wrapped(dense)
-    for (weight, mask), value in zip(_tfmot_kernels(theirs), _numpy_masks([w.numpy() for w, _ in _tfmot_kernels(theirs)], 0.8)):
-        mask.assign(value)
+    theirs = _tfmot_pruned(dense, 0.8)
     variants = {
         "plain": (dense, []),
         "keras_lottery": (ours, [kl.UpdateMasks()]),
@@ -135,9 +142,7 @@ def per_step_compute(steps, repeats, batch=512, steps_per_execution=50):
     kl.prune(ours_tfmot, 0.8)
     flips = kl.prune_low_sign_flip(dense, kl.OneShot(0.0), criterion="hybrid")
     kl.prune(flips, 0.8)
-    theirs = _tfmot_wrapped(dense)
-    for (weight, mask), value in zip(_tfmot_kernels(theirs), _numpy_masks([w.numpy() for w, _ in _tfmot_kernels(theirs)], 0.8)):
-        mask.assign(value)
+    theirs = _tfmot_pruned(dense, 0.8)
     variants = {
         "plain": (dense, lambda: []),
         "keras_lottery + UpdateMasks": (ours, lambda: [kl.UpdateMasks()]),

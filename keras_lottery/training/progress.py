@@ -49,7 +49,7 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, label, evaluations, iterations_per_evaluation, verbose=1, log=None):
         """Args:
-          label: what trains, first on every line: "round 2 of 5", "one pass", "search".
+          label: what trains, first on every line: "pruning round 2 of 5", "one pass", "search".
           evaluations: the Keras epochs of the whole job (its `epochs`).
           iterations_per_evaluation: training steps per Keras epoch (its `steps_per_epoch`).
           verbose: 0 (no lines), 1 (a line per evaluation) or 2 (also losses and seconds).
