@@ -15,15 +15,30 @@ keras = compat.keras
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """An architecture and the LTH paper's settings for it."""
+    """An architecture and its full training recipe (the LTH paper's, or OpenLTH's for CIFAR nets).
+
+    Lengths are given as iterations or as OpenLTH's strings ("160ep", "500it"); `TrainingConfig`
+    and `ImpConfig` take every field here as their default when the user leaves theirs unset.
+    """
 
     build: callable
-    optimizer: str
+    optimizer: str  # 'adam', 'sgd' or 'momentum' (SGD with momentum 0.9, the LTH paper's name)
     learning_rate: float
     batch_size: int
-    iterations: int
-    dense_rate: float = 0.2
+    iterations: int | None  # training iterations per round; None when `epochs` gives the length
+    dense_rate: float = 0.2  # layerwise per-round rates (LTH); the output layer at half rate
     conv_rate: float = 0.1
+    epochs: float | None = None  # the length in epochs instead (OpenLTH's "160ep")
+    momentum: float = 0.0  # SGD's momentum ('sgd' only)
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    weight_decay_mode: str = "l2"  # 'l2': added to the gradient, as PyTorch's SGD (OpenLTH); 'decoupled'
+    lr_schedule: str = "constant"  # 'constant', 'step' (x lr_gamma at each milestone) or 'cosine'
+    lr_milestones: str = ""  # comma-separated lengths, e.g. "80ep,120ep"
+    lr_gamma: float = 0.1
+    warmup: str = ""  # linear warmup length from 0, e.g. "5ep" or "500it"; "" none
+    strategy: str = "layerwise"  # how IMP ranks weights: 'layerwise' (LTH) or 'global' (OpenLTH's CIFAR nets)
+    layers_to_ignore: tuple = ()  # layers global pruning leaves dense (VGG's output layer, as OpenLTH)
 
 
 MODELS = {
