@@ -150,7 +150,7 @@ def _run(config, folder, on_round_end):
     data_record = run_folder.data_record(splits)
     training.check_batch_size(config.batch_size, len(splits.train_y))
     total = total_iterations(config, rounds.iterations_per_round(config, splits))
-    interval = max(1, total // config.evaluations_per_round)
+    interval = rounds.evaluation_spacing(total, config.evaluations_per_round)
     total = interval * (total // interval)
     begin, frequency, updates = pruning_steps(config, total)
     if begin + frequency * updates >= total:
