@@ -29,8 +29,15 @@ flags.adopt_module_key_flags(training_flags)  # so that --help lists them
 
 flags.DEFINE_integer("rounds", _DEFAULTS.rounds, "Pruning rounds after the dense round 0.")
 flags.DEFINE_float("prune_rate", None, "Fraction of surviving weights pruned per round (default: LTH's rates).")
-flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["layerwise", "global"], "Rank weights per layer or globally.")
+flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["layerwise", "global"],
+                  "Rank weights per layer or globally (default: the model's: layerwise for the LTH nets, global for "
+                  "the CIFAR ResNets and VGGs, as OpenLTH).")
+flags.DEFINE_string("layers_to_ignore", None, "Comma-separated layers never pruned (default: the model's: VGG's "
+                    "'output', as OpenLTH; '' prunes every layer).")
 flags.DEFINE_integer("rewind_step", _DEFAULTS.rewind_step, "Iteration whose weights the ticket rewinds to (0 = init).")
+flags.DEFINE_enum("after_rewind", _DEFAULTS.after_rewind, list(imp.AFTER_REWIND),
+                  "With --rewind_step=k > 0, the pruned rounds train 'continue': from k to the end with the "
+                  "learning-rate schedule from k (Frankle et al. 2020, OpenLTH); 'restart': a whole round from 0.")
 flags.DEFINE_enum(
     "control", _DEFAULTS.control, ["ticket", "random_reinit", "random_prune", "signed_constant"],
     "How surviving weights are set each round: the ticket (rewind) or a control.",
@@ -70,7 +77,9 @@ def config_from_flags():
         rounds=FLAGS.rounds,
         prune_rate=FLAGS.prune_rate,
         strategy=FLAGS.strategy,
+        layers_to_ignore=FLAGS.layers_to_ignore,
         rewind_step=FLAGS.rewind_step,
+        after_rewind=FLAGS.after_rewind,
         control=FLAGS.control,
         iterations=FLAGS.iterations,
         epochs=FLAGS.epochs,

@@ -28,10 +28,18 @@ from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import one_pass
 from keras_lottery.experiments import run_folder
-from keras_lottery.experiments.imp_config import CRITERIA, MODES, ImpConfig, config_defaults  # noqa: F401
+from keras_lottery.experiments.imp_config import (  # noqa: F401  (kl.imp's API)
+    AFTER_REWIND,
+    CRITERIA,
+    MODES,
+    ImpConfig,
+    config_defaults,
+    with_defaults,
+)
 from keras_lottery.experiments.rounds import check_keeps_weights
 from keras_lottery.experiments.rounds import (  # noqa: F401  (kl.imp's API, as before the layout move)
     evaluation_interval,
+    evaluation_spacing,
     iterations_per_round,
     layer_rates,
     train_round,
@@ -62,6 +70,21 @@ def build_model(config, splits, iterations):
         name: schedules.Iterative(rate, steps_per_round=iterations, rounds=rounds)
         for name, rate in layer_rates(config, dense).items()
     })
+
+
+def rewound_round_iterations(config, iterations):
+    """Iterations of each round after the dense one: from the rewind point to the end with 'continue'.
+
+    Raises:
+      ValueError: a rewind to the round's last iteration leaves nothing to train.
+    """
+    if config.after_rewind == "restart" or not config.rewind_step:
+        return iterations
+    if config.rewind_step >= iterations:
+        raise ValueError(f"rewind_step={config.rewind_step} is the round's last iteration: with "
+                         "after_rewind='continue' the pruned rounds would train nothing. Lower rewind_step, or "
+                         "use --after_rewind=restart.")
+    return iterations - config.rewind_step
 
 
 def _prune_for_round(config, model, round_index, masks_source, rng):
@@ -130,8 +153,12 @@ def _run(config, folder, on_round_end):
     iterations = iterations_per_round(config, splits)
     if config.rewind_step > iterations:
         raise ValueError(f"rewind_step={config.rewind_step} is beyond the {iterations} iterations of a round.")
-    interval, steps_per_execution = evaluation_interval(iterations, config.evaluations_per_round, config.rewind_step)
+    later = rewound_round_iterations(config, iterations)
+    intervals = {0: evaluation_spacing(iterations, config.evaluations_per_round),
+                 1: evaluation_spacing(later, config.evaluations_per_round)}
+    steps_per_execution = training.steps_per_execution(intervals[0], config.rewind_step, intervals[1])
     summary["iterations_per_round"] = iterations
+    summary["iterations_after_rewind"] = later
     masks_source = run_folder.RunFolder(config.masks_from) if config.masks_from else None
 
     model = build_model(config, splits, iterations)
@@ -164,9 +191,12 @@ def _run(config, folder, on_round_end):
             controls.start_round(model, config.control, rewind, seed)
             # Flips count from the signs this round starts from (the rewind point).
             sign_flip.reset_reference(model, config.rewind_step)
+        # From round 1 a rewind to k continues the learning-rate schedule from k (after_rewind='continue').
+        schedule_start = config.rewind_step if round_index and later != iterations else 0
+        training.set_schedule_start(model.optimizer, schedule_start)
         try:
-            record = train_round(model, config, splits, round_index, iterations, interval, folder, extra, data_record,
-                                 masks_before)
+            record = train_round(model, config, splits, round_index, later if round_index else iterations,
+                                 intervals[min(round_index, 1)], folder, extra, data_record, masks_before)
         except training.TrainingDivergedError:
             tensorboard.end_hparams_session(folder.file("tensorboard", "imp"), "failure")
             raise

@@ -26,8 +26,15 @@ class ImpConfig(training.TrainingConfig):
     output_dir: str = "runs/imp"
     rounds: int = 5  # pruning rounds after the dense round 0
     prune_rate: float | None = None  # None: LTH's per-layer rates; else this rate for every layer
-    strategy: str = "layerwise"
+    strategy: str | None = None  # 'layerwise' or 'global'; None: the model's (LTH nets layerwise, CIFAR nets global)
+    # Layers left dense, e.g. "output" (comma-separated names); None: the model's (VGG's output layer, as OpenLTH).
+    layers_to_ignore: str | None = None
     rewind_step: int = 0
+    # After a rewind to iteration k > 0, rounds 1.. train 'continue': from k to the round's end (iterations - k
+    # steps), the learning-rate schedule from its position at k, as Frankle et al. 2020 and OpenLTH; 'restart':
+    # the whole round again from schedule position 0 (how runs before this field trained). The optimizer's
+    # state (momenta) starts at zero in both, as OpenLTH's, which saves only the weights at k.
+    after_rewind: str = "continue"
     control: str = "ticket"
     iterations: int | None = None  # training iterations per round
     epochs: float | None = None  # alternative to iterations
@@ -56,8 +63,18 @@ class ImpConfig(training.TrainingConfig):
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("give either iterations or epochs, not both.")
         config = super().resolved()
+        spec = models.get(config.model)
         if config.iterations is None and config.epochs is None:
-            config.iterations = models.get(config.model).iterations
+            config.iterations, config.epochs = spec.iterations, spec.epochs
+        if config.strategy is None:
+            config.strategy = spec.strategy
+        if config.layers_to_ignore is None:
+            config.layers_to_ignore = ",".join(spec.layers_to_ignore)
+        if not isinstance(config.layers_to_ignore, str):
+            raise ValueError(f"layers_to_ignore must be comma-separated layer names (a string, '' for none); "
+                             f"got {config.layers_to_ignore!r}.")
+        if config.after_rewind not in AFTER_REWIND:
+            raise ValueError(f"after_rewind must be one of {AFTER_REWIND}; got {config.after_rewind!r}.")
         check_int(config.rounds, "rounds", 0)
         check_int(config.rewind_step, "rewind_step", 0)
         check_int(config.evaluations_per_round, "evaluations_per_round", 1)
@@ -117,10 +134,17 @@ class ImpConfig(training.TrainingConfig):
 
 CRITERIA = ("magnitude", "sign_flip", "hybrid", "random")
 MODES = ("imp", "one_pass")
+AFTER_REWIND = ("continue", "restart")
 
 
 # What runs saved before a field existed used, where that differs from today's default.
-_LEGACY = {"evaluation_examples": "all"}  # every check read the whole validation set
+_LEGACY = {
+    "evaluation_examples": "all",  # every check read the whole validation set
+    # Rounds after a rewind to k > 0 trained the whole round again; with k = 0 both values are the same run.
+    "after_rewind": lambda saved: "restart" if saved.get("rewind_step") else "continue",
+    "strategy": "layerwise",
+    "layers_to_ignore": "",
+}
 
 # 'auto' evaluation: the checks of a round read at most this many held-out examples per
 # training example the round processes (iterations x batch size), never fewer than
@@ -133,8 +157,18 @@ MIN_EVALUATION_EXAMPLES = 500
 
 
 def config_defaults():
-    """Every `ImpConfig` field's default as a run saved before the field existed used it."""
+    """Every `ImpConfig` field's default as a run saved before the field existed used it.
+
+    A value may be a callable of the saved config (`RunFolder.check_config` calls it); use
+    `with_defaults` for the saved config completed with plain values.
+    """
     return {**{field.name: field.default for field in dataclasses.fields(ImpConfig)}, **_LEGACY}
+
+
+def with_defaults(saved):
+    """A saved config dict with each missing field at the default its run used (`config_defaults`)."""
+    defaults = {key: value(saved) if callable(value) else value for key, value in config_defaults().items()}
+    return {**defaults, **saved}
 
 
 def evaluation_examples(config, iterations, validation_examples):

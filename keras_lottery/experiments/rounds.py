@@ -39,10 +39,28 @@ def layer_rates(config, dense_model):
     spec = models.get(config.model)
     if config.strategy == "global":
         rate = 0.2 if config.prune_rate is None else config.prune_rate
-        return {name: rate for name in schedules.lth_prune_rates(dense_model.layers)}
-    dense_rate = spec.dense_rate if config.prune_rate is None else config.prune_rate
-    conv_rate = spec.conv_rate if config.prune_rate is None else config.prune_rate
-    return schedules.lth_prune_rates(dense_model.layers, dense_rate, conv_rate)
+        rates = {name: rate for name in schedules.lth_prune_rates(dense_model.layers)}
+    else:
+        dense_rate = spec.dense_rate if config.prune_rate is None else config.prune_rate
+        conv_rate = spec.conv_rate if config.prune_rate is None else config.prune_rate
+        rates = schedules.lth_prune_rates(dense_model.layers, dense_rate, conv_rate)
+    return {name: rate for name, rate in rates.items() if name not in ignored_layers(config, rates)}
+
+
+def ignored_layers(config, prunable):
+    """The layers `config.layers_to_ignore` names, each checked to be one of the `prunable` ones.
+
+    Raises:
+      ValueError: a name that is not a prunable layer of the model, or every layer ignored.
+    """
+    names = [name.strip() for name in (config.layers_to_ignore or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in prunable]
+    if unknown:
+        raise ValueError(f"layers_to_ignore names {unknown}, which {config.model} has no prunable layer called; "
+                         f"its prunable layers are {sorted(prunable)}.")
+    if names and set(names) >= set(prunable):
+        raise ValueError(f"layers_to_ignore={config.layers_to_ignore!r} leaves no layer of {config.model} to prune.")
+    return set(names)
 
 
 def iterations_per_round(config, splits):

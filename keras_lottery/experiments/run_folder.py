@@ -186,12 +186,14 @@ class RunFolder:
           summary: the saved summary.
           config: the config dict of this run.
           defaults: optional dict field -> default; a field missing from the saved
-            config (a run saved before the field existed) counts as its default.
+            config (a run saved before the field existed) counts as its default. A
+            callable default is called with the saved config (a default that depends on it).
 
         Raises:
           ConfigMismatchError: naming each differing field and both values.
         """
-        saved = {**{k: v for k, v in (defaults or {}).items() if k in config}, **summary["config"]}
+        saved = {**{k: v(summary["config"]) if callable(v) else v for k, v in (defaults or {}).items() if k in config},
+                 **summary["config"]}
         keys = (set(saved) | set(config)) - set(RESUMABLE_FIELDS)
         differences = [f"{key}: {saved.get(key)!r} there, {config.get(key)!r} now" for key in sorted(keys)
                        if saved.get(key) != config.get(key)]

@@ -103,7 +103,7 @@ def _parse(summary):
     config = summary["config"]
     if "rounds" in summary:
         kind = "one_pass" if summary.get("mode", config.get("mode")) == "one_pass" else "imp"
-        config = {**imp.config_defaults(), **config}
+        config = imp.with_defaults(config)
         points, spent = [], 0
         for record in summary["rounds"]:
             spent += record["iterations"]  # older runs have no total_iterations: it is this running sum
