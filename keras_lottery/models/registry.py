@@ -8,7 +8,7 @@ recipe (optimizer, learning rate, batch size, iterations, per-round prune rates)
 import dataclasses
 
 from keras_lottery import compat
-from keras_lottery.models import lth
+from keras_lottery.models import cifar, lth
 
 keras = compat.keras
 
@@ -41,6 +41,16 @@ class ModelSpec:
     layers_to_ignore: tuple = ()  # layers global pruning leaves dense (VGG's output layer, as OpenLTH)
 
 
+# OpenLTH's CIFAR-10 recipe, the same in `default_hparams` of its models/cifar_resnet.py and
+# models/cifar_vgg.py: SGD lr 0.1, momentum 0.9 (not Nesterov), batch 128, 160 epochs, lr x0.1 at
+# epochs 80 and 120, no warmup, weight decay 1e-4 added to the gradient (PyTorch SGD's
+# `weight_decay`); IMP prunes 20% per round with all layers ranked together ('sparse_global').
+_OPENLTH_CIFAR = dict(
+    optimizer="sgd", learning_rate=0.1, batch_size=128, iterations=None, epochs=160, momentum=0.9, nesterov=False,
+    weight_decay=1e-4, weight_decay_mode="l2", lr_schedule="step", lr_milestones="80ep,120ep", lr_gamma=0.1,
+    warmup="", strategy="global",
+)
+
 MODELS = {
     "lenet_300_100": ModelSpec(lth.lenet_300_100, "adam", 1.2e-3, 60, 50_000),
     "conv2": ModelSpec(lth.conv_net((64,), "conv2"), "adam", 2e-4, 60, 20_000),
@@ -50,6 +60,14 @@ MODELS = {
     # (early-bird, You et al. 2020). Same optimizer settings as their plain versions.
     "conv2_bn": ModelSpec(lth.conv_net((64,), "conv2_bn", batch_norm=True), "adam", 2e-4, 60, 20_000),
     "conv4_bn": ModelSpec(lth.conv_net((64, 128), "conv4_bn", batch_norm=True), "adam", 3e-4, 60, 25_000),
+    # OpenLTH's CIFAR ResNets (cifar_resnet_<depth>[_<width>]), cifar_resnet.default_hparams for all
+    # of them (OpenLTH has one per family): global pruning over every conv, the shortcuts and the output layer.
+    **{f"resnet{depth}": ModelSpec(cifar.resnet(depth), **_OPENLTH_CIFAR) for depth in (20, 32, 44, 56, 110)},
+    **{f"resnet20_w{width}": ModelSpec(cifar.resnet(20, width), **_OPENLTH_CIFAR) for width in (32, 64)},
+    # OpenLTH's CIFAR VGGs (cifar_vgg_<depth>), cifar_vgg.default_hparams: the same recipe, and the
+    # output layer stays dense (pruning_layers_to_ignore='fc.weight').
+    **{f"vgg{depth}": ModelSpec(cifar.vgg(depth), **_OPENLTH_CIFAR, layers_to_ignore=("output",))
+       for depth in (11, 13, 16, 19)},
 }
 
 
