@@ -1,7 +1,7 @@
 """Training settings and compilation shared by every experiment.
 
-* `config`: `TrainingConfig` (data, model, optimizer, seed, output folder), `OPTIMIZERS`,
-  `check_batch_size`.
+* `config`: `TrainingConfig` (data, model, optimizer and recipe, seed, output folder), `OPTIMIZERS`,
+  `WEIGHT_DECAY_MODES`, `LR_SCHEDULES`, `LEGACY_RECIPE`, `check_batch_size`.
 * `compile`: `compile_for_training`, `steps_per_execution`.
 * `lr_schedules`: `RecipeSchedule` (warmup, step decay at milestones, cosine, a start-step offset),
   `schedule_for`, `parse_length`, `to_iterations` ("80ep", "500it").
@@ -12,7 +12,9 @@
 """
 
 from keras_lottery.training.compile import compile_for_training, steps_per_execution  # noqa: F401
-from keras_lottery.training.config import OPTIMIZERS, TrainingConfig, check_batch_size  # noqa: F401
+from keras_lottery.training.config import (  # noqa: F401
+    LEGACY_RECIPE, LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_MODES, TrainingConfig, check_batch_size,
+)
 from keras_lottery.training.divergence import StopOnDivergence, TrainingDivergedError  # noqa: F401
 from keras_lottery.training.evaluation import Evaluator, HeldOutChecks  # noqa: F401
 from keras_lottery.training.lr_schedules import RecipeSchedule, parse_length, schedule_for, to_iterations  # noqa: F401
