@@ -19,14 +19,40 @@ def steps_per_execution(interval, *steps, limit=1000):
     return max(d for d in range(1, min(common, limit) + 1) if common % d == 0)
 
 
-def compile_for_training(model, optimizer, learning_rate, steps_per_execution=1):
-    """Compiles for classification on logits with a fresh optimizer named in `config.OPTIMIZERS`."""
-    if optimizer == "adam":
-        instance = keras.optimizers.Adam(learning_rate)
-    elif optimizer == "momentum":
-        instance = keras.optimizers.SGD(learning_rate, momentum=0.9)
+def compile_for_training(model, optimizer, learning_rate=None, steps_per_execution=1):
+    """Compiles for classification on logits (sparse labels, accuracy) with `optimizer`.
+
+    Args:
+      model: a tf_keras model that outputs logits.
+      optimizer: a name in `config.OPTIMIZERS` ('adam', 'sgd', 'momentum': SGD with
+        momentum 0.9), made fresh at the fixed `learning_rate`; or an optimizer instance
+        (`optimizers.make_optimizer`'s, with its schedule and weight decay), used as is.
+      learning_rate: the rate for a named optimizer; None with an instance.
+      steps_per_execution: steps per call into TensorFlow (see `steps_per_execution`).
+
+    Raises:
+      ValueError: an unknown name, a name without a learning rate, or an instance with one.
+    """
+    if isinstance(optimizer, str):
+        if learning_rate is None:
+            raise ValueError(f"compile_for_training(optimizer={optimizer!r}) needs a learning_rate.")
+        if optimizer == "adam":
+            instance = keras.optimizers.Adam(learning_rate)
+        elif optimizer == "momentum":
+            instance = keras.optimizers.SGD(learning_rate, momentum=0.9)
+        elif optimizer == "sgd":
+            instance = keras.optimizers.SGD(learning_rate)
+        else:
+            raise ValueError(
+                f"optimizer must be one of ('adam', 'sgd', 'momentum') or an optimizer; got {optimizer!r}."
+            )
     else:
-        instance = keras.optimizers.SGD(learning_rate)
+        if learning_rate is not None:
+            raise ValueError(
+                f"learning_rate={learning_rate!r} would be ignored: an optimizer instance carries its own "
+                "learning rate (or schedule). Pass learning_rate=None."
+            )
+        instance = optimizer
     model.compile(
         optimizer=instance,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
