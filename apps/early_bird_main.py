@@ -46,6 +46,7 @@ flags.DEFINE_enum("retrain_from", _DEFAULTS.retrain_from, ["drawn", "rewind"], "
 
 def main(argv):
     del argv
+    training_flags.set_up_devices()
     config = early_bird_flow.EarlyBirdConfig(
         target_sparsity=FLAGS.target_sparsity, criterion=FLAGS.criterion, strategy=FLAGS.strategy,
         epsilon=FLAGS.epsilon, queue_size=FLAGS.queue_size, search_epochs=FLAGS.search_epochs,

@@ -132,6 +132,7 @@ def _plural(count, noun):
 
 def main(argv):
     del argv
+    training_flags.set_up_devices()
     config = training_flags.resolved(config_from_flags())
     one_pass = config.mode == "one_pass"
     plan = (f"pruned while it trains to the sparsity of {_plural(config.rounds, 'IMP round')}" if one_pass

@@ -16,7 +16,25 @@ def define(defaults, verbose=1):
     flags.DEFINE_enum("model", defaults.model, sorted(models.MODELS), "Architecture.")
     flags.DEFINE_integer("batch_size", None, "Batch size (default: the model's LTH setting).")
     flags.DEFINE_enum("optimizer", None, list(training.OPTIMIZERS), "Optimizer (default: the model's LTH setting).")
-    flags.DEFINE_float("learning_rate", None, "Learning rate (default: the model's LTH setting).")
+    flags.DEFINE_float("learning_rate", None, "Learning rate (default: the model's setting).")
+    # OpenLTH's recipe; each default is the model's (the CIFAR ResNets and VGGs: SGD momentum 0.9, weight
+    # decay 1e-4, x0.1 at epochs 80 and 120 of 160).
+    flags.DEFINE_float("momentum", None, "SGD's momentum (--optimizer=sgd; default: the model's).")
+    flags.DEFINE_boolean("nesterov", None, "Nesterov momentum (--optimizer=sgd; default: the model's).")
+    flags.DEFINE_float("weight_decay", None, "Weight decay (default: the model's; 0 for the LTH nets).")
+    flags.DEFINE_enum("weight_decay_mode", None, list(training.WEIGHT_DECAY_MODES),
+                      "'l2': added to the gradient, as PyTorch's SGD in OpenLTH; 'decoupled': w -= lr * wd * w.")
+    flags.DEFINE_enum("lr_schedule", None, list(training.LR_SCHEDULES),
+                      "Learning rate over training: constant, step (x --lr_gamma at each milestone) or cosine.")
+    flags.DEFINE_string("lr_milestones", None, "Step schedule's milestones, e.g. '80ep,120ep' or '32000it,48000it'.")
+    flags.DEFINE_float("lr_gamma", None, "Factor at each milestone (default: the model's, 0.1).")
+    flags.DEFINE_string("warmup", None, "Linear warmup from 0, e.g. '5ep' or '500it' ('' none; default: the model's).")
+    flags.DEFINE_enum("distribution_strategy", defaults.distribution_strategy, list(training.strategies.STRATEGIES),
+                      "How training spreads over devices, as TF Model Garden names it: default (one device), "
+                      "one_device, mirrored (every GPU, else every --cpu_devices CPU device), "
+                      "multi_worker_mirrored (the cluster in TF_CONFIG), tpu (the one TPU_NAME names, else local).")
+    flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices first (so that "
+                         "--distribution_strategy=mirrored runs that many replicas on a machine without GPU).")
     flags.DEFINE_integer("seed", defaults.seed, "Seed of the initialization, data order and controls.")
     flags.DEFINE_integer("train_examples", None, "Train on this many examples (a subset, for quick runs); default: all.")
     flags.DEFINE_integer("validation_examples", defaults.validation_examples, "Examples held out from train.")
@@ -32,7 +50,23 @@ def values():
         batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed, train_examples=FLAGS.train_examples,
         validation_examples=FLAGS.validation_examples, verbose=FLAGS.verbose,
+        momentum=FLAGS.momentum, nesterov=FLAGS.nesterov, weight_decay=FLAGS.weight_decay,
+        weight_decay_mode=FLAGS.weight_decay_mode, lr_schedule=FLAGS.lr_schedule, lr_milestones=FLAGS.lr_milestones,
+        lr_gamma=FLAGS.lr_gamma, warmup=FLAGS.warmup, distribution_strategy=FLAGS.distribution_strategy,
     )
+
+
+def set_up_devices():
+    """Splits the CPU as --cpu_devices asks, before anything runs on TensorFlow.
+
+    Raises:
+      app.UsageError: a bad --cpu_devices.
+    """
+    if FLAGS.cpu_devices is not None:
+        try:
+            training.strategies.split_cpu(FLAGS.cpu_devices)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
 
 
 def resolved(config):

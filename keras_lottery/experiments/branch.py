@@ -43,7 +43,7 @@ from keras_lottery.sparsity import wrappers
 # What a branch may change; every other `ImpConfig` field is the source's.
 CHANGEABLE = ("output_dir", "dataset", "data_dir", "batch_size", "optimizer", "learning_rate", "seed",
               "train_examples", "validation_examples", "verbose", "iterations", "epochs", "evaluations_per_round",
-              "evaluation_examples", "backup_seconds", "control") + training.RECIPE_FIELDS
+              "evaluation_examples", "backup_seconds", "control", "distribution_strategy") + training.RECIPE_FIELDS
 
 
 @dataclasses.dataclass
@@ -76,6 +76,7 @@ class BranchConfig:
     lr_milestones: str | None = None
     lr_gamma: float | None = None
     warmup: str | None = None
+    distribution_strategy: str | None = None
 
     def source_config(self):
         """The source run's resolved `ImpConfig` as it trained (its saved config, defaults filled in).

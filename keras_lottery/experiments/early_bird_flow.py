@@ -100,7 +100,14 @@ def channel_weights_remaining(dense, narrow):
 
 
 def _steps_per_epoch(config, splits):
-    return math.ceil(len(splits.train_y) / config.batch_size)
+    return math.ceil(splits.train_size / config.batch_size)
+
+
+def _compile(model, config, splits, epochs, steps_per_execution=1):
+    """Compiles with the config's recipe (`training.make_optimizer`) for `epochs` of training."""
+    steps = _steps_per_epoch(config, splits)
+    training.compile_for_training(model, training.make_optimizer(config, steps, epochs * steps),
+                                  steps_per_execution=steps_per_execution)
 
 
 def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1):
@@ -114,7 +121,7 @@ def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1
     # display (stdout, "Epoch 4/20" for a check) stays off.
     progress = training.Progress(phase, epochs * checks_per_epoch, steps, config.verbose)
     history = model.fit(
-        data.to_dataset(splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed, repeat=True),
+        splits.train_batches(config.batch_size, config.seed),
         epochs=epochs * checks_per_epoch, steps_per_epoch=steps,
         callbacks=[checks, *extra, curves, training.StopOnDivergence(f"the {phase} phase", config.learning_rate),
                    progress],
@@ -139,7 +146,7 @@ def _draw(detector, config):
     return (detector.drawn_masks.get(sparsity) if config.stop_at_draw else None) or detector.compute_masks(sparsity)
 
 
-def _ticket(model, drawn, config, rewind):
+def _ticket(model, drawn, config, rewind, splits):
     """The network to retrain: `model` masked (unstructured), or a narrow copy (channels), compiled."""
     channel = config.criterion in early_bird.CHANNEL_CRITERIA
     if not channel:
@@ -151,7 +158,7 @@ def _ticket(model, drawn, config, rewind):
     if not channel:
         return model
     ticket = fusion.remove_units(model, {name: np.flatnonzero(mask < 0.5) for name, mask in drawn.items()})
-    training.compile_for_training(ticket, config.optimizer, config.learning_rate)
+    _compile(ticket, config, splits, config.retrain_epochs)
     return ticket
 
 
@@ -199,19 +206,23 @@ def _run(config, folder):
     if previous is not None and os.path.exists(folder.file(FINAL_WEIGHTS)) and (
             not channel or "removed_units" in previous) and _finished_files_read_back(folder):
         return previous
-    splits = data.load(config.dataset, config.data_dir, config.validation_examples, config.train_examples)
-    training.check_batch_size(config.batch_size, len(splits.train_y))
-    model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
-    early_bird.criterion_scores(model, config.criterion)  # e.g. 'bn_gamma' without BatchNorm: fail before training
-    if not channel:  # an unstructured ticket is a mask on the same network; a channel ticket a new one
-        model = wrappers.prune_low_magnitude(model, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
-    if config.criterion == "bn_gamma" and config.gamma_penalty:
-        # Search only: the narrow network is built from the config, without this loss.
-        early_bird.add_gamma_l1_penalty(model, config.gamma_penalty)
-    # Epoch ends (where the detector looks) must fall on execution boundaries.
-    epoch_steps = _steps_per_epoch(config, splits)
-    training.compile_for_training(model, config.optimizer, config.learning_rate, training.steps_per_execution(
-        epoch_steps, math.ceil(epoch_steps / config.checks_per_epoch)))
+    splits = data.load_for_training(config.dataset, config.data_dir, config.validation_examples,
+                                    config.train_examples)
+    training.check_batch_size(config.batch_size, splits.train_size)
+    scope = training.strategies.get(config.distribution_strategy).scope()
+    with scope:
+        model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+        early_bird.criterion_scores(model, config.criterion)  # e.g. 'bn_gamma' without BatchNorm: fail early
+        if not channel:  # an unstructured ticket is a mask on the same network; a channel ticket a new one
+            model = wrappers.prune_low_magnitude(model, pruning_schedule=schedules.OneShot(0.0),
+                                                 strategy=config.strategy)
+        if config.criterion == "bn_gamma" and config.gamma_penalty:
+            # Search only: the narrow network is built from the config, without this loss.
+            early_bird.add_gamma_l1_penalty(model, config.gamma_penalty)
+        # Epoch ends (where the detector looks) must fall on execution boundaries.
+        epoch_steps = _steps_per_epoch(config, splits)
+        _compile(model, config, splits, config.search_epochs, training.steps_per_execution(
+            epoch_steps, math.ceil(epoch_steps / config.checks_per_epoch)))
     rewind = callbacks.RewindCallback(0)
     detector = early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
                                             config.epsilon, config.queue_size, stop_training=config.stop_at_draw)
@@ -221,7 +232,8 @@ def _run(config, folder):
                   config.checks_per_epoch)
     sparsity = detector.sparsities[0]
     drawn = _draw(detector, config)
-    ticket = _ticket(model, drawn, config, rewind)
+    with scope:
+        ticket = _ticket(model, drawn, config, rewind, splits)
     retrain = _fit(ticket, config, splits, config.retrain_epochs, folder, "retrain", [])
     extra = {}
     if channel:

@@ -36,7 +36,7 @@ from keras_lottery.experiments.imp_config import (  # noqa: F401  (kl.imp's API)
     config_defaults,
     with_defaults,
 )
-from keras_lottery.experiments.rounds import check_keeps_weights
+from keras_lottery.experiments.rounds import check_keeps_weights, compile_for_round
 from keras_lottery.experiments.rounds import (  # noqa: F401  (kl.imp's API, as before the layout move)
     evaluation_interval,
     evaluation_spacing,
@@ -143,13 +143,12 @@ def _run(config, folder, on_round_end):
     if done >= config.rounds + 1:
         return summary
 
-    splits = data.load(
-        config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
-    )
+    splits = data.load_for_training(config.dataset, config.data_dir, config.validation_examples,
+                                    config.train_examples)
     data_record = run_folder.data_record(splits)
     folder.check_data(summary if resumed else None, data_record)
     summary["data"] = data_record
-    training.check_batch_size(config.batch_size, len(splits.train_y))
+    training.check_batch_size(config.batch_size, splits.train_size)
     iterations = iterations_per_round(config, splits)
     if config.rewind_step > iterations:
         raise ValueError(f"rewind_step={config.rewind_step} is beyond the {iterations} iterations of a round.")
@@ -161,12 +160,14 @@ def _run(config, folder, on_round_end):
     summary["iterations_after_rewind"] = later
     masks_source = run_folder.RunFolder(config.masks_from) if config.masks_from else None
 
-    model = build_model(config, splits, iterations)
-    wrappers.manage_masks(model)  # the rounds set the masks with prune(); round 0 trains dense on purpose
-    if config.masks_from is None:  # else the masks come from another run, which had them
-        check_keeps_weights(config, {name: wrapper.pruning_schedule.sparsity_at_round(config.rounds)
-                                     for name, wrapper, _, _ in wrappers.pruning_entries(model)}, model)
-    compile_for_training(model, config.optimizer, config.learning_rate, steps_per_execution)
+    # The model, its optimizer and the variables they make belong to the strategy: built in its scope.
+    with training.strategies.get(config.distribution_strategy).scope():
+        model = build_model(config, splits, iterations)
+        wrappers.manage_masks(model)  # the rounds set the masks with prune(); round 0 trains dense on purpose
+        if config.masks_from is None:  # else the masks come from another run, which had them
+            check_keeps_weights(config, {name: wrapper.pruning_schedule.sparsity_at_round(config.rounds)
+                                         for name, wrapper, _, _ in wrappers.pruning_entries(model)}, model)
+        compile_for_round(model, config, splits, iterations, steps_per_execution)
     if not done:
         summaries.write_hparams(folder.file("tensorboard", "imp"), config_dict)  # named by the run folder
     rewind = callbacks.RewindCallback(config.rewind_step)

@@ -139,6 +139,9 @@ AFTER_REWIND = ("continue", "restart")
 
 # What runs saved before a field existed used, where that differs from today's default.
 _LEGACY = {
+    **training.LEGACY_RECIPE,
+    # The LTH paper's 'momentum' optimizer is SGD with momentum 0.9: runs saved before the field have 0.9.
+    "momentum": lambda saved: 0.9 if saved.get("optimizer") == "momentum" else 0.0,
     "evaluation_examples": "all",  # every check read the whole validation set
     # Rounds after a rewind to k > 0 trained the whole round again; with k = 0 both values are the same run.
     "after_rewind": lambda saved: "restart" if saved.get("rewind_step") else "continue",

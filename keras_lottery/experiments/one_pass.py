@@ -144,11 +144,10 @@ def _run(config, folder, on_round_end):
         return summary
     folder.remove_leftovers(0)
 
-    splits = data.load(
-        config.dataset, config.data_dir, config.validation_examples, config.train_examples, split_seed=0
-    )
+    splits = data.load_for_training(config.dataset, config.data_dir, config.validation_examples,
+                                    config.train_examples)
     data_record = run_folder.data_record(splits)
-    training.check_batch_size(config.batch_size, len(splits.train_y))
+    training.check_batch_size(config.batch_size, splits.train_size)
     total = total_iterations(config, rounds.iterations_per_round(config, splits))
     interval = rounds.evaluation_spacing(total, config.evaluations_per_round)
     total = interval * (total // interval)
@@ -159,16 +158,17 @@ def _run(config, folder, on_round_end):
     if config.rewind_step > begin:
         raise ValueError(f"rewind_step={config.rewind_step} (the sign reference) comes after the first mask "
                          f"update at step {begin}: raise prune_begin or lower rewind_step.")
-    dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
-    schedules_by_layer = layer_schedules(config, dense, total)
-    model = rounds.wrap(config, dense, schedules_by_layer)
-    rounds.check_keeps_weights(config, {name: s.target_sparsity for name, s in schedules_by_layer.items()}, model)
+    with training.strategies.get(config.distribution_strategy).scope():
+        dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+        schedules_by_layer = layer_schedules(config, dense, total)
+        model = rounds.wrap(config, dense, schedules_by_layer)
+        rounds.check_keeps_weights(config, {name: s.target_sparsity for name, s in schedules_by_layer.items()},
+                                   model)
+        rounds.compile_for_round(model, config, splits, total, training.steps_per_execution(
+            interval, begin, frequency if updates else 0, config.rewind_step))
     if config.verbose:
         _LOG.info("%s", describe(total, begin, frequency, updates, target_weights_remaining(schedules_by_layer, model)))
     summaries.write_hparams(folder.file("tensorboard", "one_pass"), config_dict)
-    training.compile_for_training(
-        model, config.optimizer, config.learning_rate,
-        training.steps_per_execution(interval, begin, frequency if updates else 0, config.rewind_step))
     # With rewind_step > 0 the sign-flip reference is the weights at that step: the
     # RewindCallback's snapshot sets it (nothing is rewound in one pass).
     extra = [callbacks.RewindCallback(config.rewind_step)] if config.rewind_step else []

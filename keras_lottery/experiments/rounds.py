@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import compat
-from keras_lottery import data
 from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import round_backup
@@ -63,11 +62,25 @@ def ignored_layers(config, prunable):
     return set(names)
 
 
+def steps_per_epoch(config, splits):
+    """Batches in one pass over the training examples (the last one may be smaller)."""
+    return math.ceil(splits.train_size / config.batch_size)
+
+
 def iterations_per_round(config, splits):
     if config.iterations is not None:
         return config.iterations
-    steps_per_epoch = math.ceil(len(splits.train_y) / config.batch_size)
-    return max(1, round(config.epochs * steps_per_epoch))
+    return max(1, round(config.epochs * steps_per_epoch(config, splits)))
+
+
+def compile_for_round(model, config, splits, total_iterations, steps_per_execution):
+    """Compiles `model` with the config's recipe (`training.make_optimizer`) for rounds of `total_iterations`.
+
+    Call it in the distribution strategy's scope. `total_iterations` is where a cosine schedule
+    ends; milestones in epochs count the epochs of `splits`' training set.
+    """
+    optimizer = training.make_optimizer(config, steps_per_epoch(config, splits), total_iterations)
+    training.compile_for_training(model, optimizer, steps_per_execution=steps_per_execution)
 
 
 def wrap(config, dense, layer_schedules):
@@ -172,9 +185,8 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
     backup = round_backup.RoundBackup(folder, round_index, model, epochs, dataclasses.asdict(config),
                                       config_defaults(), extra_callbacks, data_record, config.backup_seconds)
     epochs_done = backup.restore()
-    train = data.to_dataset(
-        splits.train_x, splits.train_y, config.batch_size, shuffle_seed=config.seed * 1000 + round_index, repeat=True
-    ).skip(epochs_done * interval)
+    train = splits.train_batches(config.batch_size, config.seed * 1000 + round_index,
+                                 skip_batches=epochs_done * interval)
     checked = evaluation_examples(config, iterations, len(splits.validation_y))
     # First: it adds val_loss and val_accuracy to the logs every callback after it reads.
     checks = training.HeldOutChecks(splits.validation_x[:checked], splits.validation_y[:checked])

@@ -61,7 +61,7 @@ _LOG = logging.getLogger(__name__)
 
 # Fields that may change between a run and its resumption: where things are read
 # from or written to, and how many rounds to run (so a run can be extended).
-RESUMABLE_FIELDS = ("rounds", "output_dir", "data_dir", "verbose", "backup_seconds")
+RESUMABLE_FIELDS = ("rounds", "output_dir", "data_dir", "verbose", "backup_seconds", "distribution_strategy")
 
 
 class ConfigMismatchError(ValueError):

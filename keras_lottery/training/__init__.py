@@ -7,19 +7,23 @@
   on a `RecipeSchedule`), `CoupledL2SGD`, `CoupledL2Adam`, `schedule_of`.
 * `lr_schedules`: `RecipeSchedule` (warmup, step decay at milestones, cosine, a start-step offset),
   `schedule_for`, `parse_length`, `to_iterations` ("80ep", "500it").
+* `strategies`: distribution strategies by TF Model Garden's names (`--distribution_strategy`).
 * `divergence`: `StopOnDivergence`, `TrainingDivergedError` (a NaN loss stops the run unsaved).
 * `evaluation`: `Evaluator`, `HeldOutChecks`: loss and accuracy on fixed arrays in one traced graph.
 * `progress`: `Progress`, a line per evaluation ("round 2 of 5: iteration 300 of 2000 ..."), logged.
 * `summaries`: `TrainingSummaries`: the train/validation curves on TensorBoard at x = iteration.
 """
 
+from keras_lottery.training import strategies  # noqa: F401
 from keras_lottery.training.compile import compile_for_training, steps_per_execution  # noqa: F401
 from keras_lottery.training.config import (  # noqa: F401
-    LEGACY_RECIPE, LR_SCHEDULES, OPTIMIZERS, WEIGHT_DECAY_MODES, TrainingConfig, check_batch_size,
+    LEGACY_RECIPE, LR_SCHEDULES, OPTIMIZERS, RECIPE_FIELDS, WEIGHT_DECAY_MODES, TrainingConfig, check_batch_size,
 )
 from keras_lottery.training.divergence import StopOnDivergence, TrainingDivergedError  # noqa: F401
 from keras_lottery.training.evaluation import Evaluator, HeldOutChecks  # noqa: F401
 from keras_lottery.training.lr_schedules import RecipeSchedule, parse_length, schedule_for, to_iterations  # noqa: F401
-from keras_lottery.training.optimizers import CoupledL2Adam, CoupledL2SGD, make_optimizer, schedule_of  # noqa: F401
+from keras_lottery.training.optimizers import (  # noqa: F401
+    CoupledL2Adam, CoupledL2SGD, make_optimizer, schedule_of, set_schedule_start,
+)
 from keras_lottery.training.progress import Progress, check_verbose  # noqa: F401
 from keras_lottery.training.summaries import TrainingSummaries  # noqa: F401

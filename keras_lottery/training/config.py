@@ -12,6 +12,7 @@ import math
 from keras_lottery import models
 from keras_lottery.foundations.validation import check_int
 from keras_lottery.training import lr_schedules
+from keras_lottery.training import strategies
 from keras_lottery.training.progress import check_verbose
 
 OPTIMIZERS = ("adam", "sgd", "momentum")  # 'momentum': SGD with momentum 0.9, the LTH paper's name
@@ -20,6 +21,9 @@ LR_SCHEDULES = lr_schedules.KINDS
 
 # The recipe every run trained with before these fields existed (Adam or SGD at a constant rate,
 # no decay, no warmup): what a run folder saved without them counts as.
+# The recipe fields `TrainingConfig` takes from the model's entry (a branch may change each).
+RECIPE_FIELDS = ("momentum", "nesterov", "weight_decay", "weight_decay_mode", "lr_schedule", "lr_milestones",
+                 "lr_gamma", "warmup")
 LEGACY_RECIPE = {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "weight_decay_mode": "l2",
                  "lr_schedule": "constant", "lr_milestones": "", "lr_gamma": 0.1, "warmup": ""}
 
@@ -52,6 +56,9 @@ class TrainingConfig:
     # 0.9712"), 2 the same with losses and seconds. Keras's own display is always off. It changes no
     # result, so a run folder resumes under another value.
     verbose: int = 1
+    # How training is spread over devices (`strategies.STRATEGIES`, TF Model Garden's names). It changes
+    # results only by float rounding (`strategies` says why), so a run folder resumes under another one.
+    distribution_strategy: str = "default"
 
     def resolved(self):
         """A copy with the model's defaults filled in and the shared fields validated.
@@ -80,6 +87,7 @@ class TrainingConfig:
         check_int(config.seed, "seed", 0)
         check_int(config.validation_examples, "validation_examples", 1)
         check_verbose(config.verbose)
+        strategies.check_name(config.distribution_strategy)
         if config.train_examples is not None:
             check_int(config.train_examples, "train_examples", 1)
         if config.optimizer not in OPTIMIZERS:

@@ -133,3 +133,17 @@ def schedule_of(optimizer):
     """
     schedule = getattr(optimizer, "_learning_rate", None)
     return schedule if isinstance(schedule, lr_schedules.RecipeSchedule) else None
+
+
+def set_schedule_start(optimizer, step):
+    """Sets where the optimizer's `RecipeSchedule` starts (a round rewound to iteration `step`).
+
+    Raises:
+      ValueError: `step` > 0 on an optimizer with a fixed learning rate (no schedule to move).
+    """
+    schedule = schedule_of(optimizer)
+    if schedule is not None:
+        schedule.set_start_step(step)
+    elif step:
+        raise ValueError(f"cannot start the learning-rate schedule at step {step}: the optimizer has a fixed rate; "
+                         "build it with make_optimizer.")

@@ -8,7 +8,8 @@ Names: 'default' (TensorFlow's default strategy: one device, no distribution), '
 (the first GPU, else the CPU), 'mirrored' (synchronous data parallelism over every GPU, or over
 every logical CPU device where there is no GPU: that is how the tests run two replicas on one
 machine, after `split_cpu(2)`), 'multi_worker_mirrored' (the same across the machines that
-`TF_CONFIG` names) and 'tpu' (a TPU at `tpu_address`).
+`TF_CONFIG` names) and 'tpu' (the TPU that `tpu_address`, else the `TPU_NAME` environment
+variable, names; else the local one, as on a TPU VM).
 
 With several replicas each computes the gradient of its share of the batch and the shares are
 summed: in float that is another order of additions than one device summing the whole batch,
@@ -63,7 +64,7 @@ def get(name="default", tpu_address=None):
 
     Args:
       name: one of `STRATEGIES`.
-      tpu_address: the TPU's address for 'tpu' (None: the local TPU, as on a TPU VM).
+      tpu_address: the TPU's address for 'tpu' (None: `TPU_NAME`, else the local TPU).
 
     Returns:
       A strategy; enter its `scope()` to build and compile the model.
@@ -85,7 +86,7 @@ def get(name="default", tpu_address=None):
         _check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or os.environ.get("TPU_NAME", ""))
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
