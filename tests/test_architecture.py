@@ -24,7 +24,8 @@ ALLOWED = {
     "models": {"foundations", "compat"},
     "training": {"foundations", "compat", "models"},
     "fusion": {"foundations", "compat", "sparsity"},
-    "experiments": {"foundations", "compat", "sparsity", "data", "models", "training", "fusion"},
+    "methods": {"foundations", "compat", "sparsity"},
+    "experiments": {"foundations", "compat", "sparsity", "methods", "data", "models", "training", "fusion"},
     "export": {"foundations", "compat", "sparsity", "fusion"},
     "report": {"foundations", "compat", "models", "experiments"},
 }
