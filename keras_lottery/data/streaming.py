@@ -2,8 +2,8 @@
 
 `load` decodes a whole training set into a float32 array (CIFAR-10: 45,000 x 32 x 32 x
 3 x 4 bytes = 553 MB). `load_streaming` keeps only the training images as TFDS stored
-them, encoded (PNG: about 2.2 KB a CIFAR image, ~100 MB for CIFAR-10's 45,000), and
-decodes, augments and normalizes each example when its batch is made:
+them, encoded (PNG: TFDS's cifar10 is 132 MiB for 60,000 images, so ~100 MB for the
+45,000 kept), and decodes, augments and normalizes each example when its batch is made:
 
     splits = data.load_streaming("cifar10", data_dir, validation_examples=5000)
     train = splits.train_batches(batch_size=128, seed=0, skip_batches=batches_done)
