@@ -12,7 +12,6 @@ TFDS retries.
 
 from keras_lottery import compat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 
-import dataclasses  # noqa: E402
 import gzip  # noqa: E402
 import hashlib  # noqa: E402
 import os  # noqa: E402
@@ -20,8 +19,9 @@ import socket  # noqa: E402
 import threading  # noqa: E402
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
+from keras_lottery.data import prepare  # noqa: E402
+from keras_lottery.data.splits import Splits, to_dataset, to_unit_float  # noqa: E402, F401  (re-exported)
 from keras_lottery.foundations.validation import check_int  # noqa: E402
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -40,28 +40,6 @@ _REDOWNLOAD = "re-download it (or reinstall the package that ships it)"
 
 class DataUnavailableError(RuntimeError):
     """The dataset is neither on disk nor downloadable from this machine."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Splits:
-    """Train, validation and test arrays of one dataset.
-
-    Images are float32 in [0, 1] with a channel axis, (N, H, W, C); labels are int64.
-    `source` says where the data came from: the IDX folder, or "tfds:<name> in <dir>";
-    `file_hashes` the SHA-256 of every file read, as ((name, hex digest), ...), so that a
-    run can record what it trained on and check it when it resumes.
-    """
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    validation_x: np.ndarray
-    validation_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    num_classes: int
-    input_shape: tuple
-    source: str
-    file_hashes: tuple = ()
 
 
 def idx_folders(name, data_dir):
@@ -203,25 +181,35 @@ def _where_to_put(name, data_dir):
             f"searched {idx_folders(name, data_dir) or 'no folder (no data_dir given)'}"
             + (f"; {missing}" if missing else "")
         )
+    where = f"--data_dir={data_dir}" if data_dir else "the default TFDS data_dir (no --data_dir given)"
+    target = data_dir or "<dir>"
+    offline = ""
+    if name in prepare.LAYOUTS:
+        offline = (f"prepare it offline with `python -m apps.prepare_data_main --dataset={name} --manual_dir=<folder "
+                   f"with {prepare.LAYOUTS[name].archive}> --data_dir={target}`, or ")
     return (
-        f"run tfds.builder({name!r}, data_dir=...).download_and_prepare() on a machine with internet "
-        f"access and copy <data_dir>/{name} into {data_dir or 'the TFDS data_dir (~/tensorflow_datasets)'}"
+        f"it is not prepared in {where}; {offline}on a machine with internet run "
+        f"tfds.builder({name!r}, data_dir=...).download_and_prepare() and copy <data_dir>/{name} into "
+        f"{data_dir or 'the TFDS data_dir (~/tensorflow_datasets), or into a folder passed as --data_dir'}"
     )
 
 
-def _supervised_arrays(builder, split):
+def supervised_arrays(builder, split):
     """Reads a whole prepared TFDS split as (float32 images in [0, 1], int64 labels)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415  (slow import, only needed here)
 
     images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-    images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    if images.ndim == 3:
-        images = images[..., np.newaxis]
-    return images, labels.astype(np.int64)
+    return to_unit_float(images), labels.astype(np.int64)
 
 
-def _load_tfds(name, data_dir):
-    """Loads train and test of `name` through TFDS, downloading only if the host answers."""
+def prepared_builder(name, data_dir):
+    """The TFDS builder of `name` in `data_dir`, prepared (downloading only if the host answers).
+
+    Raises:
+      ValueError: an unknown name, or a dataset without train and test splits and
+        (image, label) supervised keys.
+      DataUnavailableError: not prepared, and the download host does not answer.
+    """
     import tensorflow_datasets as tfds  # noqa: PLC0415  (slow import, only needed here)
 
     try:
@@ -245,18 +233,28 @@ def _load_tfds(name, data_dir):
             f"TFDS dataset {name!r} needs train and test splits and (image, label) supervised keys; "
             f"it has splits {sorted(info.splits.keys())} and supervised keys {info.supervised_keys}."
         )
-    train_x, train_y = _supervised_arrays(builder, "train")
-    test_x, test_y = _supervised_arrays(builder, "test")
-    for split, images in (("train", train_x), ("test", test_x)):
-        if not len(images):
+    for split in ("train", "test"):
+        if not info.splits[split].num_examples:
             raise ValueError(f"the {split} split of TFDS dataset {name!r} in {builder.data_dir} is empty: prepare it "
                              "again (tfds.builder(...).download_and_prepare()).")
-    num_classes = info.features[info.supervised_keys[1]].num_classes
+    return builder
+
+
+def tfds_record(name, data_dir, builder):
+    """(source, file hashes) of a prepared TFDS dataset: what `Splits` records of where its data came from."""
     hashes = tuple((os.path.relpath(os.path.join(folder, file_name), builder.data_dir),
                     _sha256(os.path.join(folder, file_name)))
                    for folder, _, file_names in sorted(os.walk(builder.data_dir)) for file_name in sorted(file_names))
-    return (train_x, train_y, test_x, test_y, num_classes, f"tfds:{name} in {data_dir or builder.data_dir}",
-            hashes)
+    return f"tfds:{name} in {data_dir or builder.data_dir}", hashes
+
+
+def _load_tfds(name, data_dir):
+    """Loads train and test of `name` through TFDS, downloading only if the host answers."""
+    builder = prepared_builder(name, data_dir)
+    train_x, train_y = supervised_arrays(builder, "train")
+    test_x, test_y = supervised_arrays(builder, "test")
+    num_classes = builder.info.features[builder.info.supervised_keys[1]].num_classes
+    return (train_x, train_y, test_x, test_y, num_classes) + tfds_record(name, data_dir, builder)
 
 
 def _load_arrays(name, data_dir):
@@ -305,6 +303,25 @@ def load(name, data_dir=None, validation_examples=5000, train_examples=None, spl
         corrupt files, an empty split, or too few examples.
       DataUnavailableError: the dataset is not on disk and cannot be downloaded.
     """
+    data_dir, validation_examples, train_examples, split_seed = check_load_arguments(
+        name, data_dir, validation_examples, train_examples, split_seed)
+    train_x, train_y, test_x, test_y, num_classes, source, hashes = _load_arrays(name, data_dir)
+    held_out, kept = split_indices(name, len(train_x), validation_examples, train_examples, split_seed)
+    return Splits(
+        train_x=train_x[kept], train_y=train_y[kept],
+        validation_x=train_x[held_out], validation_y=train_y[held_out],
+        test_x=test_x, test_y=test_y,
+        num_classes=int(num_classes), input_shape=tuple(train_x.shape[1:]), source=source, file_hashes=hashes,
+        name=name,
+    )
+
+
+def check_load_arguments(name, data_dir, validation_examples, train_examples, split_seed):
+    """`load`'s arguments checked, before anything is read: (data_dir, validation_examples, train_examples, split_seed).
+
+    Raises:
+      ValueError: a bad argument, or a `data_dir` that is not an existing folder.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"dataset name must be a non-empty string such as 'fashion_mnist'; got {name!r}.")
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
@@ -315,44 +332,31 @@ def load(name, data_dir=None, validation_examples=5000, train_examples=None, spl
     split_seed = check_int(split_seed, "split_seed", 0)
     data_dir = os.fspath(data_dir) if data_dir is not None else None
     _check_data_dir(data_dir)
+    return data_dir, validation_examples, train_examples, split_seed
 
-    train_x, train_y, test_x, test_y, num_classes, source, hashes = _load_arrays(name, data_dir)
+
+def split_indices(name, train_size, validation_examples, train_examples, split_seed):
+    """The training indices held out for validation and those kept, as `load` picks them.
+
+    The permutation `np.random.default_rng(split_seed).permutation(train_size)`: its first
+    `validation_examples` indices are held out, the rest kept (the first `train_examples`
+    of them, if given), both in the permutation's order.
+
+    Returns:
+      (held_out, kept): int arrays of indices into the dataset's train split.
+
+    Raises:
+      ValueError: the split has fewer examples than asked for.
+    """
     needed = validation_examples + (train_examples or 1)
-    if needed > len(train_x):
+    if needed > train_size:
         raise ValueError(
-            f"{name} has {len(train_x)} training examples, fewer than the {validation_examples} validation "
+            f"{name} has {train_size} training examples, fewer than the {validation_examples} validation "
             f"examples plus {train_examples or 1} training example(s) asked for. "
             "Lower validation_examples or train_examples."
         )
-    order = np.random.default_rng(split_seed).permutation(len(train_x))
+    order = np.random.default_rng(split_seed).permutation(train_size)
     held_out, kept = order[:validation_examples], order[validation_examples:]
     if train_examples is not None:
         kept = kept[:train_examples]
-    return Splits(
-        train_x=train_x[kept], train_y=train_y[kept],
-        validation_x=train_x[held_out], validation_y=train_y[held_out],
-        test_x=test_x, test_y=test_y,
-        num_classes=int(num_classes), input_shape=tuple(train_x.shape[1:]), source=source, file_hashes=hashes,
-    )
-
-
-def to_dataset(x, y, batch_size, shuffle_seed=None, repeat=False):
-    """Returns a batched, prefetched tf.data pipeline over in-memory arrays.
-
-    Args:
-      x: inputs, indexed along the first axis.
-      y: labels, as many as `x`.
-      batch_size: examples per batch (the last batch of a pass may be smaller).
-      shuffle_seed: if not None, shuffle the whole array with this seed, anew each pass.
-      repeat: repeat forever (for training by steps).
-
-    Returns:
-      A `tf.data.Dataset` of (x, y) batches.
-    """
-    batch_size = check_int(batch_size, "batch_size", 1)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return held_out, kept

@@ -14,8 +14,10 @@ import uuid
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_lottery.data import augment
 from keras_lottery.data import datasets as data
 
 TRAIN, TEST = 60, 20
@@ -206,7 +208,10 @@ def test_too_many_examples_asked_for_says_how_many_exist(tmp_path, arguments):
 
 @pytest.mark.parametrize(
     "name, hint",
-    [("mnist", "put the four IDX files"), ("cifar10", r"download_and_prepare\(\) on a machine with internet")],
+    [("mnist", "put the four IDX files"), ("cifar10", r"on a machine with internet run tfds.builder\('cifar10'"),
+     ("cifar10", "prepare it offline with `python -m apps.prepare_data_main --dataset=cifar10 --manual_dir=<folder "
+      "with cifar-10-binary.tar.gz> --data_dir="),
+     ("svhn_cropped", r"it is not prepared in --data_dir=.*; on a machine with internet run")],
 )
 def test_missing_dataset_fails_fast_saying_where_to_put_it(tmp_path, monkeypatch, name, hint):
     monkeypatch.setattr(data, "_network_reachable", lambda *args, **kwargs: False)
@@ -215,6 +220,14 @@ def test_missing_dataset_fails_fast_saying_where_to_put_it(tmp_path, monkeypatch
         data.load(name, str(tmp_path), validation_examples=10)
     assert time.perf_counter() - start < 5
     assert repr(name) in str(raised.value) and str(tmp_path) in str(raised.value)
+    if name != "mnist":
+        assert f"--data_dir={tmp_path}" in str(raised.value)
+
+
+def test_missing_tfds_dataset_without_data_dir_names_the_default_and_the_flag():
+    message = data._where_to_put("cifar10", None)
+    assert "not prepared in the default TFDS data_dir (no --data_dir given)" in message
+    assert "--data_dir=<dir>`" in message
 
 
 def test_missing_fashion_mnist_suggests_the_debian_package(tmp_path, monkeypatch):
@@ -371,3 +384,54 @@ def test_to_dataset_batches_and_shuffles_reproducibly():
     assert first_pass == rebuilt and second_pass != first_pass  # same seed, same order; reshuffled each pass
     repeated = data.to_dataset(x, y, 4, repeat=True).take(5)
     assert [labels.numpy().tolist() for _, labels in repeated][3] == [2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------- Splits.train_batches
+
+
+def _labels(batches):
+    return [labels.numpy().tolist() for _, labels in batches]
+
+
+@pytest.fixture()
+def mnist_splits(tmp_path):
+    return data.load("mnist", write_idx_dataset(tmp_path), validation_examples=10)
+
+
+@pytest.mark.parametrize("skip", [0, 3, 8])
+def test_train_batches_without_augmentation_are_to_datasets_batch_for_batch(mnist_splits, skip):
+    assert mnist_splits.name == "mnist" and mnist_splits.train_size == 50
+    for augment in (None, False):  # None: mnist's default, off
+        # Built afresh each time: a second iterator of one reshuffling dataset draws another order.
+        old = data.to_dataset(mnist_splits.train_x, mnist_splits.train_y, 16, shuffle_seed=4, repeat=True).skip(skip)
+        new = mnist_splits.train_batches(16, seed=4, skip_batches=skip, augment=augment)
+        for (old_x, old_y), (new_x, new_y) in zip(old.take(7), new.take(7)):
+            np.testing.assert_array_equal(new_x.numpy(), old_x.numpy())
+            np.testing.assert_array_equal(new_y.numpy(), old_y.numpy())
+
+
+def test_augmented_train_batches_augment_the_same_examples_and_resume_exactly(mnist_splits):
+    plain = list(mnist_splits.train_batches(16, seed=4).take(8))
+    augmented = list(mnist_splits.train_batches(16, seed=4, augment=True).take(8))
+    assert _labels(augmented) == _labels(plain)  # same examples, same order
+    for batch, ((plain_x, _), (augmented_x, _)) in enumerate(zip(plain, augmented)):
+        for offset in (0, 9, 15):
+            expected = augment.pad_crop_flip(plain_x[offset], augment.example_seed(4, 16 * batch + offset))
+            np.testing.assert_array_equal(augmented_x[offset].numpy(), expected.numpy())
+    assert np.mean([not np.array_equal(a, b) for (a, _), (b, _) in zip(plain, augmented)]) == 1
+    resumed = list(mnist_splits.train_batches(16, seed=4, skip_batches=5, augment=True).take(3))
+    for (resumed_x, resumed_y), (x, y) in zip(resumed, augmented[5:]):
+        np.testing.assert_array_equal(resumed_x.numpy(), x.numpy())
+        np.testing.assert_array_equal(resumed_y.numpy(), y.numpy())
+    assert float(tf.reduce_min(augmented[0][0])) >= 0.0  # [0, 1] images: no normalization in memory
+
+
+def test_train_batches_augment_cifar_by_default():
+    x = np.random.default_rng(0).random((12, 8, 8, 3), dtype=np.float32)
+    splits = data.Splits(x, np.arange(12), x[:2], np.arange(2), x[:2], np.arange(2), 10, (8, 8, 3), "test",
+                         name="cifar10")
+    default = next(iter(splits.train_batches(12, seed=1)))[0].numpy()
+    on = next(iter(splits.train_batches(12, seed=1, augment=True)))[0].numpy()
+    off = next(iter(splits.train_batches(12, seed=1, augment=False)))[0].numpy()
+    np.testing.assert_array_equal(default, on)
+    assert not np.array_equal(default, off)
