@@ -33,6 +33,8 @@ def define(defaults, verbose=1):
                       "How training spreads over devices, as TF Model Garden names it: default (one device), "
                       "one_device, mirrored (every GPU, else every --cpu_devices CPU device), "
                       "multi_worker_mirrored (the cluster in TF_CONFIG), tpu (the one TPU_NAME names, else local).")
+    flags.DEFINE_boolean("augment", None, "Pad-4 random crop + horizontal flip of training images (default: on "
+                         "for cifar10/cifar100, as OpenLTH; off otherwise).")
     flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices first (so that "
                          "--distribution_strategy=mirrored runs that many replicas on a machine without GPU).")
     flags.DEFINE_integer("seed", defaults.seed, "Seed of the initialization, data order and controls.")
@@ -53,6 +55,7 @@ def values():
         momentum=FLAGS.momentum, nesterov=FLAGS.nesterov, weight_decay=FLAGS.weight_decay,
         weight_decay_mode=FLAGS.weight_decay_mode, lr_schedule=FLAGS.lr_schedule, lr_milestones=FLAGS.lr_milestones,
         lr_gamma=FLAGS.lr_gamma, warmup=FLAGS.warmup, distribution_strategy=FLAGS.distribution_strategy,
+        augment=FLAGS.augment,
     )
 
 

@@ -5,7 +5,8 @@
 - `splits.py`: the in-memory `Splits` that `load` returns, `to_dataset`, and
   `Splits.train_batches` (resumable, optionally augmented).
 - `streaming.py`: `load_streaming` -> `StreamingSplits`, whose training set stays encoded and
-  is decoded, normalized and augmented batch by batch (`train_batches`).
+  is decoded, normalized and augmented batch by batch (`train_batches`); `load_for_training`,
+  what the flows call (IDX datasets in memory, TFDS datasets streamed).
 - `augment.py`: CIFAR's pad-4 random crop and horizontal flip, stateless and seeded.
 - `prepare.py`: `prepare_offline` of TFDS's cifar10 / cifar100 from CIFAR's binary files.
 
@@ -15,7 +16,7 @@
     train = cifar.train_batches(batch_size=128, seed=0, skip_batches=batches_done)
 """
 
-from keras_lottery.data.augment import pad_crop_flip  # noqa: F401
+from keras_lottery.data.augment import default_augment, pad_crop_flip  # noqa: F401
 from keras_lottery.data.datasets import (  # noqa: F401
     DEBIAN_FASHION_MNIST_DIR,
     IDX_DATASETS,
@@ -27,4 +28,9 @@ from keras_lottery.data.datasets import (  # noqa: F401
     to_dataset,
 )
 from keras_lottery.data.prepare import OFFLINE_DATASETS, prepare_offline  # noqa: F401
-from keras_lottery.data.streaming import CHANNEL_STATISTICS, StreamingSplits, load_streaming  # noqa: F401
+from keras_lottery.data.streaming import (  # noqa: F401
+    CHANNEL_STATISTICS,
+    StreamingSplits,
+    load_for_training,
+    load_streaming,
+)

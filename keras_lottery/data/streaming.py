@@ -249,3 +249,16 @@ def channel_statistics(records, decode):
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
     return mean, np.where(std > 0, std, 1.0)
+
+
+def load_for_training(name, data_dir=None, validation_examples=5000, train_examples=None, split_seed=0):
+    """The splits a training flow reads: MNIST and Fashion-MNIST in memory, other datasets streamed.
+
+    MNIST and Fashion-MNIST go through `load` (their IDX files, else TFDS's copy: small, and
+    their runs stay as they were); every other dataset through `load_streaming`. Both results
+    have `train_size` and `train_batches`, all that the flows use of the training set.
+    Arguments, returns and errors: those of `load` and `load_streaming`.
+    """
+    if name in datasets.IDX_DATASETS:
+        return datasets.load(name, data_dir, validation_examples, train_examples, split_seed=split_seed)
+    return load_streaming(name, data_dir, validation_examples, train_examples, split_seed)

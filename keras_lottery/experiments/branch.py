@@ -38,12 +38,13 @@ from keras_lottery.sparsity import callbacks
 from keras_lottery.sparsity import controls
 from keras_lottery.sparsity import masks as masks_lib
 from keras_lottery.sparsity import schedules
+from keras_lottery.sparsity import summaries
 from keras_lottery.sparsity import wrappers
 
 # What a branch may change; every other `ImpConfig` field is the source's.
 CHANGEABLE = ("output_dir", "dataset", "data_dir", "batch_size", "optimizer", "learning_rate", "seed",
               "train_examples", "validation_examples", "verbose", "iterations", "epochs", "evaluations_per_round",
-              "evaluation_examples", "backup_seconds", "control", "distribution_strategy") + training.RECIPE_FIELDS
+              "evaluation_examples", "backup_seconds", "control", "distribution_strategy", "augment") + training.RECIPE_FIELDS
 
 
 @dataclasses.dataclass
@@ -77,6 +78,7 @@ class BranchConfig:
     lr_gamma: float | None = None
     warmup: str | None = None
     distribution_strategy: str | None = None
+    augment: bool | None = None
 
     def source_config(self):
         """The source run's resolved `ImpConfig` as it trained (its saved config, defaults filled in).
@@ -204,7 +206,8 @@ def _run(config, train_config, levels, source_summary, folder, on_level_end):
     snapshot = source.load_snapshot()
     strategy = training.strategies.get(train_config.distribution_strategy)
     with strategy.scope():
-        dense = models.build(train_config.model, splits.input_shape, splits.num_classes, train_config.seed)
+        dense = models.build(train_config.model, splits.input_shape, splits.num_classes, train_config.seed,
+                             synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
         first_masks = source.load_masks(todo[0])
         model = wrappers.prune_low_magnitude(dense, pruning_schedule={
             name: schedules.Iterative(0.0, steps_per_round=iterations, rounds=1) for name in first_masks})
@@ -216,7 +219,7 @@ def _run(config, train_config, levels, source_summary, folder, on_level_end):
     rewind.load_state(snapshot)
     tensorboard_dir = folder.file("tensorboard", "branch")
     if not summary["rounds"]:
-        rounds.write_hparams(tensorboard_dir, config_dict)
+        summaries.write_hparams(tensorboard_dir, config_dict)
     for level in todo:
         level_masks = source.load_masks(level)
         check_shapes(model, snapshot, level_masks, train_config.dataset, source_summary["config"]["dataset"])

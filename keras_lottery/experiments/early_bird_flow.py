@@ -45,6 +45,11 @@ FLOW_CRITERIA = ("magnitude", "l1", "bn_gamma")
 FINAL_WEIGHTS = "final_weights.npz"
 
 
+# What runs saved before a field existed used (see `imp_config.config_defaults`).
+LEGACY = {"checks_per_epoch": 1, "gamma_penalty": 1e-4, **training.LEGACY_RECIPE, "augment": False,
+          "momentum": lambda saved: 0.9 if saved.get("optimizer") == "momentum" else 0.0}
+
+
 @dataclasses.dataclass
 class EarlyBirdConfig(training.TrainingConfig):
     """Settings of one early-bird run (plus `TrainingConfig`'s)."""
@@ -65,6 +70,8 @@ class EarlyBirdConfig(training.TrainingConfig):
     def resolved(self):
         """A copy with defaults filled in, validated (ValueError names the field)."""
         config = super().resolved()
+        if config.augment is None:
+            config.augment = data.default_augment(config.dataset)
         if config.retrain_epochs is None:
             config.retrain_epochs = config.search_epochs
         check_int(config.search_epochs, "search_epochs", 1)
@@ -121,7 +128,7 @@ def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1
     # display (stdout, "Epoch 4/20" for a check) stays off.
     progress = training.Progress(phase, epochs * checks_per_epoch, steps, config.verbose)
     history = model.fit(
-        splits.train_batches(config.batch_size, config.seed),
+        splits.train_batches(config.batch_size, config.seed, augment=config.augment),
         epochs=epochs * checks_per_epoch, steps_per_epoch=steps,
         callbacks=[checks, *extra, curves, training.StopOnDivergence(f"the {phase} phase", config.learning_rate),
                    progress],
@@ -200,8 +207,7 @@ def _finished_files_read_back(folder):
 
 def _run(config, folder):
     config_dict = dataclasses.asdict(config)
-    previous = folder.load_checked(config_dict, {"checks_per_epoch": 1, "gamma_penalty": 1e-4},
-                                   required=("config", "retrain"))
+    previous = folder.load_checked(config_dict, LEGACY, required=("config", "retrain"))
     channel = config.criterion in early_bird.CHANNEL_CRITERIA
     if previous is not None and os.path.exists(folder.file(FINAL_WEIGHTS)) and (
             not channel or "removed_units" in previous) and _finished_files_read_back(folder):
@@ -209,9 +215,10 @@ def _run(config, folder):
     splits = data.load_for_training(config.dataset, config.data_dir, config.validation_examples,
                                     config.train_examples)
     training.check_batch_size(config.batch_size, splits.train_size)
-    scope = training.strategies.get(config.distribution_strategy).scope()
-    with scope:
-        model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+    strategy = training.strategies.get(config.distribution_strategy)
+    with strategy.scope():
+        model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed,
+                             synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
         early_bird.criterion_scores(model, config.criterion)  # e.g. 'bn_gamma' without BatchNorm: fail early
         if not channel:  # an unstructured ticket is a mask on the same network; a channel ticket a new one
             model = wrappers.prune_low_magnitude(model, pruning_schedule=schedules.OneShot(0.0),
@@ -232,7 +239,7 @@ def _run(config, folder):
                   config.checks_per_epoch)
     sparsity = detector.sparsities[0]
     drawn = _draw(detector, config)
-    with scope:
+    with strategy.scope():
         ticket = _ticket(model, drawn, config, rewind, splits)
     retrain = _fit(ticket, config, splits, config.retrain_epochs, folder, "retrain", [])
     extra = {}

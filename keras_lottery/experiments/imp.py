@@ -58,13 +58,15 @@ from keras_lottery.sparsity import wrappers
 from keras_lottery.training import OPTIMIZERS, compile_for_training  # noqa: F401
 
 
-def build_model(config, splits, iterations):
+def build_model(config, splits, iterations, replicas=1):
     """The wrapped model for `config`, seeded, masks all ones.
 
     Each prunable layer gets an `Iterative` schedule with its per-round rate: the
-    schedule is where the loop reads the target sparsity of every round.
+    schedule is where the loop reads the target sparsity of every round. With several
+    `replicas`, BatchNorm normalizes by the whole batch, as on one device.
     """
-    dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+    dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed,
+                         synchronized_batch_norm=replicas > 1)
     rounds = max(1, config.rounds)
     return wrap(config, dense, {
         name: schedules.Iterative(rate, steps_per_round=iterations, rounds=rounds)
@@ -161,8 +163,10 @@ def _run(config, folder, on_round_end):
     masks_source = run_folder.RunFolder(config.masks_from) if config.masks_from else None
 
     # The model, its optimizer and the variables they make belong to the strategy: built in its scope.
-    with training.strategies.get(config.distribution_strategy).scope():
-        model = build_model(config, splits, iterations)
+    strategy = training.strategies.get(config.distribution_strategy)
+    summary["replicas"] = strategy.num_replicas_in_sync  # of the last (re)start; a resume may change it
+    with strategy.scope():
+        model = build_model(config, splits, iterations, strategy.num_replicas_in_sync)
         wrappers.manage_masks(model)  # the rounds set the masks with prune(); round 0 trains dense on purpose
         if config.masks_from is None:  # else the masks come from another run, which had them
             check_keeps_weights(config, {name: wrapper.pruning_schedule.sparsity_at_round(config.rounds)

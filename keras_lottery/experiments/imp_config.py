@@ -10,6 +10,7 @@ than in the other.
 
 import dataclasses
 
+from keras_lottery import data
 from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import run_folder
@@ -68,6 +69,8 @@ class ImpConfig(training.TrainingConfig):
             config.iterations, config.epochs = spec.iterations, spec.epochs
         if config.strategy is None:
             config.strategy = spec.strategy
+        if config.augment is None:
+            config.augment = data.default_augment(config.dataset)
         if config.layers_to_ignore is None:
             config.layers_to_ignore = ",".join(spec.layers_to_ignore)
         if not isinstance(config.layers_to_ignore, str):
@@ -146,6 +149,7 @@ _LEGACY = {
     # Rounds after a rewind to k > 0 trained the whole round again; with k = 0 both values are the same run.
     "after_rewind": lambda saved: "restart" if saved.get("rewind_step") else "continue",
     "strategy": "layerwise",
+    "augment": False,  # no run augmented before the field
     "layers_to_ignore": "",
 }
 

@@ -158,8 +158,10 @@ def _run(config, folder, on_round_end):
     if config.rewind_step > begin:
         raise ValueError(f"rewind_step={config.rewind_step} (the sign reference) comes after the first mask "
                          f"update at step {begin}: raise prune_begin or lower rewind_step.")
-    with training.strategies.get(config.distribution_strategy).scope():
-        dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed)
+    strategy = training.strategies.get(config.distribution_strategy)
+    with strategy.scope():
+        dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed,
+                             synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
         schedules_by_layer = layer_schedules(config, dense, total)
         model = rounds.wrap(config, dense, schedules_by_layer)
         rounds.check_keeps_weights(config, {name: s.target_sparsity for name, s in schedules_by_layer.items()},

@@ -186,7 +186,7 @@ def train_round(model, config, splits, round_index, iterations, interval, folder
                                       config_defaults(), extra_callbacks, data_record, config.backup_seconds)
     epochs_done = backup.restore()
     train = splits.train_batches(config.batch_size, config.seed * 1000 + round_index,
-                                 skip_batches=epochs_done * interval)
+                                 skip_batches=epochs_done * interval, augment=config.augment)
     checked = evaluation_examples(config, iterations, len(splits.validation_y))
     # First: it adds val_loss and val_accuracy to the logs every callback after it reads.
     checks = training.HeldOutChecks(splits.validation_x[:checked], splits.validation_y[:checked])

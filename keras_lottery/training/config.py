@@ -59,6 +59,9 @@ class TrainingConfig:
     # How training is spread over devices (`strategies.STRATEGIES`, TF Model Garden's names). It changes
     # results only by float rounding (`strategies` says why), so a run folder resumes under another one.
     distribution_strategy: str = "default"
+    # Pad-4 random crop + horizontal flip of the training batches; None: the dataset's default (on for
+    # CIFAR-10/100, as OpenLTH; off for the others).
+    augment: bool | None = None
 
     def resolved(self):
         """A copy with the model's defaults filled in and the shared fields validated.
@@ -88,6 +91,8 @@ class TrainingConfig:
         check_int(config.validation_examples, "validation_examples", 1)
         check_verbose(config.verbose)
         strategies.check_name(config.distribution_strategy)
+        if config.augment is not None and not isinstance(config.augment, bool):
+            raise ValueError(f"augment must be True, False or None (the dataset's default); got {config.augment!r}.")
         if config.train_examples is not None:
             check_int(config.train_examples, "train_examples", 1)
         if config.optimizer not in OPTIMIZERS:

@@ -401,10 +401,10 @@ def mnist_splits(tmp_path):
 @pytest.mark.parametrize("skip", [0, 3, 8])
 def test_train_batches_without_augmentation_are_to_datasets_batch_for_batch(mnist_splits, skip):
     assert mnist_splits.name == "mnist" and mnist_splits.train_size == 50
-    for augment in (None, False):  # None: mnist's default, off
+    for augment_value in (None, False):  # None: mnist's default, off
         # Built afresh each time: a second iterator of one reshuffling dataset draws another order.
         old = data.to_dataset(mnist_splits.train_x, mnist_splits.train_y, 16, shuffle_seed=4, repeat=True).skip(skip)
-        new = mnist_splits.train_batches(16, seed=4, skip_batches=skip, augment=augment)
+        new = mnist_splits.train_batches(16, seed=4, skip_batches=skip, augment=augment_value)
         for (old_x, old_y), (new_x, new_y) in zip(old.take(7), new.take(7)):
             np.testing.assert_array_equal(new_x.numpy(), old_x.numpy())
             np.testing.assert_array_equal(new_y.numpy(), old_y.numpy())
