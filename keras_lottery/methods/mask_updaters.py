@@ -1,50 +1,39 @@
 """Dynamic sparse training: SET, SNFS and RigL as mask updaters, run by one Keras callback.
 
-A `MaskUpdater` changes which weights are active while keeping every layer's count of
-active weights fixed, as google-research/rigl does on tfmot's wrappers (`rigl_tf2/
-mask_updaters.py`, `sparse_optimizers_base.py`). At each update step, per prunable layer:
+A `MaskUpdater` moves active weights while keeping each layer's active count fixed, as
+google-research/rigl does on tfmot's wrappers (`rigl_tf2/mask_updaters.py`,
+`sparse_optimizers_base.py`). At each update step, in every prunable layer:
 
-* **Drop** `k` active weights with the lowest `|w|`. `k = active - keep_count(active, f)`:
-  `round(f * active)` by the package's count rule (`masks.keep_count` keeps half up, so an
-  exact half drops one fewer; at least one old weight stays). rigl truncates `f * active`.
-* **Regrow** `k` inactive weights with the highest score: SET random (seeded by
-  `(seed, step)`, stateless like rigl's `stateless_uniform`, so a resumed run regrows the
-  same), SNFS `|momentum of the dense gradient|`, RigL `|dense gradient|` on one batch.
-  Both selections are `masks.top_k_mask` (ties to the lower flat index), the package's one
-  mask function.
-* **Candidates** are the weights that were inactive before the update: a weight just
-  dropped is not regrown, so exactly `k` weights leave and `k` others arrive. rigl's code
-  (and the RigL paper's Algorithm 1, `i not in theta \\ I_drop`) lets the just-dropped
-  weights compete; such a weight then keeps its value and optimizer state
-  (`reinit_when_same=False`). `regrow_dropped=True` does that.
-* **Regrown weights start at 0, their optimizer slots too** (momentum, Adam's m and v: every
-  slot shaped like the weight, as rigl's `reset_momentum` zeroes every slot name); rigl's
-  default `grow_init='zeros'` for SET, SNFS and RigL. Dropped weights and their slots are
-  zeroed by `wrappers.set_masks`, the invariant the package's wrappers train on.
-* **Schedule**: updates at steps `begin_step + j * frequency` (j >= 1; the optimizer's
-  iteration count after that step) up to `end_step`, default 75% of `total_steps` (RigL's
-  paper). The drop fraction is `drop_fraction * (1 + cos(pi * t / T)) / 2` with `t = step -
-  begin_step`, `T = end_step - begin_step` ('cosine', rigl's `CosineDecay`; rigl's TF1 code
-  uses the absolute step) or `drop_fraction` ('constant'); 0 outside `[begin_step, end_step]`.
+* **Drop** the `k` active weights of lowest `|w|`, `k = active - keep_count(active, f)`:
+  `round(f * active)` by the package's count rule (an exact half drops one fewer; one old
+  weight always stays). rigl truncates `f * active`.
+* **Regrow** `k` weights that were inactive before the update, by score: SET random (seeded by
+  `(seed, step)`, stateless as rigl's, so a resumed run draws the same), SNFS `|momentum|`,
+  RigL `|dense gradient|`. Both choices are `masks.top_k_mask` (ties to the lower index).
+  A weight just dropped is no candidate, so exactly `k` leave and `k` others arrive; rigl's
+  code and the paper's Algorithm 1 (`i not in theta \\ I_drop`) let it compete, keeping its
+  value and optimizer state if chosen: `regrow_dropped=True` does that.
+* **Regrown weights start at 0, and so do all their optimizer slots** (momentum, Adam's m and v),
+  as rigl's `grow_init='zeros'` (its default for SET, SNFS and RigL) and `reset_momentum`
+  (every slot). `wrappers.set_masks` zeroes the dropped weights and their slots.
+* **Schedule**: updates at `begin_step + j * frequency` (j >= 1, optimizer steps) up to
+  `end_step`, by default 75% of `total_steps`; drop fraction `f0 * (1 + cos(pi * t / T)) / 2`,
+  `t = step - begin_step`, `T = end_step - begin_step` (rigl's cosine; its TF1 code takes the
+  absolute step), or `f0` ('constant'); 0 outside `[begin_step, end_step]`.
 
-**The dense gradient.** The package's wrappers mask the kernel's gradient (pruned weights
-stay exactly 0 without a per-step `w * m`), so `d loss / d w` is 0 on every inactive weight,
-and so is the optimizer's momentum there (checked in the tests). Since pruned weights are
-exactly 0, setting the masks to ones leaves the network's function unchanged and makes the
-gradient w.r.t. the kernel dense: it is `d loss / d (w * m)`, the gradient w.r.t. the
-effective kernel, masked entries included (rigl_tf2 gets it the same way: tfmot's forward
-reads the masked variable itself). `dense_gradients` computes it with a tape on one batch
-(the compiled loss plus regularization losses, in training mode, as rigl_tf2's `loss_fn`)
-and then restores the masks, BatchNorm statistics and loss metric: the model is unchanged.
-SNFS therefore keeps its own exponential moving average of dense gradients, as rigl's
-`SparseMomentumOptimizer` (its `_ema_grads`), with the optimizer's momentum coefficient
-(SGD's `momentum` or Adam's `beta_1`), over the `momentum_steps` steps before each update.
-As rigl's simplified SNFS, no sparsity is redistributed between layers.
+**The dense gradient.** The package's wrappers mask the kernel's gradient, so `d loss / d w`
+and the optimizer's momentum are 0 on every inactive weight (a test checks it). As pruned
+weights are exactly 0, masks of ones leave the network's function unchanged and make the
+gradient w.r.t. the kernel `d loss / d (w * m)`, masked entries included (rigl_tf2 gets it the
+same way: tfmot's forward reads the masked variable itself). `dense_gradients` takes it with a
+tape on one batch (compiled and regularization losses, training mode, as rigl_tf2's `loss_fn`),
+then restores masks, BatchNorm statistics and the loss metric. SNFS thus keeps its own moving
+average of dense gradients (rigl's `SparseMomentumOptimizer._ema_grads`) with the optimizer's
+coefficient (SGD `momentum`, Adam `beta_1`); as rigl's SNFS it redistributes nothing.
 
-Typical use (initial masks from a distribution, then SET, SNFS or RigL)::
+Use, after initial masks (e.g. `prune_at_init(model, "random", distributions.distribute(model,
+"erk", 0.9), strategy="layerwise")` on `prune_low_magnitude(dense, pruning_schedule=OneShot(0.0))`)::
 
-    model = keras_lottery.prune_low_magnitude(dense, pruning_schedule=keras_lottery.OneShot(0.0))
-    prune_at_init(model, "random", distributions.distribute(model, "erk", 0.9), strategy="layerwise")
     updater = mask_updaters.get("rigl", total_steps=epochs * steps_per_epoch)
     model.fit(train, epochs=epochs, callbacks=[MaskUpdateCallback(updater, train)])
 """
@@ -74,18 +63,11 @@ def drop_count(active, fraction):
 
 
 def swap(magnitudes, grow_scores, active, fraction, regrow_dropped=False):
-    """One layer's drop and regrowth, in NumPy.
-
-    Args:
-      magnitudes: `|w|` of the layer's kernel (drop score: lowest active ones go).
-      grow_scores: regrowth score per weight (highest candidates arrive).
-      active: boolean array, the current mask.
-      fraction: the drop fraction at this step.
-      regrow_dropped: whether weights dropped now may be regrown (rigl's rule).
+    """One layer's drop (lowest `magnitudes` of `active`) and regrowth (highest `grow_scores`), in NumPy.
 
     Returns:
-      (kept, grown): boolean arrays; the new mask is `kept | grown`, and `grown` holds
-      exactly as many weights as `active` lost.
+      (kept, grown): disjoint boolean arrays; the new mask is `kept | grown`, and `grown`
+      holds as many weights as `active` lost.
     """
     active = np.asarray(active, dtype=bool)
     k = drop_count(int(active.sum()), fraction)
@@ -94,7 +76,7 @@ def swap(magnitudes, grow_scores, active, fraction, regrow_dropped=False):
     kept = masks_lib.top_k_mask(magnitudes, int(active.sum()) - k, alive=active) > 0
     candidates = ~kept if regrow_dropped else ~active
     grown = masks_lib.top_k_mask(grow_scores, k, alive=candidates) > 0
-    return kept, grown & ~kept
+    return kept, grown
 
 
 def _check_fraction(value, name):
@@ -105,7 +87,12 @@ def _check_fraction(value, name):
 
 
 def _check_model(model):
-    """The model's pruning entries, after refusing what no mask updater can drive."""
+    """The model's pruning entries.
+
+    Raises:
+      TypeError: tfmot's own wrappers.
+      ValueError: no wrappers, block or m-by-n patterns, or tfmot's callback driving them.
+    """
     compat.check_not_keras3(model)
     found = wrappers.prunable_wrappers(model) if isinstance(model, keras.Model) else []
     if not found:
@@ -235,9 +222,7 @@ class MaskUpdater:
 
     def is_update_step(self, step):
         """True at the steps where masks are updated (and the drop fraction is above 0)."""
-        offset = step - self.begin_step
-        return offset > 0 and offset % self.frequency == 0 and step <= self.end_step and \
-            self.drop_fraction_at(step) > 0
+        return self.next_update_step(step) == step
 
     def next_update_step(self, step):
         """The first update step >= `step`, or None."""
@@ -258,26 +243,19 @@ class MaskUpdater:
         return self.drop_fraction * (1.0 + math.cos(math.pi * progress)) / 2.0
 
     def prepare(self, model):
-        """Checks `model` and returns its pruning entries (the callback calls it before training).
-
-        Raises:
-          TypeError: tfmot's own wrappers.
-          ValueError: no wrappers, block or m-by-n patterns, or tfmot's callback driving them.
-        """
+        """Checks `model` (see `_check_model`; the callback calls this before training); returns its entries."""
         return _check_model(model)
 
     def grow_scores(self, model, entries, step, batch):
         """dict mask name -> regrowth score (higher regrows first)."""
         raise NotImplementedError
 
-    def observes(self, step):
+    def observes(self, step):  # pylint: disable=unused-argument
         """True at the steps where `observe` wants a batch (SNFS's momentum); none here."""
-        del step
         return False
 
     def observe(self, model, batch, step):
-        """Takes in a training step's state; nothing here."""
-        del model, batch, step
+        """Takes in a training step's dense gradient (SNFS); nothing here."""
 
     def update(self, model, step, batch=None):
         """Drops and regrows each layer's weights at the drop fraction of `step`.
@@ -350,13 +328,8 @@ class SNFS(MaskUpdater):
     needs_data = True
 
     def __init__(self, *args, beta=None, momentum_steps=None, **kwargs):
-        """Args:
-          *args, **kwargs: as `MaskUpdater`.
-          beta: the momentum coefficient; default the optimizer's.
-          momentum_steps: observed steps before each update; default as the class says.
-
-        Raises:
-          ValueError: as `MaskUpdater`, or beta outside (0, 1), momentum_steps < 1.
+        """Args (and Raises) as `MaskUpdater`, and `beta`: the momentum coefficient in (0, 1), default
+        the optimizer's; `momentum_steps` (>= 1): steps observed before each update, default as above.
         """
         super().__init__(*args, **kwargs)
         self.beta = None if beta is None else _check_fraction(beta, "beta (the momentum coefficient)")
@@ -443,10 +416,10 @@ class MaskUpdateCallback(keras.callbacks.Callback):
     """Runs a `MaskUpdater` during `fit`, at its update steps (optimizer steps, after each batch).
 
     Before training it checks the model and optimizer (`MaskUpdater.prepare`), says the
-    masks are managed (`wrappers.manage_masks`: no schedule of the wrappers is meant to
-    act; do not add `UpdateMasks` with a schedule that fires during the run, nor tfmot's
-    `UpdatePruningStep`) and zeroes pruned weights. With `steps_per_execution > 1` the
-    callback sees the model only at execution ends, so `frequency` and `begin_step`
+    masks are managed (`wrappers.manage_masks`: the wrappers' schedules are not to act; add
+    no `UpdateMasks` whose schedule fires during the run, nor tfmot's `UpdatePruningStep`,
+    refused at the first update) and zeroes pruned weights. With `steps_per_execution > 1`
+    the callback sees the model only at execution ends, so `frequency` and `begin_step`
     (counted from the fit's first step) must be multiples of it.
     """
 
@@ -473,8 +446,7 @@ class MaskUpdateCallback(keras.callbacks.Callback):
         try:
             return next(self._batches)
         except StopIteration:
-            raise RuntimeError("the data iterator of MaskUpdateCallback ran out: pass a dataset (it is repeated) "
-                               "or an endless iterator.") from None
+            raise RuntimeError("MaskUpdateCallback's data ran out: pass a dataset (it is repeated).") from None
 
     def on_train_begin(self, logs=None):
         self.updater.prepare(self.model)

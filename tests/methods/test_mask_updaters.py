@@ -26,9 +26,9 @@ def _linear(seed=0):
                              keras.layers.Dense(10, name="out")])
 
 
-def _sparse(dense, sparsity=0.7, optimizer=None, **compile_kwargs):
-    """Wrapped (masks held, no schedule acting), random masks at `sparsity` per layer, compiled."""
-    model = kl.prune_low_magnitude(dense, pruning_schedule=kl.OneShot(0.0))
+def _sparse(dense, sparsity=0.7, optimizer=None, schedule=kl.OneShot(0.0), **compile_kwargs):
+    """Wrapped (by default a schedule that only holds masks), random masks at `sparsity` per layer, compiled."""
+    model = kl.prune_low_magnitude(dense, pruning_schedule=schedule)
     pai.prune_at_init(model, "random", sparsity, strategy="layerwise")
     model.compile(optimizer=optimizer or keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs)
@@ -36,7 +36,9 @@ def _sparse(dense, sparsity=0.7, optimizer=None, **compile_kwargs):
 
 
 def _state(model):
-    return {name: (weight.numpy().copy(), mask.numpy() > 0.5) for name, _, weight, mask in wrappers.pruning_entries(model)}
+    """dict mask name -> (kernel, boolean mask)."""
+    return {name: (weight.numpy().copy(), mask.numpy() > 0.5)
+            for name, _, weight, mask in wrappers.pruning_entries(model)}
 
 
 def _numpy_gradient(x, y, kernel, bias):
@@ -81,8 +83,10 @@ def test_cosine_and_constant_drop_fractions_and_update_steps():
 
 
 def test_drop_count_follows_the_package_count_rule():
-    assert [mu.drop_count(10, 0.3), mu.drop_count(7, 0.3), mu.drop_count(0, 0.3), mu.drop_count(5, 0.5)] == [3, 2, 0, 2]
-    assert mu.drop_count(1, 0.9) == 0  # at least one old weight stays
+    # round(f * active): 2.7 -> 3 and 0.9 -> 1 (rigl's truncation gives 2 and 0); an exact half rounds down.
+    assert [mu.drop_count(9, 0.3), mu.drop_count(3, 0.3), mu.drop_count(7, 0.3), mu.drop_count(5, 0.5)] == [3, 1, 2, 2]
+    assert mu.drop_count(0, 0.3) == 0
+    assert mu.drop_count(1, 0.9) == 0 and mu.drop_count(2, 0.9) == 1  # at least one old weight stays
 
 
 # ----------------------------------------------------------------------------------------
@@ -163,10 +167,12 @@ def test_dense_gradients_leave_the_model_unchanged():
     model = _sparse(tiny.build_conv(), 0.6)
     x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(np.float32)
     y = np.arange(16) % 10
-    before = [variable.numpy().copy() for variable in model.variables]
+    model.fit(x, y, batch_size=8, verbose=0)  # builds the loss metric, which the gradient's loss would update
+    state = list(model.variables) + [variable for metric in model.metrics for variable in metric.variables]
+    before = [variable.numpy().copy() for variable in state]
     gradients = mu.dense_gradients(model, (x, y))
     assert set(gradients) == {"conv1", "conv2", "out"}
-    for variable, value in zip(model.variables, before):
+    for variable, value in zip(state, before):  # masks, BatchNorm statistics, loss metric, weights
         np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.name)
 
 
@@ -267,7 +273,8 @@ def test_fit_with_the_callback_updates_masks_and_keeps_them_applied(method):
     x, y = tiny.make_data(128)
     counts = {name: int(mask.sum()) for name, mask in wrappers.get_masks(model).items()}
     updater = mu.get(method, total_steps=32, drop_fraction=0.3, frequency=4)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    data = {"set": None, "snfs": iter(dataset.repeat()), "rigl": dataset}[method]
     recorder = _Recorder()
     model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[mu.MaskUpdateCallback(updater, data), recorder])
     masks_at = {step: state for step, state in recorder.records}
@@ -280,13 +287,15 @@ def test_fit_with_the_callback_updates_masks_and_keeps_them_applied(method):
             assert (weights[~active] == 0).all(), (step, name)  # the forward pass sees exactly 0 there
     # The masked network is what predict computes.
     effective = wrappers.get_weights(model)
-    hidden = np.maximum(x.reshape(len(x), -1) @ effective["fc1"] + model.get_layer("prune_low_magnitude_fc1").layer.bias.numpy(), 0)
-    logits = hidden @ effective["out"] + model.get_layer("prune_low_magnitude_out").layer.bias.numpy()
+    bias = {name: model.get_layer(f"prune_low_magnitude_{name}").layer.bias.numpy() for name in counts}
+    logits = np.maximum(x.reshape(len(x), -1) @ effective["fc1"] + bias["fc1"], 0) @ effective["out"] + bias["out"]
     np.testing.assert_allclose(model.predict(x, verbose=0), logits, rtol=1e-4, atol=1e-5)
 
 
 def test_updates_on_execution_boundaries_with_steps_per_execution():
-    model = _sparse(tiny.build_dense(), 0.75, steps_per_execution=2)
+    # tfmot's default schedule (ConstantSparsity(0.5)) on the wrappers: it must not act, the masks stay at 75%.
+    model = _sparse(tiny.build_dense(), 0.75, schedule=None, steps_per_execution=2)
+    counts = {name: int(mask.sum()) for name, mask in wrappers.get_masks(model).items()}
     x, y = tiny.make_data(128)
     updater = mu.RigL(end_step=16, drop_fraction=0.3, frequency=4, decay="constant")
     recorder = _Recorder()
@@ -297,6 +306,7 @@ def test_updates_on_execution_boundaries_with_steps_per_execution():
     changed = [b for (a, sa), (b, sb) in zip(recorder.records, recorder.records[1:])
                if any((sa[name][1] != sb[name][1]).any() for name in sa)]
     assert changed == [4, 8, 12, 16]
+    assert {name: int(mask.sum()) for name, mask in wrappers.get_masks(model).items()} == counts
 
 
 # ----------------------------------------------------------------------------------------
@@ -356,3 +366,13 @@ def test_rigl_without_data_and_tfmot_wrappers_are_refused():
     tiny.compile_model(foreign)
     with pytest.raises(TypeError, match="tfmot's prune_low_magnitude"):
         mu.SET(total_steps=100).update(foreign, 100)
+
+
+def test_tfmot_update_pruning_step_is_refused():
+    import tensorflow_model_optimization as tfmot
+
+    model = _sparse(tiny.build_dense(), schedule=None)
+    x, y = tiny.make_data(64)
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), mu.MaskUpdateCallback(mu.SET(total_steps=8, frequency=2))]
+    with pytest.raises(ValueError, match="UpdatePruningStep"):
+        model.fit(x, y, batch_size=16, verbose=0, callbacks=callbacks)
