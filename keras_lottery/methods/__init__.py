@@ -4,6 +4,10 @@
   turns them into masks with `masks.compute` (one-shot, or SynFlow's iterative exponential schedule).
 * `distributions`: per-layer sparsities for a global target (uniform, Erdos-Renyi, ERK), exact to
   the weight, for the per-layer `sparsity` argument of `masks.compute`, `prune` and `prune_at_init`.
+* `mask_updaters`: dynamic sparse training. SET, SNFS and RigL drop the lowest-|w| active
+  weights of each layer and regrow as many (at random, by dense-gradient momentum, by dense
+  gradient), the count per layer fixed, on RigL's cosine schedule; `MaskUpdateCallback` runs
+  one during `fit`, and `get(name, **kwargs)` builds one by name.
 
 This room sits above `sparsity/` and below `experiments/`: it imports `foundations`, `compat` and
 `sparsity` only.
