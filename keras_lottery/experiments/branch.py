@@ -57,6 +57,7 @@ class BranchConfig:
     control: str = "ticket"  # how surviving weights start: the ticket (rewind point) or a control
     dataset: str | None = None
     data_dir: str | None = None
+    model: str | None = None  # the source's always; given, it must be the source's
     batch_size: int | None = None
     optimizer: str | None = None
     learning_rate: float | None = None
@@ -105,6 +106,9 @@ class BranchConfig:
           ValueError: naming the bad field, before any training.
         """
         source, summary = self.source_config()
+        if self.model is not None and self.model != source.model:
+            raise ValueError(f"model={self.model!r}: a branch retrains the source's tickets, which are of "
+                             f"{source.model!r}; leave --model out.")
         changes = {name: getattr(self, name) for name in CHANGEABLE if getattr(self, name) is not None}
         if "iterations" in changes or "epochs" in changes:  # one length replaces the other
             changes.setdefault("iterations", None)
@@ -209,8 +213,8 @@ def _run(config, train_config, levels, source_summary, folder, on_level_end):
         dense = models.build(train_config.model, splits.input_shape, splits.num_classes, train_config.seed,
                              synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
         first_masks = source.load_masks(todo[0])
-        model = wrappers.prune_low_magnitude(dense, pruning_schedule={
-            name: schedules.Iterative(0.0, steps_per_round=iterations, rounds=1) for name in first_masks})
+        model = wrappers.prune_low_magnitude(dense, pruning_schedule={name: schedules.OneShot(0.0)
+                                                                      for name in first_masks})
         wrappers.manage_masks(model)  # the masks are the source's, set below
         check_shapes(model, snapshot, first_masks, train_config.dataset, source_summary["config"]["dataset"])
         rounds.compile_for_round(model, train_config, splits, iterations + train_config.rewind_step,

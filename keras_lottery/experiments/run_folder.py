@@ -123,10 +123,15 @@ def check_summary(summary, required=("config", "rounds")):
         rounds = summary["rounds"]
         if not isinstance(rounds, list):
             raise ValueError(f"'rounds' is {rounds!r}, not a list of round records")
+        # A branch (`branch.py`) holds only the levels it retrained: increasing, not every one.
+        previous = -1
         for index, record in enumerate(rounds):
             if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
                 raise ValueError(f"round record {index} is not an object with the keys {list(RECORD_KEYS)}")
-            if record["round"] != index or not all(_is_number(record[key]) for key in RECORD_KEYS[1:]):
+            expected = record["round"] if "branch" in summary and _is_number(record["round"]) and \
+                record["round"] > previous else index
+            previous = record["round"]
+            if record["round"] != expected or not all(_is_number(record[key]) for key in RECORD_KEYS[1:]):
                 raise ValueError(f"round record {index} has round {record['round']!r} or a value that is not a number")
     if "retrain" in required:
         retrain = summary["retrain"]
