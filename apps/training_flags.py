@@ -60,16 +60,18 @@ def values():
 
 
 def set_up_devices():
-    """Splits the CPU as --cpu_devices asks, before anything runs on TensorFlow.
+    """Splits the CPU as --cpu_devices asks and makes the --distribution_strategy, before any TensorFlow op.
 
     Raises:
-      app.UsageError: a bad --cpu_devices.
+      app.UsageError: a bad --cpu_devices, or a strategy that cannot be made here (no TF_CONFIG, no TPU).
     """
-    if FLAGS.cpu_devices is not None:
-        try:
+    try:
+        if FLAGS.cpu_devices is not None:
             training.strategies.split_cpu(FLAGS.cpu_devices)
-        except ValueError as error:
-            raise app.UsageError(str(error)) from error
+        if FLAGS.distribution_strategy is not None:
+            training.strategies.get(FLAGS.distribution_strategy)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
 
 
 def resolved(config):

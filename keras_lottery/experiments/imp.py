@@ -126,7 +126,8 @@ def run(config, on_round_end=None):
     config = config.resolved()
     if config.mode == "one_pass":
         return one_pass.run(config, on_round_end)
-    folder = run_folder.RunFolder(config.output_dir)
+    folder = run_folder.RunFolder(run_folder.worker_output_dir(
+        config.output_dir, training.strategies.get(config.distribution_strategy)))
     with folder.locked():
         return _run(config, folder, on_round_end)
 

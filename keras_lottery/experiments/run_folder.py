@@ -47,6 +47,7 @@ import zipfile
 import numpy as np
 
 from keras_lottery.foundations import files
+from keras_lottery.training import strategies
 
 SUMMARY = "summary.json"
 SNAPSHOT = "rewind_snapshot.npz"
@@ -144,6 +145,21 @@ def check_summary(summary, required=("config", "rounds")):
 def data_record(splits):
     """What a run read: {"source": where from, "files": {file name: SHA-256}} of `data.Splits`."""
     return {"source": splits.source, "files": dict(splits.file_hashes)}
+
+
+def worker_output_dir(output_dir, strategy):
+    """Where this process writes: `output_dir`, or a scratch folder on a multi-worker non-chief.
+
+    One writer per run folder: under `MultiWorkerMirroredStrategy` every worker runs the
+    same steps, and only the chief (`strategies.is_chief`) writes `output_dir`; each other
+    worker keeps its own copy in `<tmp>/keras_lottery_workers/<task>/<folder name>`, which it
+    resumes from when restarted on the same machine.
+    """
+    if strategies.is_chief(strategy):
+        return output_dir
+    resolver = strategy.cluster_resolver
+    return os.path.join(tempfile.gettempdir(), "keras_lottery_workers", f"{resolver.task_type}_{resolver.task_id}",
+                        os.path.basename(os.path.abspath(output_dir)))
 
 
 class RunFolder:

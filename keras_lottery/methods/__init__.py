@@ -12,3 +12,9 @@
 This room sits above `sparsity/` and below `experiments/`: it imports `foundations`, `compat` and
 `sparsity` only.
 """
+
+from keras_lottery.methods import distributions  # noqa: F401
+from keras_lottery.methods import mask_updaters  # noqa: F401
+from keras_lottery.methods import pruning_at_init  # noqa: F401
+from keras_lottery.methods.distributions import distribute, erdos_renyi, erk, uniform  # noqa: F401
+from keras_lottery.methods.pruning_at_init import prune_at_init  # noqa: F401

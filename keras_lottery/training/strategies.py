@@ -59,8 +59,14 @@ def split_cpu(devices):
             ) from error
 
 
+_CREATED = {}  # name -> strategy: one per process, as TensorFlow's collectives and TPU system allow
+
+
 def get(name="default", tpu_address=None):
-    """The `tf.distribute.Strategy` called `name` (see the module docstring).
+    """The `tf.distribute.Strategy` called `name` (see the module docstring), made once per process.
+
+    'multi_worker_mirrored' must be made before TensorFlow runs any op: the apps call this
+    first thing (`training_flags.set_up_devices`), and the flows get the same object back.
 
     Args:
       name: one of `STRATEGIES`.
@@ -75,6 +81,12 @@ def get(name="default", tpu_address=None):
     check_name(name)
     if name == "default":
         return tf.distribute.get_strategy()
+    if name not in _CREATED:
+        _CREATED[name] = _create(name, tpu_address)
+    return _CREATED[name]
+
+
+def _create(name, tpu_address):
     if name == "one_device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
