@@ -23,10 +23,13 @@ import pytest
 import keras_lottery as kl
 from keras_lottery import data
 from keras_lottery import fusion
+from keras_lottery import methods
+from keras_lottery import models
 from keras_lottery import keras
 from keras_lottery import report
 from keras_lottery import training
 from keras_lottery.data import datasets
+from keras_lottery.experiments import branch
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_folder
@@ -391,6 +394,40 @@ CASES = [
      subprocess.CalledProcessError, "exactly one of --run_dir"),
     ("report-no-runs", "report_main over a folder with no runs",
      lambda d, t: report.write_report([str(t)], str(t / "report")), report.ReportError, "no summary.json.*pass run folders"),
+    ("resnet-depth", "a ResNet depth that is not 6n+2", lambda d, t: models.resnet(21), ValueError,
+     "depth 21 is invalid: it must be 6n\\+2"),
+    ("lr-milestones", "milestones that do not increase",
+     lambda d, t: imp_config(d, t / "run", lr_schedule="step", lr_milestones="10it,5it").resolved(), ValueError,
+     "lr_milestones"),
+    ("momentum-with-adam", "--momentum with the Adam optimizer",
+     lambda d, t: imp_config(d, t / "run", optimizer="adam", momentum=0.9).resolved(), ValueError, "momentum.*sgd"),
+    ("layers-to-ignore", "layers_to_ignore naming no layer of the model",
+     lambda d, t: imp.run(imp_config(d, t / "run", layers_to_ignore="fc9")), ValueError,
+     "layers_to_ignore names \\['fc9'\\].*its prunable layers are"),
+    ("distribution-strategy", "an unknown distribution strategy",
+     lambda d, t: imp_config(d, t / "run", distribution_strategy="mirror").resolved(), ValueError,
+     "distribution_strategy must be one of.*mirrored"),
+    ("multi-worker-without-tf-config", "multi_worker_mirrored without TF_CONFIG",
+     lambda d, t: app("apps.imp_main", f"--data_dir={d}", f"--output_dir={t / 'run'}",
+                      "--distribution_strategy=multi_worker_mirrored"),
+     subprocess.CalledProcessError, "needs the cluster in TF_CONFIG"),
+    ("cifar-offline", "--dataset=cifar10 neither prepared nor downloadable",
+     lambda d, t: offline(lambda: imp.run(imp_config(None, t / "run", dataset="cifar10", data_dir=str(t)))),
+     data.DataUnavailableError, "--data_dir.*apps.prepare_data_main"),
+    ("prepare-no-archive", "apps.prepare_data_main with a manual_dir that has no CIFAR files",
+     lambda d, t: app("apps.prepare_data_main", "--dataset=cifar10", f"--manual_dir={t}", f"--data_dir={t / 'tfds'}"),
+     subprocess.CalledProcessError, "error: .*cifar-10"),
+    ("branch-no-source", "apps.branch_main from a folder with no run",
+     lambda d, t: app("apps.branch_main", f"--source_dir={t / 'none'}", f"--output_dir={t / 'branch'}"),
+     subprocess.CalledProcessError, "holds no IMP run"),
+    ("branch-levels", "a branch at a level the source has not finished",
+     lambda d, t: (finished_run(d, t / "ticket"), branch.run(branch.BranchConfig(
+         source_dir=str(t / "ticket"), output_dir=str(t / "branch"), levels="4")))[-1], ValueError,
+     "has finished rounds \\[0, 1\\]; pick among them"),
+    ("prune-at-init-without-data", "SNIP without a batch to score on",
+     lambda d, t: methods.prune_at_init(pruned(), "snip", 0.5), ValueError, "snip.*data"),
+    ("mask-updater", "an unknown dynamic sparse training method",
+     lambda d, t: methods.mask_updaters.get("deepr"), ValueError, "rigl.*set.*snfs"),
 ]
 
 
@@ -398,7 +435,7 @@ CASES = [
 PRE_EXISTING = ("imp-other-config", "imp-corrupt-summary", "dataset-corrupt-idx", "imp-folder-in-use",
                 "imp-output-dir-file", "data-dir-file", "data-dir-incomplete", "dataset-empty-test-split",
                 "summary-wrong-structure", "summary-without-config", "masks-from-corrupt", "data-changed-on-resume",
-                "app-output-dir-file", "app-folder-in-use", "app-ctrl-c")
+                "app-output-dir-file", "app-folder-in-use", "app-ctrl-c", "branch-levels")
 
 
 def _message(error):

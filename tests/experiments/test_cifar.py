@@ -33,6 +33,8 @@ from tests.experiments.test_fault_tolerance import _assert_same_results, _enviro
 # over 2 iterations and drops at iteration 6 (8 epochs: 10 batches of 16 a pass over 160 examples).
 SETTINGS = dict(rounds=1, iterations=16, batch_size=16, validation_examples=40, evaluations_per_round=4,
                 backup_seconds=0, rewind_step=4, warmup="2it", lr_milestones="6it", verbose=0)
+# VGG-16 (15M weights) and the mirrored runs (a fresh process, two replicas): shorter rounds, for the suite's time.
+SHORT = dict(SETTINGS, iterations=8, evaluations_per_round=2)
 pytestmark = pytest.mark.usefixtures("app_server")
 
 
@@ -45,9 +47,9 @@ def _flags(settings):
     return [f"--{name}={value}" for name, value in settings.items()]
 
 
-def _command(data_dir, output, model="resnet20", *extra):
+def _command(data_dir, output, model="resnet20", *extra, settings=SETTINGS):
     return [sys.executable, "-m", "apps.imp_main", "--dataset=cifar10", f"--model={model}", f"--data_dir={data_dir}",
-            f"--output_dir={output}", *_flags(SETTINGS), *extra]
+            f"--output_dir={output}", *_flags(settings), *extra]
 
 
 def _summary(output):
@@ -66,14 +68,16 @@ def resnet20(cifar_dir, tmp_path_factory):
 @pytest.mark.parametrize("model", ["resnet20", "vgg16"])
 def test_the_app_runs_imp_on_cifar10_with_the_models_openlth_recipe(cifar_dir, tmp_path, model):
     output = tmp_path / model
-    result = processes.run(_command(cifar_dir, output, model), cwd=processes.REPOSITORY)
+    settings = SETTINGS if model == "resnet20" else SHORT
+    result = processes.run(_command(cifar_dir, output, model, settings=settings), cwd=processes.REPOSITORY)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(output)
     config = summary["config"]
     assert (config["optimizer"], config["momentum"], config["weight_decay"], config["strategy"]) == (
         "sgd", 0.9, 1e-4, "global")
     assert config["augment"] is True and summary["data"]["source"].startswith("tfds:cifar10")
-    assert [record["iterations"] for record in summary["rounds"]] == [16, 12]  # from the rewind point on
+    iterations = settings["iterations"]
+    assert [record["iterations"] for record in summary["rounds"]] == [iterations, iterations - 4]  # from the rewind
     masks = run_folder.RunFolder(output).load_masks(1)
     kept = sum(int(mask.sum()) for mask in masks.values()) / sum(mask.size for mask in masks.values())
     assert kept == pytest.approx(0.8, abs=1e-4)  # 20% of the weights, ranked together
@@ -95,10 +99,13 @@ def test_killed_mid_round_the_cifar_run_resumes_bit_for_bit(cifar_dir, resnet20,
 
 def test_mirrored_on_two_cpu_devices_runs_two_replicas_close_to_one_device(cifar_dir, tmp_path):
     output, one_device = tmp_path / "mirrored", tmp_path / "one_device"
+    # Rewind to step 1: one step per execution, so the train function is traced without a loop; traced for two
+    # replicas with synchronized BatchNorm it takes ~40 s here (two steps per execution: ~80 s).
+    settings = dict(SHORT, rewind_step=1)
     imp.run(imp.ImpConfig(output_dir=str(one_device), dataset="cifar10", model="resnet20", data_dir=str(cifar_dir),
-                          learning_rate=0.01, **SETTINGS))
+                          learning_rate=0.01, **settings))
     result = processes.run(_command(cifar_dir, output, "resnet20", "--learning_rate=0.01",
-                                    "--distribution_strategy=mirrored", "--cpu_devices=2"),
+                                    "--distribution_strategy=mirrored", "--cpu_devices=2", settings=settings),
                            cwd=processes.REPOSITORY, fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _summary(output)["replicas"] == 2 and _summary(one_device)["replicas"] == 1
@@ -107,4 +114,4 @@ def test_mirrored_on_two_cpu_devices_runs_two_replicas_close_to_one_device(cifar
     assert differing <= 5e-3 * sum(mask.size for mask in want.values()), differing
     got, want = (run_folder.RunFolder(folder).load_snapshot() for folder in (output, one_device))
     gaps = [float(np.max(np.abs(got[key] - want[key]))) for key in want]
-    assert 0 < max(gaps) < 0.01, max(gaps)  # the rewind point (step 4): close, and not one device's run
+    assert 0 < max(gaps) < 0.01, max(gaps)  # the rewind point (step 1): close, and not one device's run
