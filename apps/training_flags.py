@@ -35,6 +35,9 @@ def define(defaults, verbose=1):
                       "multi_worker_mirrored (the cluster in TF_CONFIG), tpu (the one TPU_NAME names, else local).")
     flags.DEFINE_boolean("augment", None, "Pad-4 random crop + horizontal flip of training images (default: on "
                          "for cifar10/cifar100, as OpenLTH; off otherwise).")
+    flags.DEFINE_boolean("freeze_batch_norm", None, "Leave BatchNorm's gamma and beta at their init (its "
+                         "statistics still update), as OpenLTH's batchnorm_frozen.")
+    flags.DEFINE_boolean("freeze_output", None, "Leave the output layer at its init, as OpenLTH's output_frozen.")
     flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices first (so that "
                          "--distribution_strategy=mirrored runs that many replicas on a machine without GPU).")
     flags.DEFINE_integer("seed", defaults.seed, "Seed of the initialization, data order and controls.")
@@ -56,6 +59,8 @@ def values():
         weight_decay_mode=FLAGS.weight_decay_mode, lr_schedule=FLAGS.lr_schedule, lr_milestones=FLAGS.lr_milestones,
         lr_gamma=FLAGS.lr_gamma, warmup=FLAGS.warmup, distribution_strategy=FLAGS.distribution_strategy,
         augment=FLAGS.augment,
+        **{name: getattr(FLAGS, name) for name in ("freeze_batch_norm", "freeze_output")
+           if getattr(FLAGS, name) is not None},
     )
 
 

@@ -18,9 +18,9 @@ layer dense). A CIFAR-10 archive without internet: `python -m apps.prepare_data_
 
 Scaled down to two CPU cores (the figure in bench/RESULTS.md):
 
-    python -m bench.rewinding --dataset=fashion_mnist --model=resnet20 --rewind_steps=0,200 \
-        --seeds=0,1,2 --rounds=3 --epochs=4 --train_examples=6000 --lr_milestones=2ep,3ep \
-        --output_dir=runs/rewinding_fashion
+    python -m bench.rewinding --dataset=fashion_mnist --model=resnet20 --rewind_steps=0,16 \
+        --seeds=0,1,2 --rounds=4 --epochs=4 --train_examples=4000 --lr_milestones=2ep,3ep \
+        --evaluations_per_round=4 --output_dir=runs/rewinding_fashion
 
 Each run is `imp.run` with `--rewind_step=k` and the pruned rounds trained from k to the
 end with the learning-rate schedule from k (`after_rewind='continue'`, as the paper and

@@ -44,7 +44,8 @@ from keras_lottery.sparsity import wrappers
 # What a branch may change; every other `ImpConfig` field is the source's.
 CHANGEABLE = ("output_dir", "dataset", "data_dir", "batch_size", "optimizer", "learning_rate", "seed",
               "train_examples", "validation_examples", "verbose", "iterations", "epochs", "evaluations_per_round",
-              "evaluation_examples", "backup_seconds", "control", "distribution_strategy", "augment") + training.RECIPE_FIELDS
+              "evaluation_examples", "backup_seconds", "control", "distribution_strategy", "augment", "freeze_batch_norm",
+              "freeze_output") + training.RECIPE_FIELDS
 
 
 @dataclasses.dataclass
@@ -80,6 +81,8 @@ class BranchConfig:
     warmup: str | None = None
     distribution_strategy: str | None = None
     augment: bool | None = None
+    freeze_batch_norm: bool | None = None
+    freeze_output: bool | None = None
 
     def source_config(self):
         """The source run's resolved `ImpConfig` as it trained (its saved config, defaults filled in).

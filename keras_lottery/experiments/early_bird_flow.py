@@ -47,6 +47,7 @@ FINAL_WEIGHTS = "final_weights.npz"
 
 # What runs saved before a field existed used (see `imp_config.config_defaults`).
 LEGACY = {"checks_per_epoch": 1, "gamma_penalty": 1e-4, **training.LEGACY_RECIPE, "augment": False,
+          "freeze_batch_norm": False, "freeze_output": False,
           "momentum": lambda saved: 0.9 if saved.get("optimizer") == "momentum" else 0.0}
 
 
@@ -113,6 +114,7 @@ def _steps_per_epoch(config, splits):
 def _compile(model, config, splits, epochs, steps_per_execution=1):
     """Compiles with the config's recipe (`training.make_optimizer`) for `epochs` of training."""
     steps = _steps_per_epoch(config, splits)
+    training.freezing.freeze(model, batch_norm=config.freeze_batch_norm, output=config.freeze_output)
     training.compile_for_training(model, training.make_optimizer(config, steps, epochs * steps),
                                   steps_per_execution=steps_per_execution)
 

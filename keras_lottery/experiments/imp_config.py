@@ -150,6 +150,8 @@ _LEGACY = {
     "after_rewind": lambda saved: "restart" if saved.get("rewind_step") else "continue",
     "strategy": "layerwise",
     "augment": False,  # no run augmented before the field
+    "freeze_batch_norm": False,
+    "freeze_output": False,
     "layers_to_ignore": "",
 }
 

@@ -77,8 +77,10 @@ def compile_for_round(model, config, splits, total_iterations, steps_per_executi
     """Compiles `model` with the config's recipe (`training.make_optimizer`) for rounds of `total_iterations`.
 
     Call it in the distribution strategy's scope. `total_iterations` is where a cosine schedule
-    ends; milestones in epochs count the epochs of `splits`' training set.
+    ends; milestones in epochs count the epochs of `splits`' training set. The config's frozen
+    parameters (`freeze_batch_norm`, `freeze_output`) are taken out of training first.
     """
+    training.freezing.freeze(model, batch_norm=config.freeze_batch_norm, output=config.freeze_output)
     optimizer = training.make_optimizer(config, steps_per_epoch(config, splits), total_iterations)
     training.compile_for_training(model, optimizer, steps_per_execution=steps_per_execution)
 

@@ -227,6 +227,8 @@ def _has_prunable_weights(layer):
     if isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
         return True
     registry = prune_registry.PruneRegistry
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return False  # tfmot never prunes BatchNorm; its registry knows the class only, not subclasses
     if not registry.supports(layer):
         return None  # unknown to tfmot
     weight_map = registry._LAYERS_WEIGHTS_MAP  # pylint: disable=protected-access

@@ -62,6 +62,9 @@ class TrainingConfig:
     # Pad-4 random crop + horizontal flip of the training batches; None: the dataset's default (on for
     # CIFAR-10/100, as OpenLTH; off for the others).
     augment: bool | None = None
+    # OpenLTH's model options: BatchNorm's gamma and beta, or the output layer, left at their init (`freezing`).
+    freeze_batch_norm: bool = False
+    freeze_output: bool = False
 
     def resolved(self):
         """A copy with the model's defaults filled in and the shared fields validated.
@@ -91,6 +94,9 @@ class TrainingConfig:
         check_int(config.validation_examples, "validation_examples", 1)
         check_verbose(config.verbose)
         strategies.check_name(config.distribution_strategy)
+        for name in ("freeze_batch_norm", "freeze_output"):
+            if not isinstance(getattr(config, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(config, name)!r}.")
         if config.augment is not None and not isinstance(config.augment, bool):
             raise ValueError(f"augment must be True, False or None (the dataset's default); got {config.augment!r}.")
         if config.train_examples is not None:

@@ -238,3 +238,20 @@ def test_pruned_tiny_resnet_trains_a_step():
         after = weight.numpy()
         assert not np.any(after[masks[name] == 0]), name  # pruned weights stay exactly 0
         assert not np.array_equal(after, before[name]), name  # the others trained
+
+
+def test_the_synchronized_batch_norm_copy_keeps_its_weights_and_wraps_like_batch_norm():
+    from keras_lottery.models import registry  # noqa: PLC0415
+    from keras_lottery.sparsity import wrappers  # noqa: PLC0415
+
+    plain = registry.build("resnet20", (32, 32, 3), 10, seed=0)
+    synchronized = registry.build("resnet20", (32, 32, 3), 10, seed=0, synchronized_batch_norm=True)
+    for got, want in zip(synchronized.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    norms = [layer for layer in synchronized.layers if isinstance(layer, registry.SynchronizedBatchNormalization)]
+    assert len(norms) == 21 and all(layer.synchronized for layer in norms)
+    wrapped = wrappers.prune_low_magnitude(synchronized)  # every layer tfmot prunes; BatchNorm left as it is
+    assert {name for name, _, _, _ in wrappers.pruning_entries(wrapped)} == {
+        name for name, _, _, _ in wrappers.pruning_entries(wrappers.prune_low_magnitude(plain))}
+    assert sum(isinstance(layer, registry.SynchronizedBatchNormalization) and layer.synchronized
+               for layer in wrapped.layers) == 21  # still synchronized after tfmot's clone
