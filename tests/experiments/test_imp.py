@@ -251,3 +251,29 @@ def test_backups_at_most_every_backup_seconds(tiny_fashion, tmp_path, monkeypatc
                         lambda self, path, arrays: written.append(path) or original(self, path, arrays))
     imp.run(_config(tiny_fashion, tmp_path, rounds=0, backup_seconds=seconds))  # 4 checks: 3 before the last
     assert len(written) == backups
+
+
+@pytest.mark.parametrize("after_rewind, iterations", [("continue", [40, 30, 30]), ("restart", [40, 40, 40])])
+def test_rounds_after_a_rewind_to_k_train_from_k_to_the_end_or_whole_again(tiny_fashion, tmp_path, after_rewind,
+                                                                            iterations):
+    summary = imp.run(_config(tiny_fashion, tmp_path, rewind_step=10, after_rewind=after_rewind,
+                              evaluations_per_round=2))
+    assert [record["iterations"] for record in summary["rounds"]] == iterations
+    assert summary["iterations_after_rewind"] == iterations[1]
+
+
+def test_runs_saved_before_the_recipe_fields_resume_with_what_they_trained_with(tiny_fashion, tmp_path):
+    config = dataclasses.asdict(_config(tiny_fashion, tmp_path, rewind_step=10, optimizer="momentum",
+                                        learning_rate=0.01).resolved())
+    new_fields = ("momentum", "nesterov", "weight_decay", "weight_decay_mode", "lr_schedule", "lr_milestones",
+                  "lr_gamma", "warmup", "after_rewind", "layers_to_ignore", "augment", "distribution_strategy",
+                  "freeze_batch_norm", "freeze_output")
+    old = {key: value for key, value in config.items() if key not in new_fields}
+    folder = run_folder.RunFolder(str(tmp_path))
+    with pytest.raises(run_folder.ConfigMismatchError, match="after_rewind: 'restart' there, 'continue' now"):
+        folder.check_config({"config": old}, config, imp_config.config_defaults())  # it rewound, then restarted
+    assert config["momentum"] == 0.9  # the LTH paper's 'momentum' optimizer, now written out
+    folder.check_config({"config": old}, {**config, "after_rewind": "restart"}, imp_config.config_defaults())
+    restored = imp_config.with_defaults(old)
+    assert (restored["after_rewind"], restored["momentum"], restored["augment"]) == ("restart", 0.9, False)
+    assert imp_config.with_defaults({**old, "rewind_step": 0})["after_rewind"] == "continue"  # the same run
