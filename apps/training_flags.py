@@ -38,6 +38,8 @@ def define(defaults, verbose=1):
     flags.DEFINE_boolean("freeze_batch_norm", None, "Leave BatchNorm's gamma and beta at their init (its "
                          "statistics still update), as OpenLTH's batchnorm_frozen.")
     flags.DEFINE_boolean("freeze_output", None, "Leave the output layer at its init, as OpenLTH's output_frozen.")
+    flags.DEFINE_enum("mixed_precision", None, list(training.precision.POLICIES),
+                      "Layers compute in bfloat16, variables and logits stay float32 (default: float32 throughout).")
     flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices first (so that "
                          "--distribution_strategy=mirrored runs that many replicas on a machine without GPU).")
     flags.DEFINE_integer("seed", defaults.seed, "Seed of the initialization, data order and controls.")
@@ -58,7 +60,7 @@ def values():
         momentum=FLAGS.momentum, nesterov=FLAGS.nesterov, weight_decay=FLAGS.weight_decay,
         weight_decay_mode=FLAGS.weight_decay_mode, lr_schedule=FLAGS.lr_schedule, lr_milestones=FLAGS.lr_milestones,
         lr_gamma=FLAGS.lr_gamma, warmup=FLAGS.warmup, distribution_strategy=FLAGS.distribution_strategy,
-        augment=FLAGS.augment,
+        augment=FLAGS.augment, mixed_precision=FLAGS.mixed_precision,
         **{name: getattr(FLAGS, name) for name in ("freeze_batch_norm", "freeze_output")
            if getattr(FLAGS, name) is not None},
     )

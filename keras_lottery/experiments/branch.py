@@ -45,7 +45,7 @@ from keras_lottery.sparsity import wrappers
 CHANGEABLE = ("output_dir", "dataset", "data_dir", "batch_size", "optimizer", "learning_rate", "seed",
               "train_examples", "validation_examples", "verbose", "iterations", "epochs", "evaluations_per_round",
               "evaluation_examples", "backup_seconds", "control", "distribution_strategy", "augment", "freeze_batch_norm",
-              "freeze_output") + training.RECIPE_FIELDS
+              "freeze_output", "mixed_precision") + training.RECIPE_FIELDS
 
 
 @dataclasses.dataclass
@@ -83,6 +83,7 @@ class BranchConfig:
     augment: bool | None = None
     freeze_batch_norm: bool | None = None
     freeze_output: bool | None = None
+    mixed_precision: str | None = None
 
     def source_config(self):
         """The source run's resolved `ImpConfig` as it trained (its saved config, defaults filled in).
@@ -212,7 +213,7 @@ def _run(config, train_config, levels, source_summary, folder, on_level_end):
     interval = rounds.evaluation_spacing(iterations, train_config.evaluations_per_round)
     snapshot = source.load_snapshot()
     strategy = training.strategies.get(train_config.distribution_strategy)
-    with strategy.scope():
+    with strategy.scope(), training.precision.policy(train_config.mixed_precision):
         dense = models.build(train_config.model, splits.input_shape, splits.num_classes, train_config.seed,
                              synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
         first_masks = source.load_masks(todo[0])

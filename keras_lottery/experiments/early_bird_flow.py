@@ -47,7 +47,7 @@ FINAL_WEIGHTS = "final_weights.npz"
 
 # What runs saved before a field existed used (see `imp_config.config_defaults`).
 LEGACY = {"checks_per_epoch": 1, "gamma_penalty": 1e-4, **training.LEGACY_RECIPE, "augment": False,
-          "freeze_batch_norm": False, "freeze_output": False,
+          "freeze_batch_norm": False, "freeze_output": False, "mixed_precision": None,
           "momentum": lambda saved: 0.9 if saved.get("optimizer") == "momentum" else 0.0}
 
 
@@ -218,7 +218,7 @@ def _run(config, folder):
                                     config.train_examples)
     training.check_batch_size(config.batch_size, splits.train_size)
     strategy = training.strategies.get(config.distribution_strategy)
-    with strategy.scope():
+    with strategy.scope(), training.precision.policy(config.mixed_precision):
         model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed,
                              synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
         early_bird.criterion_scores(model, config.criterion)  # e.g. 'bn_gamma' without BatchNorm: fail early

@@ -65,13 +65,14 @@ def build_model(config, splits, iterations, replicas=1):
     schedule is where the loop reads the target sparsity of every round. With several
     `replicas`, BatchNorm normalizes by the whole batch, as on one device.
     """
-    dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed,
-                         synchronized_batch_norm=replicas > 1)
-    rounds = max(1, config.rounds)
-    return wrap(config, dense, {
-        name: schedules.Iterative(rate, steps_per_round=iterations, rounds=rounds)
-        for name, rate in layer_rates(config, dense).items()
-    })
+    with training.precision.policy(config.mixed_precision):
+        dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed,
+                             synchronized_batch_norm=replicas > 1)
+        rounds = max(1, config.rounds)
+        return wrap(config, dense, {
+            name: schedules.Iterative(rate, steps_per_round=iterations, rounds=rounds)
+            for name, rate in layer_rates(config, dense).items()
+        })
 
 
 def rewound_round_iterations(config, iterations):

@@ -152,6 +152,7 @@ _LEGACY = {
     "augment": False,  # no run augmented before the field
     "freeze_batch_norm": False,
     "freeze_output": False,
+    "mixed_precision": None,
     "layers_to_ignore": "",
 }
 

@@ -159,7 +159,7 @@ def _run(config, folder, on_round_end):
         raise ValueError(f"rewind_step={config.rewind_step} (the sign reference) comes after the first mask "
                          f"update at step {begin}: raise prune_begin or lower rewind_step.")
     strategy = training.strategies.get(config.distribution_strategy)
-    with strategy.scope():
+    with strategy.scope(), training.precision.policy(config.mixed_precision):
         dense = models.build(config.model, splits.input_shape, splits.num_classes, config.seed,
                              synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
         schedules_by_layer = layer_schedules(config, dense, total)

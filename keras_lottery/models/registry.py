@@ -74,6 +74,9 @@ MODELS = {
 def build(name, input_shape, num_classes, seed, synchronized_batch_norm=False):
     """The registered model `name`, its weights drawn from `seed`.
 
+    Under a mixed dtype policy (`training.precision.policy`) the logits are cast to float32
+    by a last layer, "logits".
+
     Args:
       name: a registered model.
       input_shape: (H, W, C) of one example.
@@ -89,6 +92,11 @@ def build(name, input_shape, num_classes, seed, synchronized_batch_norm=False):
     spec = get(name)
     keras.utils.set_random_seed(seed)
     model = spec.build(input_shape, num_classes)
+    if keras.mixed_precision.global_policy().compute_dtype != "float32":
+        # Under a mixed policy the logits are cast to float32 (Keras's mixed-precision guide): the loss and
+        # the checks are then computed in float32.
+        model = keras.Model(model.inputs, keras.layers.Activation("linear", dtype="float32", name="logits")(
+            model.outputs[0]), name=model.name)
     return _synchronize_batch_norm(model) if synchronized_batch_norm else model
 
 

@@ -8,6 +8,7 @@
 * `lr_schedules`: `RecipeSchedule` (warmup, step decay at milestones, cosine, a start-step offset),
   `schedule_for`, `parse_length`, `to_iterations` ("80ep", "500it").
 * `freezing`: `freeze` BatchNorm's gamma and beta or the output layer (OpenLTH's frozen options).
+* `precision`: `policy`, mixed bfloat16 while a model is built (`--mixed_precision`).
 * `strategies`: distribution strategies by TF Model Garden's names (`--distribution_strategy`).
 * `divergence`: `StopOnDivergence`, `TrainingDivergedError` (a NaN loss stops the run unsaved).
 * `evaluation`: `Evaluator`, `HeldOutChecks`: loss and accuracy on fixed arrays in one traced graph.
@@ -16,6 +17,7 @@
 """
 
 from keras_lottery.training import freezing  # noqa: F401
+from keras_lottery.training import precision  # noqa: F401
 from keras_lottery.training import strategies  # noqa: F401
 from keras_lottery.training.compile import compile_for_training, steps_per_execution  # noqa: F401
 from keras_lottery.training.config import (  # noqa: F401

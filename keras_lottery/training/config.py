@@ -12,6 +12,7 @@ import math
 from keras_lottery import models
 from keras_lottery.foundations.validation import check_int
 from keras_lottery.training import lr_schedules
+from keras_lottery.training import precision
 from keras_lottery.training import strategies
 from keras_lottery.training.progress import check_verbose
 
@@ -65,6 +66,7 @@ class TrainingConfig:
     # OpenLTH's model options: BatchNorm's gamma and beta, or the output layer, left at their init (`freezing`).
     freeze_batch_norm: bool = False
     freeze_output: bool = False
+    mixed_precision: str | None = None  # 'mixed_bfloat16': layers compute in bfloat16 (`precision`); None: float32
 
     def resolved(self):
         """A copy with the model's defaults filled in and the shared fields validated.
@@ -94,6 +96,7 @@ class TrainingConfig:
         check_int(config.validation_examples, "validation_examples", 1)
         check_verbose(config.verbose)
         strategies.check_name(config.distribution_strategy)
+        precision.check(config.mixed_precision)
         for name in ("freeze_batch_norm", "freeze_output"):
             if not isinstance(getattr(config, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(config, name)!r}.")

@@ -30,7 +30,8 @@ def test_the_lth_models_resolve_as_before_with_the_neutral_recipe(name):
     config = dataclasses.asdict(training.TrainingConfig(model=name).resolved())
     before = dict(output_dir="runs/run", dataset="fashion_mnist", data_dir=None, model=name, batch_size=spec.batch_size,
                   optimizer="adam", learning_rate=spec.learning_rate, seed=0, train_examples=None,
-                  validation_examples=5000, verbose=1, distribution_strategy="default", augment=None)
+                  validation_examples=5000, verbose=1, distribution_strategy="default", augment=None,
+                  freeze_batch_norm=False, freeze_output=False, mixed_precision=None)
     assert config == {**before, **NEUTRAL}
     assert training.LEGACY_RECIPE == NEUTRAL  # what a run folder saved before these fields counts as
 
