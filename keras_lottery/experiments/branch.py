@@ -220,6 +220,7 @@ def _run(config, train_config, levels, source_summary, folder, on_level_end):
         model = wrappers.prune_low_magnitude(dense, pruning_schedule={name: schedules.OneShot(0.0)
                                                                       for name in first_masks})
         wrappers.manage_masks(model)  # the masks are the source's, set below
+        # Every level's masks have the shapes of one model's kernels: checking the first checks them all.
         check_shapes(model, snapshot, first_masks, train_config.dataset, source_summary["config"]["dataset"])
         rounds.compile_for_round(model, train_config, splits, iterations + train_config.rewind_step,
                                  training.steps_per_execution(interval))
@@ -229,9 +230,7 @@ def _run(config, train_config, levels, source_summary, folder, on_level_end):
     if not summary["rounds"]:
         summaries.write_hparams(tensorboard_dir, config_dict)
     for level in todo:
-        level_masks = source.load_masks(level)
-        check_shapes(model, snapshot, level_masks, train_config.dataset, source_summary["config"]["dataset"])
-        wrappers.set_masks(model, level_masks)
+        wrappers.set_masks(model, source.load_masks(level))
         controls.start_round(model, train_config.control, rewind, train_config.seed * 1000 + level)
         training.set_schedule_start(model.optimizer, train_config.rewind_step if train_config.after_rewind
                                     == "continue" else 0)

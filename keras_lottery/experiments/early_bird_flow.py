@@ -26,6 +26,7 @@ from keras_lottery import data
 from keras_lottery import fusion
 from keras_lottery import models
 from keras_lottery import training
+from keras_lottery.experiments import rounds
 from keras_lottery.experiments import run_folder
 from keras_lottery.foundations import files
 from keras_lottery.foundations import tensorboard
@@ -107,21 +108,15 @@ def channel_weights_remaining(dense, narrow):
     return sum(after.values()) / sum(before.values()), {name: after[name] / before[name] for name in before}
 
 
-def _steps_per_epoch(config, splits):
-    return math.ceil(splits.train_size / config.batch_size)
-
-
 def _compile(model, config, splits, epochs, steps_per_execution=1):
     """Compiles with the config's recipe (`training.make_optimizer`) for `epochs` of training."""
-    steps = _steps_per_epoch(config, splits)
-    training.freezing.freeze(model, batch_norm=config.freeze_batch_norm, output=config.freeze_output)
-    training.compile_for_training(model, training.make_optimizer(config, steps, epochs * steps),
-                                  steps_per_execution=steps_per_execution)
+    steps = rounds.steps_per_epoch(config, splits)
+    training.compile_with_recipe(model, config, steps, epochs * steps, steps_per_execution)
 
 
 def _fit(model, config, splits, epochs, folder, phase, extra, checks_per_epoch=1):
     """Trains `epochs` epochs, each cut into `checks_per_epoch` Keras epochs (where callbacks look)."""
-    steps = math.ceil(_steps_per_epoch(config, splits) / checks_per_epoch)
+    steps = math.ceil(rounds.steps_per_epoch(config, splits) / checks_per_epoch)
     curves = training.TrainingSummaries(folder.file("tensorboard", phase))  # x = iteration, not check
     start = time.perf_counter()
     # The validation checks first: they add val_loss and val_accuracy to the logs the others read.
@@ -229,7 +224,7 @@ def _run(config, folder):
             # Search only: the narrow network is built from the config, without this loss.
             early_bird.add_gamma_l1_penalty(model, config.gamma_penalty)
         # Epoch ends (where the detector looks) must fall on execution boundaries.
-        epoch_steps = _steps_per_epoch(config, splits)
+        epoch_steps = rounds.steps_per_epoch(config, splits)
         _compile(model, config, splits, config.search_epochs, training.steps_per_execution(
             epoch_steps, math.ceil(epoch_steps / config.checks_per_epoch)))
     rewind = callbacks.RewindCallback(0)

@@ -80,9 +80,8 @@ def compile_for_round(model, config, splits, total_iterations, steps_per_executi
     ends; milestones in epochs count the epochs of `splits`' training set. The config's frozen
     parameters (`freeze_batch_norm`, `freeze_output`) are taken out of training first.
     """
-    training.freezing.freeze(model, batch_norm=config.freeze_batch_norm, output=config.freeze_output)
-    optimizer = training.make_optimizer(config, steps_per_epoch(config, splits), total_iterations)
-    training.compile_for_training(model, optimizer, steps_per_execution=steps_per_execution)
+    training.compile_with_recipe(model, config, steps_per_epoch(config, splits), total_iterations,
+                                 steps_per_execution)
 
 
 def wrap(config, dense, layer_schedules):

@@ -2,7 +2,8 @@
 
 * `config`: `TrainingConfig` (data, model, optimizer and recipe, seed, output folder), `OPTIMIZERS`,
   `WEIGHT_DECAY_MODES`, `LR_SCHEDULES`, `LEGACY_RECIPE`, `check_batch_size`.
-* `compile`: `compile_for_training` (an optimizer name or instance), `steps_per_execution`.
+* `compile`: `compile_with_recipe` (freeze, `make_optimizer`, compile: what the flows call),
+  `compile_for_training` (an optimizer name or instance), `steps_per_execution`.
 * `optimizers`: `make_optimizer` (OpenLTH's SGD/Adam, momentum, coupled or decoupled weight decay,
   on a `RecipeSchedule`), `CoupledL2SGD`, `CoupledL2Adam`, `schedule_of`.
 * `lr_schedules`: `RecipeSchedule` (warmup, step decay at milestones, cosine, a start-step offset),
@@ -19,7 +20,7 @@
 from keras_lottery.training import freezing  # noqa: F401
 from keras_lottery.training import precision  # noqa: F401
 from keras_lottery.training import strategies  # noqa: F401
-from keras_lottery.training.compile import compile_for_training, steps_per_execution  # noqa: F401
+from keras_lottery.training.compile import compile_for_training, compile_with_recipe, steps_per_execution  # noqa: F401
 from keras_lottery.training.config import (  # noqa: F401
     LEGACY_RECIPE, LR_SCHEDULES, OPTIMIZERS, RECIPE_FIELDS, WEIGHT_DECAY_MODES, TrainingConfig, check_batch_size,
 )

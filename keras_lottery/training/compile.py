@@ -1,8 +1,14 @@
-"""Compiling a model for training: the optimizer, the loss on logits, steps per execution."""
+"""Compiling a model for training: the optimizer, the loss on logits, steps per execution.
+
+`compile_with_recipe` is what the flows call: a config's frozen parameters, its optimizer and
+learning-rate schedule, then `compile_for_training`.
+"""
 
 import math
 
 from keras_lottery import compat
+from keras_lottery.training import freezing
+from keras_lottery.training import optimizers
 
 keras = compat.keras
 
@@ -59,3 +65,16 @@ def compile_for_training(model, optimizer, learning_rate=None, steps_per_executi
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
+
+
+def compile_with_recipe(model, config, steps_per_epoch, total_iterations, steps_per_execution=1):
+    """Compiles `model` with a resolved config's recipe, its frozen parameters taken out of training first.
+
+    The one way every flow compiles: `freezing.freeze` (the config's `freeze_batch_norm`,
+    `freeze_output`), then `optimizers.make_optimizer` (a cosine schedule ends at
+    `total_iterations`; milestones in epochs count `steps_per_epoch`), then
+    `compile_for_training`. Call it in the distribution strategy's scope.
+    """
+    freezing.freeze(model, batch_norm=config.freeze_batch_norm, output=config.freeze_output)
+    optimizer = optimizers.make_optimizer(config, steps_per_epoch, total_iterations)
+    compile_for_training(model, optimizer, steps_per_execution=steps_per_execution)

@@ -141,7 +141,3 @@ def is_chief(strategy):
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
                                              and "chief" not in resolver.cluster_spec().as_dict())
 
-
-def replicas(strategy):
-    """How many replicas share each batch."""
-    return strategy.num_replicas_in_sync

@@ -11,7 +11,7 @@ from keras_lottery.training import strategies
 def test_default_is_tensorflows_default_strategy():
     strategy = strategies.get("default")
     assert strategy is tf.distribute.get_strategy()
-    assert strategies.is_chief(strategy) and strategies.replicas(strategy) == 1
+    assert strategies.is_chief(strategy) and strategy.num_replicas_in_sync == 1
 
 
 def test_one_device_and_mirrored_span_the_devices_there_are():
