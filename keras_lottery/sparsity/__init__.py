@@ -10,6 +10,7 @@
 * `callbacks`: `UpdateMasks` (applies schedules), `RewindCallback` (rewinds tickets).
 * `controls`: random reinit, random prune, signed constant, applied at a round's start.
 * `early_bird`: early-bird detection (`EarlyBirdCallback`, `EarlyBirdSchedule`).
+* `flops`: inference and training multiply-adds (RigL's Appendix H rules per method), scoring costs.
 * `summaries`: TensorBoard views of sparsity, flips and early-bird distance; HParams.
 * `mask_variables`: reading and writing the wrappers' masks (`get_masks`, `set_masks`, `apply_masks`).
 * `tfmot_protocol`: how tfmot's `UpdatePruningStep` drives the wrappers; no silent dense training.
