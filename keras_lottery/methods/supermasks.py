@@ -276,7 +276,7 @@ class PruneLowEdgePopup(_FrozenScores):
         magnitude = tf.abs(self.score_vars[0])
         flat = tf.reshape(magnitude, [-1])
         # top_k puts the lower index first among equal values, as masks.top_k_mask's tie rule.
-        _, indices = tf.math.top_k(tf.stop_gradient(flat), k=self.keep, sorted=False)
+        _, indices = tf.math.top_k(tf.stop_gradient(flat), k=self.keep, sorted=True)
         selected = tf.scatter_nd(indices[:, None], tf.ones([self.keep], tf.float32), tf.shape(flat, tf.int32))
         return _straight_through(tf.reshape(selected, tf.shape(magnitude)), magnitude)
 
