@@ -93,6 +93,12 @@ def _check_seed(seed):
     return int(seed)
 
 
+def _check_score_init(score_init):
+    if isinstance(score_init, bool) or not isinstance(score_init, (int, float)) or not np.isfinite(score_init):
+        raise ValueError(f"score_init (the supermask scores' initial value) must be a finite number; "
+                         f"got {score_init!r}.")
+
+
 def _supported(layer):
     return isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)) and not isinstance(
         layer, keras.layers.Conv2DTranspose)
@@ -126,9 +132,8 @@ class _FrozenScores(wrappers.PruneLowMagnitude):
         self.learning = self.add_weight("learning", shape=(), initializer="ones", dtype=tf.float32, trainable=False,
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
-    # -- Only the scores train: the wrapped layer's weights are listed as non-trainable. --
-
-    # (The wrapper's own `_trainable_weights` also hold the kernel: tfmot assigns it to an attribute.)
+    # -- Only the scores train: the wrapped layer's weights are listed as non-trainable (the
+    # wrapper's own `_trainable_weights` hold the kernel too: tfmot assigns it to an attribute). --
 
     @property
     def trainable_weights(self):
@@ -148,8 +153,9 @@ class _FrozenScores(wrappers.PruneLowMagnitude):
         (weight, mask, _), attribute = self.pruning_vars[0], self._masked_attributes[0]
         value = tf.convert_to_tensor(weight)  # the compute dtype under mixed precision
         mask = tf.cast(tf.convert_to_tensor(mask), value.dtype)
-        learned = self._learned_mask(training)
-        chosen = tf.cond(self.learning > 0.5, lambda: tf.cast(learned, value.dtype), lambda: tf.ones_like(value))
+        # After `finalize` (learning = 0) no mask is drawn or selected: op(x, kernel * mask) + bias.
+        chosen = tf.cond(self.learning > 0.5, lambda: tf.cast(self._learned_mask(training), value.dtype),
+                         lambda: tf.ones_like(value))
         layer = self.layer
         try:
             # As the parent: the layer reads its kernel attribute, set here to the masked value
@@ -160,6 +166,10 @@ class _FrozenScores(wrappers.PruneLowMagnitude):
             return layer.call(inputs, **kwargs)
         finally:
             object.__setattr__(layer, attribute, weight)
+
+    def bookkeeping_variables(self):
+        """The parent's (step, mask, threshold) plus `learning`: pruning state, never rewound (scores are)."""
+        return super().bookkeeping_variables() + [self.learning]
 
     def _fan_in(self):
         return int(np.prod(self.pruning_vars[0][0].shape[:-1]))
@@ -190,8 +200,7 @@ class PruneLowSupermask(_FrozenScores):
     """
 
     def __init__(self, layer, pruning_schedule=None, seed=0, frozen_weights="init", score_init=0.0, **kwargs):
-        if isinstance(score_init, bool) or not isinstance(score_init, (int, float)) or not np.isfinite(score_init):
-            raise ValueError(f"score_init must be a finite number; got {score_init!r}.")
+        _check_score_init(score_init)
         super().__init__(layer, pruning_schedule=pruning_schedule, seed=seed, frozen_weights=frozen_weights, **kwargs)
         self.score_init = float(score_init)
 
@@ -200,6 +209,9 @@ class PruneLowSupermask(_FrozenScores):
         # Training calls so far: the draw of a call is a function of (seed, layer, this counter).
         self.draw_step = self.add_weight("draw_step", shape=(), initializer="zeros", dtype=tf.int64, trainable=False,
                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def bookkeeping_variables(self):
+        return super().bookkeeping_variables() + [self.draw_step]
 
     def _score_initializer(self, shape, dtype=None):
         return tf.fill(shape, tf.constant(self.score_init, dtype or tf.float32))
@@ -312,7 +324,8 @@ def _walk(model):
 
 def _checked_model(model, function_name):
     """The model as tf_keras, after refusing what the wrappers cannot freeze (before any work)."""
-    if isinstance(model, (list, tuple)) or (isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model)):
+    single_layer = isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model)
+    if isinstance(model, (list, tuple)) or single_layer:
         raise TypeError(f"{function_name} takes a Sequential or functional model (it wraps every Dense and Conv2D "
                         f"layer of it); got {type(model).__name__}.")
     model = compat.to_tf_keras(model, f"The model given to {function_name}")
@@ -362,8 +375,7 @@ def prune_low_supermask(model, seed=0, weights="init", score_init=0.0):
     """
     seed = _check_seed(seed)
     _check_weights(weights)
-    if isinstance(score_init, bool) or not isinstance(score_init, (int, float)) or not np.isfinite(score_init):
-        raise ValueError(f"score_init must be a finite number; got {score_init!r}.")
+    _check_score_init(score_init)
     model = _checked_model(model, "prune_low_supermask")
 
     def make_wrapper(layer, schedule, **kwargs):

@@ -6,6 +6,10 @@ Bernoulli draws, NumPy's std for the signed constants, a plain `prune_low_magnit
 for the finalized network.
 """
 
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -114,7 +118,20 @@ def test_edge_popup_selection_is_masks_compute_layerwise_of_the_absolute_scores(
         selected = wrapper.selected_mask().numpy()
         assert selected.sum() == masks.keep_count(selected.size, sparsity[name])
         np.testing.assert_array_equal(selected, expected[name])
-        assert supermasks.expected_density(model)[name] == masks.keep_count(selected.size, sparsity[name]) / selected.size
+        density = masks.keep_count(selected.size, sparsity[name]) / selected.size
+        assert supermasks.expected_density(model)[name] == density
+
+
+def test_edge_popup_selection_follows_the_tie_rule_of_masks_compute():
+    """Equal |s| (measure zero for trained float scores): the lower flat index survives, as `top_k_mask`."""
+    model = supermasks.prune_low_edge_popup(_conv(), 0.5)
+    rng = np.random.default_rng(15)
+    for wrapper in supermasks.supermask_wrappers(model):
+        score = wrapper.score_vars[0]
+        values = rng.integers(-2, 3, score.shape).astype(np.float32)  # five values, |s| in {0, 1, 2}
+        score.assign(values)
+        expected = masks.top_k_mask(np.abs(values), wrapper.keep)
+        np.testing.assert_array_equal(wrapper.selected_mask().numpy(), expected)
 
 
 def test_edge_popup_forward_pass_uses_the_top_k_of_the_scores_in_training_and_inference():
@@ -172,6 +189,7 @@ def test_supermask_draw_is_a_function_of_seed_and_step_and_training_calls_advanc
     wrappers_ = [supermasks.supermask_wrappers(model)[0] for model in (first, again, other)]
     for wrapper in wrappers_:
         wrapper.score_vars[0].assign(np.zeros((4, 3), np.float32))  # p = 1/2: draws differ often
+    np.testing.assert_array_equal(wrappers_[0].deterministic_mask().numpy(), 0.0)  # s = 0 is off: sigmoid > 0.5
     np.testing.assert_array_equal(wrappers_[0].sampled_mask(5).numpy(), wrappers_[1].sampled_mask(5).numpy())
     assert not np.array_equal(wrappers_[0].sampled_mask(5).numpy(), wrappers_[2].sampled_mask(5).numpy())
     assert not np.array_equal(wrappers_[0].sampled_mask(5).numpy(), wrappers_[0].sampled_mask(6).numpy())
@@ -263,8 +281,11 @@ def test_finalize_keeps_exact_counts_and_predicts_as_the_plain_masked_model(meth
     x, _ = _data(model, np.random.default_rng(12), 8)
     plain = _plain_masked(dense, model, final)
     np.testing.assert_array_equal(model.predict(x, verbose=0), plain.predict(x, verbose=0))
+    steps = [int(w.draw_step.numpy()) for w in supermasks.supermask_wrappers(model) if hasattr(w, "draw_step")]
     np.testing.assert_allclose(model(x, training=True).numpy(), plain(x, training=False).numpy(), rtol=1e-6,
                                atol=1e-6)
+    # Nothing is drawn any more: the supermask's step stays where it was.
+    assert [int(w.draw_step.numpy()) for w in supermasks.supermask_wrappers(model) if hasattr(w, "draw_step")] == steps
 
 
 # -- Learning something ---------------------------------------------------------------------
@@ -327,6 +348,28 @@ def test_saved_and_loaded_model_keeps_scores_flags_and_predictions(method, file_
     assert [float(w.learning.numpy()) for w in supermasks.supermask_wrappers(final)] == [0.0, 0.0]
     np.testing.assert_array_equal(final.predict(x, verbose=0), model.predict(x, verbose=0))
     assert {"PruneLowSupermask", "PruneLowEdgePopup"} <= set(wrappers.custom_objects())
+
+
+_LOAD_IN_A_FRESH_PROCESS = """
+import sys
+import numpy as np
+import keras_lottery as kl
+model = kl.keras.models.load_model(sys.argv[1], custom_objects=kl.custom_objects())
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+"""
+
+
+def test_a_fresh_process_loads_the_model_with_only_keras_lottery_imported(tmp_path):
+    """`import keras_lottery` registers the wrappers: `custom_objects()` has them without importing methods."""
+    model = supermasks.prune_low_edge_popup(_conv(), 0.5, weights="signed_constant")
+    x, _ = _data(model, np.random.default_rng(16), 4)
+    np.save(tmp_path / "x.npy", x)
+    model.save(tmp_path / "model.keras")
+    root = pathlib.Path(__file__).resolve().parents[2]  # this checkout's keras_lottery, not an installed one
+    subprocess.run([sys.executable, "-c", _LOAD_IN_A_FRESH_PROCESS, str(tmp_path / "model.keras"),
+                    str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], cwd=root, check=True, capture_output=True,
+                   timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0))
 
 
 # -- Bad input ------------------------------------------------------------------------------
