@@ -49,7 +49,11 @@ et al. found it the best supermask weights, Ramanujan et al. use it too. Biases 
 switches every wrapper's non-trainable `learning` flag (read in `call`, so nothing retraces and a
 backup captures it) to 0 and sets the masks with `wrappers.set_masks`: from then on the forward pass
 is op(x, kernel * mask) + bias, as a plain `wrappers.prune_low_magnitude` model's (set_masks sets
-the pruned kernel entries to 0, the package's convention; the kept ones are unchanged).
+the pruned kernel entries to 0, the package's convention; the kept ones are unchanged). Nothing
+is drawn or selected after it (a supermask's `draw_step` stops).
+
+Saving: both wrappers are registered Keras serializables; `import keras_lottery` imports this
+module, so `load_model(path, custom_objects=keras_lottery.custom_objects())` finds them.
 
 Wrapping: every Dense and Conv2D (not Conv2DTranspose) layer, nested models included, with the
 `OneShot(0.0)` schedule (nothing for `UpdateMasks` or tfmot's `UpdatePruningStep` to apply);
