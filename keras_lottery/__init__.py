@@ -37,6 +37,7 @@ from keras_lottery.compat import Keras3ConversionError, Keras3ConversionWarning,
 from keras_lottery.experiments import imp
 from keras_lottery.export import export_tflite
 from keras_lottery.fusion import FineTune, MergeBudget, fuse_neurons, fusion_report, remove_units
+from keras_lottery import methods  # noqa: F401  (registers its wrappers with Keras, so load_model finds them)
 from keras_lottery.sparsity import controls
 from keras_lottery.sparsity import masks
 from keras_lottery.sparsity.callbacks import RewindCallback, UpdateMasks, reset_optimizer

@@ -8,6 +8,9 @@
   weights of each layer and regrow as many (at random, by dense-gradient momentum, by dense
   gradient), the count per layer fixed, on RigL's cosine schedule; `MaskUpdateCallback` runs
   one during `fit`, and `get(name, **kwargs)` builds one by name.
+* `supermasks`: masks learned on frozen random weights: Zhou et al.'s Bernoulli supermask and
+  Ramanujan et al.'s edge-popup (`prune_low_supermask`, `prune_low_edge_popup`); only the scores
+  train, and `supermasks.finalize` turns them into masks with `masks.compute`.
 
 This room sits above `sparsity/` and below `experiments/`: it imports `foundations`, `compat` and
 `sparsity` only.
@@ -16,5 +19,7 @@ This room sits above `sparsity/` and below `experiments/`: it imports `foundatio
 from keras_lottery.methods import distributions  # noqa: F401
 from keras_lottery.methods import mask_updaters  # noqa: F401
 from keras_lottery.methods import pruning_at_init  # noqa: F401
+from keras_lottery.methods import supermasks  # noqa: F401
 from keras_lottery.methods.distributions import distribute, erdos_renyi, erk, uniform  # noqa: F401
 from keras_lottery.methods.pruning_at_init import prune_at_init  # noqa: F401
+from keras_lottery.methods.supermasks import prune_low_edge_popup, prune_low_supermask  # noqa: F401
