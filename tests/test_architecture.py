@@ -27,7 +27,7 @@ ALLOWED = {
     "methods": {"foundations", "compat", "sparsity"},
     "experiments": {"foundations", "compat", "sparsity", "methods", "data", "models", "training", "fusion"},
     "export": {"foundations", "compat", "sparsity", "fusion"},
-    "report": {"foundations", "compat", "models", "experiments"},
+    "report": {"foundations", "compat", "models", "sparsity", "experiments"},
 }
 
 

@@ -257,6 +257,14 @@ class MaskUpdater:
     def observe(self, model, batch, step):
         """Takes in a training step's dense gradient (SNFS); nothing here."""
 
+    def backup_state(self):
+        """dict name -> array of the Python state a resumed training needs (SNFS's momenta); none here."""
+        return {}
+
+    def restore_backup_state(self, arrays):
+        """Restores what `backup_state` returned."""
+        del arrays
+
     def update(self, model, step, batch=None):
         """Drops and regrows each layer's weights at the drop fraction of `step`.
 
@@ -382,6 +390,19 @@ class SNFS(MaskUpdater):
         self.momenta, self._last_observed = {}, None  # the next window starts afresh
         return dropped
 
+    def backup_state(self):
+        """The momenta of the current window and its last observed step (-1: none yet)."""
+        state = {f"momentum/{name}": value for name, value in self.momenta.items()}
+        state["last_observed"] = np.array(-1 if self._last_observed is None else self._last_observed)
+        return state
+
+    def restore_backup_state(self, arrays):
+        """Restores what `backup_state` returned."""
+        last = int(arrays.get("last_observed", -1))
+        self._last_observed = None if last < 0 else last
+        self.momenta = {key[len("momentum/"):]: np.asarray(value) for key, value in arrays.items()
+                        if key.startswith("momentum/")}
+
 
 UPDATERS = {cls.name: cls for cls in (SET, SNFS, RigL)}
 
@@ -398,18 +419,21 @@ def get(name, **kwargs):
     return UPDATERS[key](**kwargs)
 
 
-def _batches(data):
-    """An endless source of batches from a dataset (repeated), an iterator, or one fixed (x, y) batch."""
+def _batches(data, skip=0):
+    """An endless source of batches: a dataset (repeated), an iterator, one fixed (x, y) batch, or a
+    callable `skip -> iterable of batches` (the source resumes after the `skip` batches already taken)."""
     if data is None:
         return None
+    if callable(data) and not isinstance(data, tf.data.Dataset):
+        return iter(data(skip))
     if isinstance(data, tf.data.Dataset):
         return iter(data.repeat())
     if isinstance(data, (tuple, list)):
         return itertools.repeat(tuple(data))  # one held-out batch each time, as rigl_tf2 does
     if hasattr(data, "__next__"):
         return data
-    raise TypeError(f"data must be a tf.data.Dataset, an iterator of (x, y) batches, or one (x, y) batch; "
-                    f"got {type(data).__name__}.")
+    raise TypeError(f"data must be a tf.data.Dataset, an iterator of (x, y) batches, one (x, y) batch, or a "
+                    f"callable skip -> batches; got {type(data).__name__}.")
 
 
 class MaskUpdateCallback(keras.callbacks.Callback):
@@ -427,7 +451,9 @@ class MaskUpdateCallback(keras.callbacks.Callback):
         """Args:
           updater: a `MaskUpdater` (e.g. `get('rigl', total_steps=...)`).
           data: the batches RigL's gradient and SNFS's momentum are taken on: a
-            `tf.data.Dataset` (repeated), an iterator, or one fixed (x, y) batch.
+            `tf.data.Dataset` (repeated), an iterator, one fixed (x, y) batch, or a callable
+            `skip -> iterable of batches`, which a resumed training calls with the number of
+            batches taken before its backup (so it takes the same ones as an uninterrupted run).
 
         Raises:
           TypeError: not a MaskUpdater, or data of another kind.
@@ -440,10 +466,13 @@ class MaskUpdateCallback(keras.callbacks.Callback):
             raise ValueError(f"{type(updater).__name__} takes gradients on batches: pass data=(the training "
                              "dataset, an iterator of (x, y), or one (x, y) batch).")
         self.updater = updater
+        self._data = data
         self._batches = _batches(data)
+        self._taken = 0  # batches taken from a callable source: where a resumed one continues
 
     def _next_batch(self):
         try:
+            self._taken += 1
             return next(self._batches)
         except StopIteration:
             raise RuntimeError("MaskUpdateCallback's data ran out: pass a dataset (it is repeated).") from None
@@ -460,6 +489,12 @@ class MaskUpdateCallback(keras.callbacks.Callback):
                 f"steps_per_execution={per_execution}: callbacks see the model only every {per_execution} steps "
                 f"(from step {start}), so mask updates at begin_step + j * frequency need both to be multiples of "
                 f"it; got frequency={self.updater.frequency}, begin_step={self.updater.begin_step}.")
+        window = self.updater.window() if callable(getattr(self.updater, "window", None)) else 1
+        if per_execution > 1 and pending and window > 1:
+            raise ValueError(
+                f"{type(self.updater).__name__} folds the dense gradient of each of the {window} steps before an "
+                f"update into its momentum, and with steps_per_execution={per_execution} callbacks see only every "
+                f"{per_execution}th step: compile with steps_per_execution=1 (or pass momentum_steps=1).")
         wrappers.manage_masks(self.model)
         wrappers.apply_masks(self.model)
 
@@ -478,3 +513,19 @@ class MaskUpdateCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         wrappers.apply_masks(self.model)
+
+    def backup_state(self):
+        """The updater's Python state (SNFS's momenta), for a mid-round backup (`experiments.round_backup`).
+
+        A resumed training then updates as the uninterrupted one, provided the batches are the same:
+        pass one fixed (x, y) batch or a callable source as `data` (an iterator's position is not saved).
+        """
+        return {**self.updater.backup_state(), "batches_taken": np.array(self._taken)}
+
+    def restore_backup_state(self, arrays):
+        """Restores what `backup_state` returned."""
+        arrays = dict(arrays)
+        self._taken = int(arrays.pop("batches_taken", 0))
+        if callable(self._data) and not isinstance(self._data, tf.data.Dataset):
+            self._batches = _batches(self._data, self._taken)
+        self.updater.restore_backup_state(arrays)

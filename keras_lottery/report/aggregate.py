@@ -32,15 +32,17 @@ from keras_lottery import models
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_folder
+from keras_lottery.experiments import sparse_config
 from keras_lottery.foundations import files
 from keras_lottery.report import render as report_render
+from keras_lottery.sparsity import flops
 
 # Config fields that do not make another experiment: the seed (what the report
 # averages over), where things are read and written, and how far an IMP run went.
 NOT_COMPARED = ("seed", "output_dir", "data_dir", "verbose", "rounds", "backup_seconds")
 # The field that places a one-point run on its method's curve rather than making a method of its own.
-LEVEL_FIELD = {"one_pass": "rounds", "early_bird": "target_sparsity"}
-KINDS = ("imp", "one_pass", "early_bird")  # the order methods are listed in
+LEVEL_FIELD = {"one_pass": "rounds", "early_bird": "target_sparsity", "sparse": "sparsity"}
+KINDS = ("imp", "one_pass", "early_bird", "sparse")  # the order methods are listed in
 # (input shape, classes) of the datasets whose model can be built to count multiply-adds.
 DATASET_INPUTS = {"mnist": ((28, 28, 1), 10), "fashion_mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10)}
 PLOT_TITLES = report_render.PLOT_TITLES
@@ -60,6 +62,7 @@ class Point:
     test_accuracy: float
     total_iterations: int  # training iterations spent up to and including this point
     early_stop_iteration: int | None  # IMP rounds only
+    training_flops: float | None = None  # multiply-adds spent up to this point (sparse runs record theirs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +104,14 @@ def _read_run(folder):
 def _parse(summary):
     """(points, kind, config with defaults) of a summary dict."""
     config = summary["config"]
+    if summary.get("mode") == "sparse":  # `sparse_training.run`: one training at the method's sparsity
+        config = {**sparse_config.config_defaults(), **config}
+        record = summary["rounds"][-1]
+        point = Point(key=config["sparsity"], weights_remaining=float(record["weights_remaining"]),
+                      layers=dict(record.get("layers") or {}), test_accuracy=float(record["test_accuracy"]),
+                      total_iterations=int(record["iterations"]), early_stop_iteration=None,
+                      training_flops=float(record["training_flops"]))
+        return [point], "sparse", config
     if "rounds" in summary:
         kind = "one_pass" if summary.get("mode", config.get("mode")) == "one_pass" else "imp"
         config = imp.with_defaults(config)
@@ -171,6 +182,8 @@ def _run_folders(root):
 def _method_name(run):
     """The method of a run, before any split by config: e.g. 'magnitude IMP (ticket)'."""
     config = run.config
+    if run.kind == "sparse":
+        return config["method"] + ("" if config["control"] == "none" else f" ({config['control']})")
     if run.kind != "imp":
         return f"{'one-pass' if run.kind == 'one_pass' else 'early-bird'} {config['criterion']}"
     details = [config["control"]] + ([f"rewind to iteration {config['rewind_step']}"] if config["rewind_step"] else [])
@@ -233,9 +246,8 @@ def layer_flops(model_name, dataset):
     if dataset not in DATASET_INPUTS or model_name not in models.MODELS:
         return None
     input_shape, classes = DATASET_INPUTS[dataset]
-    model = models.build(model_name, input_shape, classes, seed=0)
-    return {layer.name: int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output_shape[1:-1]))
-            for layer in model.layers if hasattr(layer, "kernel")}
+    return {name: int(value) for name, value in
+            flops.layer_flops(models.build(model_name, input_shape, classes, seed=0), dense=True).items()}
 
 
 def theoretical_speedup(layers, flops):
@@ -252,6 +264,26 @@ def theoretical_speedup(layers, flops):
         return None
     nonzero = sum(flops[name] * layers[name] for name in flops)
     return sum(flops.values()) / nonzero if nonzero > 0 else None
+
+
+def imp_training_flops(run, flops):
+    """The points of an IMP run with the multiply-adds spent up to each (RigL's 3 per weight, example, step).
+
+    Each round trains `3 x sum(layer multiply-adds x its weights remaining)` per example and
+    step, for its iterations (the difference of the points' `total_iterations`) at the run's
+    batch size. Other kinds, and runs whose layers do not match `flops`, are returned as they are.
+    """
+    if run.kind != "imp" or not flops or not run.config.get("batch_size"):
+        return run.points
+    points, spent, previous = [], 0.0, 0
+    for point in run.points:
+        if set(point.layers) != set(flops):
+            return run.points
+        per_example = sum(flops[name] * point.layers[name] for name in flops)
+        spent += 3.0 * per_example * (point.total_iterations - previous) * run.config["batch_size"]
+        previous = point.total_iterations
+        points.append(dataclasses.replace(point, training_flops=spent))
+    return tuple(points)
 
 
 def _statistics(values):
@@ -272,7 +304,8 @@ def aggregate(runs, flops=None):
       highest weights remaining first, each with "key", "weights_remaining",
       "layers", "compression", "speedup" (None without `flops`) and, as dicts of
       mean, std (sample std; None for one seed), min, max, n: "test_accuracy",
-      "total_iterations", "early_stop_iteration" (None unless IMP).
+      "total_iterations", "early_stop_iteration" (None unless IMP), "training_flops" (multiply-adds
+      spent: sparse runs record them, IMP runs' are counted from their layers with `flops`; None else).
 
     Raises:
       ReportError: no runs, or two runs give one seed the same point (it would count twice).
@@ -282,7 +315,7 @@ def aggregate(runs, flops=None):
     by_seed = {}
     for run in runs:
         points = by_seed.setdefault(run.seed, {})
-        for point in run.points:
+        for point in imp_training_flops(run, flops):
             if point.key in points:
                 raise ReportError(f"{points[point.key][1]} and {run.path} are both seed {run.seed} of "
                                   f"{_method_name(run)} at the same point, which would count twice in the mean: "
@@ -296,6 +329,7 @@ def aggregate(runs, flops=None):
         names = sorted(set.intersection(*(set(point.layers) for point in points)))
         layers = {name: float(np.mean([point.layers[name] for point in points])) for name in names}
         early_stops = [point.early_stop_iteration for point in points]
+        spent = [point.training_flops for point in points]
         levels.append({
             "key": key, "weights_remaining": weights_remaining, "layers": layers,
             "compression": 1 / weights_remaining if weights_remaining > 0 else None,
@@ -303,6 +337,7 @@ def aggregate(runs, flops=None):
             "test_accuracy": _statistics([point.test_accuracy for point in points]),
             "total_iterations": _statistics([point.total_iterations for point in points]),
             "early_stop_iteration": None if None in early_stops else _statistics(early_stops),
+            "training_flops": None if None in spent else _statistics(spent),
         })
     levels.sort(key=lambda level: (-level["weights_remaining"], level["key"]))
     left_out = sum(len(points) for points in by_seed.values()) - len(common) * len(by_seed)
@@ -329,7 +364,9 @@ def write_report(paths, output_dir):
         flops = layer_flops(model, dataset)
         entries = [{"label": label, "kind": runs[0].kind, "runs": [run.path for run in runs], **aggregate(runs, flops)}
                    for label, runs in methods.items()]
-        plots = [name for name in PLOT_TITLES if name != "early_stop" or any(m["kind"] == "imp" for m in entries)]
+        shown = {"early_stop": any(m["kind"] == "imp" for m in entries),
+                 "flops": any(level["training_flops"] for m in entries for level in m["levels"])}
+        plots = [name for name in PLOT_TITLES if shown.get(name, True)]
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset}-{model}")
         groups.append({"dataset": dataset, "model": model, "layer_flops": flops,
                        "plots": {name: f"{slug}-{name}.png" for name in plots}, "methods": entries})

@@ -16,7 +16,8 @@ from keras_lottery.foundations import files
 
 PLOT_TITLES = {"accuracy": "test accuracy vs weights remaining",
                "early_stop": "early-stop iteration vs weights remaining (IMP)",
-               "iterations": "test accuracy vs training iterations spent"}
+               "iterations": "test accuracy vs training iterations spent",
+               "flops": "test accuracy vs training FLOPs spent"}
 MAX_LEVEL_TICKS = 14  # labelled levels on the weights-remaining axis: what fits its width without overlap
 
 
@@ -105,19 +106,26 @@ def figure(group, name, colors):
     figure = Figure(figsize=(10, 5))
     FigureCanvasAgg(figure)
     axes = figure.subplots()
-    methods = [m for m in group["methods"] if name != "early_stop" or m["kind"] == "imp"]
-    x = {m["label"]: [level["total_iterations"]["mean"] if name == "iterations" else 100 * level["weights_remaining"]
-                      for level in m["levels"]] for m in methods}
+    methods = [m for m in group["methods"] if (name != "early_stop" or m["kind"] == "imp") and (
+        name != "flops" or all(level["training_flops"] for level in m["levels"]))]
+
+    def x_of(level):
+        if name == "iterations":
+            return level["total_iterations"]["mean"]
+        return level["training_flops"]["mean"] if name == "flops" else 100 * level["weights_remaining"]
+
+    x = {m["label"]: [x_of(level) for level in m["levels"]] for m in methods}
     y_key, scale = ("early_stop_iteration", 1.0) if name == "early_stop" else ("test_accuracy", 100.0)
     for method, dodged in zip(methods, _dodged(x).values()):
         # Against iterations, the x axis no longer says how sparse a point is: each point says it.
         notes = [f"{100 * level['weights_remaining']:.3g}%" for level in method["levels"]] \
-            if name == "iterations" else None
+            if name in ("iterations", "flops") else None
         _draw(axes, dodged, [level[y_key] for level in method["levels"]], colors[method["label"]],
               f"{method['label']} (n={len(method['seeds'])})", scale, notes)
-    if name == "iterations":
+    if name in ("iterations", "flops"):
         axes.set_xscale("log")
-        axes.set_xlabel("training iterations spent (log scale); at each point: weights remaining")
+        spent = "iterations" if name == "iterations" else "multiply-adds (RigL's counting)"
+        axes.set_xlabel(f"training {spent} spent (log scale); at each point: weights remaining")
     else:
         _weights_axis(axes, [value for values in x.values() for value in values])
     dense = {round(level["test_accuracy"]["mean"], 6) for m in methods if m["kind"] == "imp"

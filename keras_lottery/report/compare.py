@@ -1,0 +1,255 @@
+"""The grid's report: every method at every sparsity, seeds aggregated, at equal iterations or FLOPs.
+
+    written = compare.write(config)   # a `experiments.compare.CompareConfig`; the cells finished so far
+
+Per (method, sparsity): test accuracy mean ± sample std and n over the seeds that finished,
+weights remaining, the final training's iterations, total training iterations and training
+FLOPs (IMP's earlier rounds included; relative to the dense network's training of the same
+iterations), inference FLOPs relative to dense. Two plots: test accuracy vs weights
+remaining and test accuracy vs training FLOPs. Then the exact command of every cell.
+
+FLOPs are dense-equivalent multiply-adds per example (`sparsity.flops`): the sparse runs
+record theirs; for IMP and gradual-magnitude cells they are computed here from each
+round's per-layer weights remaining and the layers' dense multiply-adds. IMP pays
+`3 f_S(round)` per example and step in every round; gradual magnitude pruning is counted
+with its sparsity rising on the run's schedule from the dense network to the final mask's
+per-layer fractions (the layers' fractions in between are not recorded: an approximation,
+exact when every layer is pruned at the same rate).
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from keras_lottery.experiments import compare
+from keras_lottery.experiments import run_folder
+from keras_lottery.foundations import files
+from keras_lottery.report.aggregate import _statistics as statistics  # noqa: PLC2701  (one statistic)
+from keras_lottery.report.aggregate import layer_flops as dense_layer_flops
+from keras_lottery.report import render
+from keras_lottery.sparsity import flops as flops_lib
+from keras_lottery.sparsity import schedules
+
+REPORT = "report.md"
+NUMBERS = "report.json"
+PLOTS = {"accuracy": "accuracy_vs_sparsity.png", "flops": "accuracy_vs_training_flops.png"}
+
+
+def _imp_flops(summary, layer_flops):
+    """(training FLOPs of every round, inference FLOPs of the last) of an IMP or one-pass run."""
+    config = summary["config"]
+    batch = config["batch_size"]
+
+    def per_example(layers):
+        return sum(layer_flops[name] * layers.get(name, 1.0) for name in layer_flops)
+
+    records = summary["rounds"]
+    if summary.get("mode") == "one_pass":
+        record = records[-1]
+        steps = record["iterations"]
+        final = per_example(record["layers"])
+        dense = sum(layer_flops.values())
+        prune_steps = summary["prune_steps"]
+        if len(prune_steps) > 1:
+            # The share of the final pruning done after each step, on the run's own cubic schedule.
+            schedule = schedules.Gradual(0.5, prune_steps[0], prune_steps[1] - prune_steps[0], len(prune_steps) - 1)
+            done = np.array([schedule.exact_sparsity(step) / 0.5 for step in range(steps)])
+        else:
+            done = (np.arange(steps) >= prune_steps[0]).astype(float)
+        mean = float(np.mean(dense - done * (dense - final)))
+        return 3.0 * mean * steps * batch, final
+    total = sum(3.0 * per_example(record["layers"]) * record["iterations"] * batch for record in records)
+    return total, per_example(records[-1]["layers"])
+
+
+def cell_result(config, cell, layer_flops):
+    """The cell's numbers from its summary, or None if it has not finished."""
+    folder = run_folder.RunFolder(cell.folder(config.output_dir))
+    try:
+        summary = folder.load_summary()
+    except run_folder.CorruptRecordError:
+        return None
+    if summary is None or not summary["rounds"]:
+        return None
+    settings = compare.cell_config(config, cell)
+    name = compare.parse_method(cell.method)[0]
+    if name == "imp" and cell.method == "imp" and len(summary["rounds"]) < settings.rounds + 1:
+        return None  # IMP stops at the cell's sparsity only after its last round
+    record = summary["rounds"][-1]
+    if summary.get("mode") == "sparse":
+        training, inference = record["training_flops"], record["inference_flops"]
+    else:
+        training, inference = _imp_flops(summary, layer_flops)
+    iterations = sum(r["iterations"] for r in summary["rounds"])
+    return {"method": cell.method, "sparsity": cell.sparsity, "seed": cell.seed,
+            "test_accuracy": float(record["test_accuracy"]), "weights_remaining": float(record["weights_remaining"]),
+            "iterations": int(record["iterations"]), "total_iterations": int(iterations),
+            "training_flops": float(training), "inference_flops": float(inference),
+            "learned_density": record.get("learned_density"), "folder": folder.path,
+            "command": compare.command(config, cell)}
+
+
+def _statistics(values):
+    values = [value for value in values if value is not None]
+    return statistics(values) if values else None
+
+
+def summarize(config, results):
+    """Rows per (method, sparsity) with the statistics over seeds, in the grid's order."""
+    dense_training = {}
+    rows = []
+    for method in config.methods:
+        levels = (0.0,) if compare.parse_method(method)[0] == "dense" else config.sparsities
+        for sparsity in levels:
+            found = [r for r in results if r["method"] == method and r["sparsity"] == sparsity]
+            row = {"method": method, "sparsity": sparsity, "seeds": sorted(r["seed"] for r in found),
+                   **{key: _statistics([r[key] for r in found]) for key in
+                      ("test_accuracy", "weights_remaining", "iterations", "total_iterations", "training_flops",
+                       "inference_flops")}}
+            rows.append(row)
+    for result in results:
+        if result["method"] == "dense":
+            dense_training[result["seed"]] = result
+    return rows, dense_training
+
+
+def _relative(row, key, dense):
+    if row[key] is None or dense is None:
+        return None
+    return row[key]["mean"] / dense
+
+
+def write(config):
+    """Writes report.md, report.json and the two plots into `<output_dir>/report` for the finished cells.
+
+    Returns:
+      dict "markdown", "json", "plots" (paths), "cells" (finished / all).
+    """
+    config = config.resolved()
+    layer_flops = dense_layer_flops(config.settings.get("model", "lenet_300_100"),
+                                        config.settings.get("dataset", "fashion_mnist"))
+    all_cells = compare.cells(config)
+    results = [result for cell in all_cells if (result := cell_result(config, cell, layer_flops)) is not None]
+    rows, _ = summarize(config, results)
+    dense_rows = [row for row in rows if row["method"] == "dense" and row["training_flops"]]
+    dense_training = dense_rows[0]["training_flops"]["mean"] if dense_rows else None
+    dense_inference = dense_rows[0]["inference_flops"]["mean"] if dense_rows else (
+        sum(layer_flops.values()) if layer_flops else None)
+    folder = os.path.join(config.output_dir, "report")
+    os.makedirs(folder, exist_ok=True)
+    plots = {name: os.path.join(folder, file) for name, file in PLOTS.items()}
+    for name, path in plots.items():
+        render.save_figure(_figure(config, rows, name, dense_training), path)
+    numbers = {"grid": {**dataclasses.asdict(config), "methods": list(config.methods)}, "rows": rows,
+               "cells": results, "dense_training_flops": dense_training, "dense_inference_flops": dense_inference}
+    files.write_json(os.path.join(folder, NUMBERS), json.loads(json.dumps(numbers, default=float)))
+    files.write_text(os.path.join(folder, REPORT), _markdown(config, rows, results, dense_training, dense_inference,
+                                                             len(all_cells)))
+    return {"markdown": os.path.join(folder, REPORT), "json": os.path.join(folder, NUMBERS),
+            "plots": list(plots.values()), "cells": (len(results), len(all_cells))}
+
+
+def _figure(config, rows, name, dense_training):
+    figure = Figure(figsize=(10, 5.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    methods = [m for m in config.methods]
+    for index, method in enumerate(methods):
+        points = [row for row in rows if row["method"] == method and row["test_accuracy"] is not None]
+        if not points:
+            continue
+        color, style = f"C{index % 10}", ("-", "--", ":", "-.")[index // 10 % 4]
+        if name == "accuracy":
+            x = [100 * row["weights_remaining"]["mean"] for row in points]
+        else:
+            x = [row["training_flops"]["mean"] / dense_training if dense_training else row["training_flops"]["mean"]
+                 for row in points]
+        mean = np.array([100 * row["test_accuracy"]["mean"] for row in points])
+        std = np.array([100 * (row["test_accuracy"]["std"] or 0.0) for row in points])
+        n = min(row["test_accuracy"]["n"] for row in points)
+        order = np.argsort(x)
+        x, mean, std = np.asarray(x)[order], mean[order], std[order]
+        if method == "dense" or len(x) == 1:
+            axes.errorbar(x, mean, yerr=std if n > 1 else None, color=color, marker="D", linestyle="none",
+                          capsize=3, label=f"{method} (n={n})")
+        else:
+            axes.plot(x, mean, color=color, linestyle=style, marker="o", markersize=3, label=f"{method} (n={n})")
+            if n > 1:
+                axes.fill_between(x, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+    axes.set_xscale("log")
+    if name == "accuracy":
+        axes.set_xlabel("weights remaining (%, log scale)")
+        axes.invert_xaxis()
+    else:
+        axes.set_xlabel("training FLOPs relative to dense training (log scale)" if dense_training
+                        else "training multiply-adds (log scale)")
+    axes.set_ylabel("test accuracy (%), mean ± std over seeds")
+    model, dataset = config.settings.get("model", "lenet_300_100"), config.settings.get("dataset", "fashion_mnist")
+    axes.set_title(f"{dataset} / {model}: " + ("accuracy vs sparsity" if name == "accuracy"
+                                               else "accuracy vs training FLOPs") + f", budget: {config.budget}")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    return figure
+
+
+def _cell_text(row):
+    accuracy = row["test_accuracy"]
+    if accuracy is None:
+        return "—"
+    spread = "" if accuracy["std"] is None else f" ± {100 * accuracy['std']:.2f}"
+    return f"{100 * accuracy['mean']:.2f}{spread} (n={accuracy['n']})"
+
+
+def _markdown(config, rows, results, dense_training, dense_inference, cell_count):
+    model, dataset = config.settings.get("model", "lenet_300_100"), config.settings.get("dataset", "fashion_mnist")
+    lines = [f"# Method comparison: {dataset} / {model}", "",
+             f"{len(results)} of {cell_count} cells finished. Budget: **{config.budget}** "
+             f"({'every final training runs the same iterations' if config.budget == 'iterations' else 'every sparse cell trains up to the dense training FLOPs'}). "
+             "Test accuracy (%): mean ± sample std over seeds, n seeds.", "",
+             f"![accuracy vs sparsity]({PLOTS['accuracy']})", f"![accuracy vs training FLOPs]({PLOTS['flops']})", "",
+             "| method | " + " | ".join(f"{100 * s:g}% sparse" for s in config.sparsities) + " |",
+             "|---|" + "---:|" * len(config.sparsities)]
+    for method in config.methods:
+        method_rows = {row["sparsity"]: row for row in rows if row["method"] == method}
+        if 0.0 in method_rows:
+            lines.append(f"| {method} (0% sparse) | {_cell_text(method_rows[0.0])} |" + " |" * (len(config.sparsities) - 1))
+        else:
+            lines.append(f"| {method} | " + " | ".join(_cell_text(method_rows[s]) for s in config.sparsities) + " |")
+    lines += ["", "Budgets per cell (means over seeds): weights remaining, final-training iterations, total "
+              "iterations, training FLOPs and inference FLOPs relative to the dense network "
+              "(dense training: the 'dense' cells' own count).", "",
+              "| method | sparsity | weights remaining (%) | iterations | total iterations | training FLOPs (x dense) "
+              "| inference FLOPs (x dense) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        if row["test_accuracy"] is None:
+            continue
+        training = _relative(row, "training_flops", dense_training)
+        inference = _relative(row, "inference_flops", dense_inference)
+        lines.append(f"| {row['method']} | {100 * row['sparsity']:g}% | {100 * row['weights_remaining']['mean']:.3g} "
+                     f"| {row['iterations']['mean']:,.0f} | {row['total_iterations']['mean']:,.0f} "
+                     f"| {'—' if training is None else f'{training:.3g}'} "
+                     f"| {'—' if inference is None else f'{inference:.3g}'} |")
+    learned = [r for r in results if r.get("learned_density")]
+    if learned:
+        lines += ["", "Learned methods: the density each reached on its own rule before its mask was fixed at the "
+                  "cell's sparsity (mean over layers, weighted by size, is not taken: per layer, first seed).", ""]
+        for result in learned:
+            densities = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result["learned_density"].items())
+            lines.append(f"- {result['method']} at {100 * result['sparsity']:g}%, seed {result['seed']}: {densities}")
+    lines += ["", "Commands, one per cell (each resumes if rerun):", "", "```"]
+    lines += [result["command"] for result in results]
+    lines += ["```"]
+    return "\n".join(lines) + "\n"
+
+
+def relative_flops_of(value, dense):
+    """`value / dense`, or None when either is missing or the dense figure is 0."""
+    if value is None or not dense or math.isnan(dense):
+        return None
+    return value / dense
