@@ -46,8 +46,8 @@ def config_from_flags():
 
 def log_record(record):
     """The line a finished run ends with."""
-    logging.info("%s: %.2f%% weights remaining, test accuracy %.4f, %d iterations, %.3g training and %.3g "
-                 "inference multiply-adds per example of dense, %.1f s", record["method"],
+    logging.info("%s trained: %.2f%% weights remaining, test accuracy %.4f, %d iterations, %.3g training "
+                 "multiply-adds, inference %.3gx the dense network's, %.1f s", record["method"],
                  100 * record["weights_remaining"], record["test_accuracy"], record["iterations"],
                  record["training_flops"], record["inference_flops"] / max(1, record["dense_inference_flops"]),
                  record["train_seconds"])
@@ -61,9 +61,10 @@ def main(argv):
                  100 * config.sparsity, config.distribution, config.control, config.model, config.dataset,
                  config.output_dir)
     summary = sparse_training.run(config, on_round_end=log_record)
-    logging.info("done: %s (summary.json). View with: tensorboard --logdir %s/tensorboard", config.output_dir,
-                 config.output_dir)
-    return summary
+    record = summary["rounds"][-1]
+    logging.info("done: %s (summary.json): test accuracy %.4f at %.2f%% weights remaining. View with: tensorboard "
+                 "--logdir %s/tensorboard", config.output_dir, record["test_accuracy"],
+                 100 * record["weights_remaining"], config.output_dir)
 
 
 if __name__ == "__main__":
