@@ -30,11 +30,14 @@ from keras_lottery import report
 from keras_lottery import training
 from keras_lottery.data import datasets
 from keras_lottery.experiments import branch
+from keras_lottery.experiments import compare
+from keras_lottery.experiments import sparse_config
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_folder
 from keras_lottery.export import tflite as tflite_lib
 from keras_lottery.sparsity import early_bird
+from keras_lottery.sparsity import flops
 from tests import processes
 from tests.conftest import _write_idx
 
@@ -428,6 +431,35 @@ CASES = [
      lambda d, t: methods.prune_at_init(pruned(), "snip", 0.5), ValueError, "snip.*data"),
     ("mask-updater", "an unknown dynamic sparse training method",
      lambda d, t: methods.mask_updaters.get("deepr"), ValueError, "rigl.*set.*snfs"),
+    ("sparse-method", "apps.sparse_main with an unknown method",
+     lambda d, t: app("apps.sparse_main", f"--data_dir={d}", f"--output_dir={t / 'run'}", "--method=deepr"),
+     subprocess.CalledProcessError, "--method.*rigl"),
+    ("sparse-global-random-mask", "RigL with one global ranking instead of per-layer sparsities",
+     lambda d, t: sparse_config.SparseConfig(output_dir=str(t / "run"), method="rigl", distribution="global").resolved(),
+     ValueError, "needs per-layer sparsities: use --distribution=uniform, erdos_renyi or erk"),
+    ("sparse-control-dynamic", "a mask control on a method that chooses no mask before training",
+     lambda d, t: app("apps.sparse_main", f"--data_dir={d}", f"--output_dir={t / 'run'}", "--method=set",
+                      "--control=layer_shuffle"), subprocess.CalledProcessError, "Use it with one of"),
+    ("sparse-ticket-without-source", "method 'ticket' without --masks_from",
+     lambda d, t: sparse_config.SparseConfig(output_dir=str(t / "run"), method="ticket").resolved(), ValueError,
+     "give --masks_from"),
+    ("sparse-ticket-unfinished-source", "--masks_from a folder with no finished run",
+     lambda d, t: sparse_config.SparseConfig(output_dir=str(t / "run"), method="ticket",
+                                             masks_from=str(t / "none")).resolved(), ValueError,
+     "holds no finished run.*run it first"),
+    ("compare-unknown-method", "apps.compare_main with a method it does not know",
+     lambda d, t: app("apps.compare_main", f"--data_dir={d}", f"--output_dir={t / 'grid'}", "--methods=snip,deepr"),
+     subprocess.CalledProcessError, "unknown grid method 'deepr'"),
+    ("compare-seed", "apps.compare_main with --seed instead of --seeds",
+     lambda d, t: app("apps.compare_main", f"--data_dir={d}", f"--output_dir={t / 'grid'}", "--seed=3"),
+     subprocess.CalledProcessError, "--seeds"),
+    ("compare-control", "a grid method with a control it cannot take",
+     lambda d, t: compare.CompareConfig(output_dir=str(t / "grid"), methods=("rigl/layer_shuffle",)).resolved(),
+     ValueError, "a control is one of"),
+    ("small-dense-density", "a small dense network of density 0",
+     lambda d, t: models.small_dense(dense(), 0.0, seed=0), ValueError, "density"),
+    ("flops-method", "training FLOPs of a method the table does not know",
+     lambda d, t: flops.training_flops("deepr", 10, 1, 100, 60), ValueError, "rigl"),
 ]
 
 
