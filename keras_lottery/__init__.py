@@ -12,6 +12,13 @@ Public API:
 * `UpdateMasks`, `RewindCallback`, `reset_optimizer`: Keras callbacks for schedules and rewinding.
 * `controls`: random_reinit, random_prune, signed_constant.
 * `imp`: the iterative magnitude pruning loop (`imp.ImpConfig`, `imp.run`).
+* `methods`: the pruning literature's methods on the same mask computation: `prune_at_init`
+  (SNIP, GraSP, SynFlow), `methods.mask_updaters` (SET, SNFS, RigL), `methods.distributions`
+  (uniform, Erdos-Renyi, ERK), `methods.learned_sparsity` (L0, variational dropout),
+  `methods.supermasks` (supermask, edge-popup).
+* `sparse_training` (`SparseConfig`, `sparse_training.run`): one resumable run of any of them;
+  `compare` (`CompareConfig`, `compare.run`): the grid of methods x sparsities x seeds.
+* `flops`: inference and training multiply-adds, RigL's counting.
 * `EarlyBirdCallback`, `EarlyBirdSchedule`: early-bird tickets (`experiments.early_bird_flow.run`
   for the flow).
 * `SparsitySummaries`, `write_hparams`: TensorBoard views of sparsity, flips, early-bird distance.
@@ -38,6 +45,10 @@ from keras_lottery.experiments import imp
 from keras_lottery.export import export_tflite
 from keras_lottery.fusion import FineTune, MergeBudget, fuse_neurons, fusion_report, remove_units
 from keras_lottery import methods  # noqa: F401  (registers its wrappers with Keras, so load_model finds them)
+from keras_lottery.experiments import compare, sparse_training
+from keras_lottery.experiments.compare import CompareConfig
+from keras_lottery.experiments.sparse_config import SparseConfig
+from keras_lottery.sparsity import flops
 from keras_lottery.sparsity import controls
 from keras_lottery.sparsity import masks
 from keras_lottery.sparsity.callbacks import RewindCallback, UpdateMasks, reset_optimizer
@@ -60,6 +71,7 @@ from keras_lottery.sparsity.wrappers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompareConfig",
     "EarlyBirdCallback",
     "EarlyBirdSchedule",
     "FineTune",
@@ -75,11 +87,13 @@ __all__ = [
     "SparsitySummaries",
     "UpdateMasks",
     "apply_masks",
+    "compare",
     "controls",
     "custom_objects",
     "export_tflite",
     "flip_counts",
     "flip_statistics",
+    "flops",
     "fuse_neurons",
     "fusion_report",
     "get_masks",
@@ -87,6 +101,7 @@ __all__ = [
     "keras",
     "lth_prune_rates",
     "masks",
+    "methods",
     "prune",
     "prune_low_magnitude",
     "prune_low_sign_flip",
@@ -94,6 +109,8 @@ __all__ = [
     "remove_units",
     "reset_optimizer",
     "set_masks",
+    "SparseConfig",
+    "sparse_training",
     "strip_pruning",
     "to_tf_keras",
     "write_hparams",

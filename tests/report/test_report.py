@@ -303,3 +303,43 @@ def test_app_runs_end_to_end(runs_root, tmp_path):
     assert sorted(path.name for path in output.glob("*.png")) == [
         "fashion_mnist-lenet_300_100-accuracy.png", "fashion_mnist-lenet_300_100-iterations.png",
         "mnist-lenet_300_100-accuracy.png", "mnist-lenet_300_100-early_stop.png", "mnist-lenet_300_100-iterations.png"]
+
+
+def _sparse_summary(method, seed, sparsity, accuracy, training_flops, control="none"):
+    kept = round((1 - sparsity) * DENSE_FLOPS)
+    record = {"round": 0, "weights_remaining": kept / DENSE_FLOPS, "layers": {name: 1 - sparsity for name in LENET_FLOPS},
+              "test_accuracy": accuracy, "best_val_accuracy": accuracy, "early_stop_iteration": 1000,
+              "iterations": 1000, "method": method, "sparsity": sparsity, "kernel_weights": kept,
+              "dense_kernel_weights": DENSE_FLOPS, "inference_flops": kept, "dense_inference_flops": DENSE_FLOPS,
+              "training_flops": training_flops}
+    config = {"dataset": "fashion_mnist", "model": "lenet_300_100", "seed": seed, "method": method,
+              "sparsity": sparsity, "control": control, "output_dir": f"runs/{method}_{seed}", "iterations": 1000,
+              "batch_size": 60}
+    return {"config": config, "mode": "sparse", "iterations_per_round": 1000, "rounds": [record]}
+
+
+def test_sparse_runs_are_methods_at_their_sparsity_with_training_flops(tmp_path):
+    for seed in (0, 1):
+        for sparsity in (0.8, 0.9):
+            _write(tmp_path / "rigl" / f"s{sparsity}_{seed}", _sparse_summary("rigl", seed, sparsity, 0.8 + seed / 100,
+                                                                              1e9 * (1 - sparsity)))
+        _write(tmp_path / "snip_shuffled" / str(seed), _sparse_summary("snip", seed, 0.9, 0.7, 5e8, "layer_shuffle"))
+    imp_run = _imp_summary(0, [0.9, 0.89])
+    imp_run["config"]["batch_size"] = 60
+    _write(tmp_path / "imp", imp_run)
+    written = report.write_report([tmp_path], tmp_path / "report")
+    group = json.loads(open(written["json"]).read())["groups"][0]
+    methods = {method["label"]: method for method in group["methods"]}
+    rigl = methods["rigl"]
+    assert [level["key"] for level in rigl["levels"]] == [0.8, 0.9]  # one point per sparsity, seeds aggregated
+    assert rigl["levels"][0]["test_accuracy"]["mean"] == pytest.approx(0.805) and rigl["levels"][0]["test_accuracy"][
+        "n"] == 2
+    assert rigl["levels"][1]["training_flops"]["mean"] == pytest.approx(1e8)
+    assert "snip (layer_shuffle)" in methods
+    # IMP's training FLOPs: 3 multiply-adds per weight, example and step, round after round.
+    imp_levels = next(m for m in group["methods"] if m["kind"] == "imp")["levels"]
+    dense_round = 3 * DENSE_FLOPS * 1000 * 60
+    assert imp_levels[0]["training_flops"]["mean"] == pytest.approx(dense_round)
+    second = 3 * sum(LENET_FLOPS[n] * v for n, v in _lth_layers(1).items()) * 1000 * 60
+    assert imp_levels[1]["training_flops"]["mean"] == pytest.approx(dense_round + second)
+    assert any(path.endswith("-flops.png") for path in written["plots"])
