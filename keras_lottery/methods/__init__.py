@@ -8,13 +8,25 @@
   weights of each layer and regrow as many (at random, by dense-gradient momentum, by dense
   gradient), the count per layer fixed, on RigL's cosine schedule; `MaskUpdateCallback` runs
   one during `fit`, and `get(name, **kwargs)` builds one by name.
+* `learned_sparsity`: L0 regularization (hard-concrete gates) and sparse variational dropout as
+  wrappers (`learned_wrappers`) that learn a score per weight during training; `finalize` turns
+  the scores into masks with `masks.compute` and leaves plain masked layers.
 
 This room sits above `sparsity/` and below `experiments/`: it imports `foundations`, `compat` and
 `sparsity` only.
 """
 
 from keras_lottery.methods import distributions  # noqa: F401
+from keras_lottery.methods import learned_sparsity  # noqa: F401
 from keras_lottery.methods import mask_updaters  # noqa: F401
 from keras_lottery.methods import pruning_at_init  # noqa: F401
 from keras_lottery.methods.distributions import distribute, erdos_renyi, erk, uniform  # noqa: F401
+from keras_lottery.methods.learned_sparsity import (  # noqa: F401
+    expected_density,
+    finalize,
+    prune_low_l0,
+    prune_low_variational_dropout,
+    scores,
+    set_coefficient,
+)
 from keras_lottery.methods.pruning_at_init import prune_at_init  # noqa: F401
