@@ -104,6 +104,8 @@ def test_l0_inference_uses_the_deterministic_gate():
 def test_l0_noise_depends_only_on_seed_layer_and_step(tiny):
     x, _ = tiny.make_data(8)
     first, second, other = (ls.prune_low_l0(tiny.build_dense(), seed=seed) for seed in (3, 3, 4))
+    for source, target in zip(ls.learned_wrappers(first), ls.learned_wrappers(other)):
+        target.log_alpha.assign(source.log_alpha)  # the seed also draws log_alpha's init: only the noise may differ
     outputs = {id(model): [model(x, training=True).numpy() for _ in range(2)] for model in (first, second, other)}
     np.testing.assert_array_equal(outputs[id(first)][0], outputs[id(second)][0])
     np.testing.assert_array_equal(outputs[id(first)][1], outputs[id(second)][1])
@@ -128,7 +130,7 @@ def test_l0_training_with_a_large_coefficient_lowers_expected_density(tiny):
         model.fit(x, y, batch_size=32, epochs=3, verbose=0)  # no UpdateMasks: allowed
         densities[coefficient] = np.mean(list(ls.expected_density(model).values()))
         assert all(int(w.noise_step.numpy()) == 24 for w in ls.learned_wrappers(model))  # one draw per step
-    assert densities[0.05] < densities[0.0] - 0.2, densities
+    assert densities[0.05] < densities[0.0] - 0.1, densities  # about 0.60 against 0.82 here
 
 
 # ----------------------------------------------------------------------------------------
@@ -191,6 +193,7 @@ def test_vd_a_weight_with_large_sigma_for_its_theta_is_pruned_first(tiny):
     wrapper.kernel_variable.assign(theta.astype(np.float32))
     log_sigma2 = np.full(theta.shape, -10.0, np.float32)
     log_sigma2[17, 3] = 4.0  # sigma ~ 7.4 against |theta| <= 1: log_alpha >= 4 > 3
+    log_sigma2[0, 0] = 2.5 + np.log(theta[0, 0] ** 2)  # log_alpha 2.5: noisy, but kept by the < 3 rule
     wrapper.log_sigma2.assign(log_sigma2)
     assert np.unravel_index(np.argmin(ls.scores(model)["fc1"]), theta.shape) == (17, 3)
     assert ls.expected_density(model)["fc1"] == pytest.approx(1 - 1 / theta.size)
@@ -273,14 +276,18 @@ def test_after_finalize_the_model_is_the_plain_masked_model(tiny, method):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_save_and_load_round_trip(tiny, tmp_path, method, file_name):
     x, y = tiny.make_data(32)
-    model = _train(tiny, METHODS[method](tiny.build_dense(), seed=7), x, y)
+    extra = {"droprate_init": 0.3} if method == "l0" else {"log_sigma2_init": -9.0}
+    model = _train(tiny, METHODS[method](tiny.build_dense(), seed=7, **extra), x, y)
     ls.set_coefficient(model, 0.125)
     path = str(tmp_path / file_name)
     model.save(path)
     loaded = keras.models.load_model(path, custom_objects=ls.custom_objects())
     kinds = [type(w) for w in wrappers.prunable_wrappers(loaded)]
     assert kinds == [type(w) for w in wrappers.prunable_wrappers(model)] and len(kinds) == 2
-    assert [w.seed for w in ls.learned_wrappers(loaded)] == [7, 7]
+    for original, copy in zip(ls.learned_wrappers(model), ls.learned_wrappers(loaded)):
+        for key in ("coefficient", "seed", next(iter(extra)), "strategy", "layer", "pruning_schedule"):
+            assert copy.get_config()[key] == original.get_config()[key], key
+        assert copy.seed == 7 and getattr(copy, next(iter(extra))) == next(iter(extra.values()))
     assert [float(w.coefficient.numpy()) for w in ls.learned_wrappers(loaded)] == [0.125, 0.125]
     for original, copy in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(original.numpy(), copy.numpy())
@@ -323,6 +330,16 @@ def test_wrapping_takes_dense_and_conv2d_and_trains_their_gate_parameters(tiny, 
     for value, wrapper in zip(before, ls.learned_wrappers(model)):
         assert not np.array_equal(value, wrapper.trainable_weights[-1].numpy())  # the optimizer saw them
     assert len(ls.expected_density(model)) == 2
+
+
+def test_functional_models_are_wrapped_and_finalized(tiny):
+    model = ls.prune_low_variational_dropout(tiny.build_branch())
+    assert [w.layer.name for w in ls.learned_wrappers(model)] == ["left", "right", "out"]
+    x, y = tiny.make_data(32)
+    _train(tiny, model, x, y)
+    masks = ls.finalize(model, 0.5)
+    total = sum(mask.size for mask in masks.values())
+    assert sum(mask.sum() for mask in masks.values()) == masks_lib.keep_count(total, 0.5)
 
 
 @pytest.mark.parametrize(
