@@ -39,8 +39,10 @@ from keras_lottery.experiments import run_folder
 from keras_lottery.experiments.sparse_config import AT_INIT, DYNAMIC, LEARNED, config_defaults
 from keras_lottery.foundations import tensorboard
 from keras_lottery.methods import distributions
+from keras_lottery.methods import learned_sparsity
 from keras_lottery.methods import mask_updaters
 from keras_lottery.methods import pruning_at_init
+from keras_lottery.methods import supermasks
 from keras_lottery.sparsity import callbacks
 from keras_lottery.sparsity import controls
 from keras_lottery.sparsity import flops
@@ -68,14 +70,15 @@ def kernel_count(model, names=None):
     return int(sum(np.size(layer.kernel) for layer in model.layers if layer.name in names))
 
 
+LEARNED_WRAPPERS = {"l0": (learned_sparsity.prune_low_l0, learned_sparsity),
+                    "variational_dropout": (learned_sparsity.prune_low_variational_dropout, learned_sparsity),
+                    "supermask": (supermasks.prune_low_supermask, supermasks),
+                    "edge_popup": (supermasks.prune_low_edge_popup, supermasks)}
+
+
 def _learned(method):
     """(wrap function, module) of a learned method."""
-    from keras_lottery.methods import learned_sparsity, supermasks  # noqa: PLC0415
-
-    return {"l0": (learned_sparsity.prune_low_l0, learned_sparsity),
-            "variational_dropout": (learned_sparsity.prune_low_variational_dropout, learned_sparsity),
-            "supermask": (supermasks.prune_low_supermask, supermasks),
-            "edge_popup": (supermasks.prune_low_edge_popup, supermasks)}[method]
+    return LEARNED_WRAPPERS[method]
 
 
 def fixed_batch(config, splits, size):
@@ -105,14 +108,17 @@ def wrap(config, dense, names, splits):
         and Conv2D layer).
     """
     if config.method in LEARNED:
-        if set(names) != set(schedules.lth_prune_rates(dense.layers)):
+        ignored = [name for name in schedules.lth_prune_rates(dense.layers) if name not in names]
+        wrap_function, _ = _learned(config.method)
+        kwargs = {"seed": config.seed}
+        if config.method in ("l0", "variational_dropout"):
+            kwargs["layers_to_ignore"] = tuple(ignored)
+            if config.penalty is not None:
+                kwargs["coefficient"] = config.penalty / splits.train_size
+        elif ignored:
             raise ValueError(f"method {config.method!r} learns the mask of every Dense and Conv2D layer: "
                              f"layers_to_ignore={config.layers_to_ignore!r} is not supported with it; pass "
                              "--layers_to_ignore='' (VGG leaves its output layer dense by default).")
-        wrap_function, _ = _learned(config.method)
-        kwargs = {"seed": config.seed}
-        if config.method in ("l0", "variational_dropout") and config.penalty is not None:
-            kwargs["coefficient"] = config.penalty / splits.train_size
         if config.method in ("supermask", "edge_popup"):
             kwargs["weights"] = config.supermask_weights
         if config.method == "edge_popup":

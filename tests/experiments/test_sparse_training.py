@@ -35,7 +35,8 @@ def _expected_kept(config):
     return sum(masks_lib.keep_count(LENET[name], value) for name, value in per_layer.items())
 
 
-@pytest.mark.parametrize("method", ["random", "snip", "grasp", "synflow", "set", "snfs", "rigl"])
+@pytest.mark.parametrize("method", ["random", "snip", "grasp", "synflow", "set", "snfs", "rigl", "l0",
+                                    "variational_dropout", "supermask", "edge_popup"])
 def test_each_mask_method_trains_at_exactly_the_count_of_its_sparsity(tiny_fashion, tmp_path, method):
     config = _config(tiny_fashion, tmp_path, method=method, sparsity=0.9)
     record = sparse_training.run(config)["rounds"][0]
@@ -48,6 +49,20 @@ def test_each_mask_method_trains_at_exactly_the_count_of_its_sparsity(tiny_fashi
     assert record["dense_inference_flops"] == sum(LENET.values())
     assert record["inference_flops"] == record["kernel_weights"]
     assert record["training_flops"] >= 3 * record["inference_flops"] * 20 * 20
+    if method in ("l0", "variational_dropout", "supermask", "edge_popup"):  # what the method reached on its own
+        assert set(record["learned_density"]) == set(LENET) and all(
+            0 <= value <= 1 for value in record["learned_density"].values())
+
+
+def test_a_learned_mask_is_fixed_at_learn_until_and_trained_on(tiny_fashion, tmp_path):
+    record = sparse_training.run(_config(tiny_fashion, tmp_path, method="variational_dropout", sparsity=0.9,
+                                         learn_until=0.5, evaluations_per_round=4))["rounds"][0]
+    # The mask is fixed at step 10 of 20: the early-stop record counts the two checks after it.
+    assert record["evaluations"] == 4 and record["early_stop_iteration"] in (15, 20)
+    assert record["kernel_weights"] == masks_lib.keep_count(sum(LENET.values()), 0.9)
+    # L0/VD pay dense training while they learn, then static sparse training (RigL's counting).
+    f_d, f_s = record["dense_inference_flops"], record["inference_flops"]
+    assert record["training_flops"] == pytest.approx(3 * f_d * 10 * 20 + 3 * f_s * 10 * 20)
 
 
 def test_dynamic_methods_move_the_mask_and_keep_every_layers_count(tiny_fashion, tmp_path):
@@ -140,10 +155,13 @@ def _crash_after(monkeypatch, evaluations):
     monkeypatch.setattr(round_backup.RoundBackup, "on_epoch_end", on_epoch_end)
 
 
-def test_snfs_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_fashion, tmp_path, monkeypatch, caplog):
-    # Updates every 5 steps until step 30 of 40; 4 checks: the crash after check 2 (step 20) lands between updates,
-    # with SNFS's momentum window of the next update open.
-    settings = dict(method="snfs", sparsity=0.9, iterations=40, evaluations_per_round=4)
+@pytest.mark.parametrize("method", ["snfs", "l0"])
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tiny_fashion, tmp_path, monkeypatch, caplog,
+                                                                   method):
+    # SNFS: updates every 5 steps until step 30 of 40; 4 checks: the crash after check 2 (step 20) lands between
+    # updates, with the momentum window of the next update open. L0: its gates' noise resumes at its step, and the
+    # mask is fixed at step 30 (learn_until 0.75), after the crash.
+    settings = dict(method=method, sparsity=0.9, iterations=40, evaluations_per_round=4)
     sparse_training.run(_config(tiny_fashion, tmp_path / "whole", **settings))
     _crash_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
