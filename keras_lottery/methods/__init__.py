@@ -23,6 +23,7 @@ This room sits above `sparsity/` and below `experiments/`: it imports `foundatio
 from keras_lottery.methods import distributions  # noqa: F401
 from keras_lottery.methods import learned_sparsity  # noqa: F401
 from keras_lottery.methods import mask_updaters  # noqa: F401
+from keras_lottery.methods import mask_update_callback  # noqa: F401
 from keras_lottery.methods import pruning_at_init  # noqa: F401
 from keras_lottery.methods import supermasks  # noqa: F401
 from keras_lottery.methods.distributions import distribute, erdos_renyi, erk, uniform  # noqa: F401

@@ -32,7 +32,6 @@ from keras_lottery.foundations import files
 from keras_lottery.report.aggregate import _statistics as statistics  # noqa: PLC2701  (one statistic)
 from keras_lottery.report.aggregate import layer_flops as dense_layer_flops
 from keras_lottery.report import render
-from keras_lottery.sparsity import flops as flops_lib
 from keras_lottery.sparsity import schedules
 
 REPORT = "report.md"
