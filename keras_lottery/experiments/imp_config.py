@@ -63,39 +63,14 @@ class ImpConfig(training.TrainingConfig):
         """
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("give either iterations or epochs, not both.")
-        config = super().resolved()
+        config = resolve_round_settings(super().resolved())
         spec = models.get(config.model)
-        if config.iterations is None and config.epochs is None:
-            config.iterations, config.epochs = spec.iterations, spec.epochs
         if config.strategy is None:
             config.strategy = spec.strategy
-        if config.augment is None:
-            config.augment = data.default_augment(config.dataset)
-        if config.layers_to_ignore is None:
-            config.layers_to_ignore = ",".join(spec.layers_to_ignore)
-        if not isinstance(config.layers_to_ignore, str):
-            raise ValueError(f"layers_to_ignore must be comma-separated layer names (a string, '' for none); "
-                             f"got {config.layers_to_ignore!r}.")
         if config.after_rewind not in AFTER_REWIND:
             raise ValueError(f"after_rewind must be one of {AFTER_REWIND}; got {config.after_rewind!r}.")
         check_int(config.rounds, "rounds", 0)
         check_int(config.rewind_step, "rewind_step", 0)
-        check_int(config.evaluations_per_round, "evaluations_per_round", 1)
-        if isinstance(config.backup_seconds, bool) or not isinstance(config.backup_seconds, (int, float)) or not (
-                0 <= config.backup_seconds < float("inf")):
-            raise ValueError(f"backup_seconds must be a number >= 0 (0: a backup at every check); "
-                             f"got {config.backup_seconds!r}.")
-        if config.evaluation_examples not in ("auto", "all"):
-            check_int(config.evaluation_examples, "evaluation_examples ('auto', 'all' or a number)", 1)
-            if config.evaluation_examples > config.validation_examples:
-                raise ValueError(
-                    f"evaluation_examples={config.evaluation_examples} is more than the {config.validation_examples} "
-                    "validation examples held out: use at most that many, 'all', or raise validation_examples."
-                )
-        if config.iterations is not None:
-            check_int(config.iterations, "iterations", 1)
-        if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
-            raise ValueError(f"epochs must be > 0; got {config.epochs!r}.")
         if config.prune_rate is not None:
             masks_lib.check_sparsity(config.prune_rate, "prune_rate")
         masks_lib.check_strategy(config.strategy)
@@ -133,6 +108,48 @@ class ImpConfig(training.TrainingConfig):
         if config.mode == "one_pass" and config.masks_from is not None:
             raise ValueError("masks_from takes masks round by round from an IMP run; it has no meaning in one-pass mode.")
         return config
+
+
+def resolve_round_settings(config):
+    """Fills and checks, in place, the fields every flow that trains in rounds has (IMP, one pass, sparse runs).
+
+    The length (`iterations` or `epochs`, default the model's), `augment` (the dataset's),
+    `layers_to_ignore` (the model's), and the checks: `evaluations_per_round`,
+    `evaluation_examples`, `backup_seconds`.
+
+    Returns:
+      `config`.
+
+    Raises:
+      ValueError: naming the bad field and what it accepts.
+    """
+    spec = models.get(config.model)
+    if config.iterations is None and config.epochs is None:
+        config.iterations, config.epochs = spec.iterations, spec.epochs
+    if config.augment is None:
+        config.augment = data.default_augment(config.dataset)
+    if config.layers_to_ignore is None:
+        config.layers_to_ignore = ",".join(spec.layers_to_ignore)
+    if not isinstance(config.layers_to_ignore, str):
+        raise ValueError(f"layers_to_ignore must be comma-separated layer names (a string, '' for none); "
+                         f"got {config.layers_to_ignore!r}.")
+    check_int(config.evaluations_per_round, "evaluations_per_round", 1)
+    if isinstance(config.backup_seconds, bool) or not isinstance(config.backup_seconds, (int, float)) or not (
+            0 <= config.backup_seconds < float("inf")):
+        raise ValueError(f"backup_seconds must be a number >= 0 (0: a backup at every check); "
+                         f"got {config.backup_seconds!r}.")
+    if config.evaluation_examples not in ("auto", "all"):
+        check_int(config.evaluation_examples, "evaluation_examples ('auto', 'all' or a number)", 1)
+        if config.evaluation_examples > config.validation_examples:
+            raise ValueError(
+                f"evaluation_examples={config.evaluation_examples} is more than the {config.validation_examples} "
+                "validation examples held out: use at most that many, 'all', or raise validation_examples."
+            )
+    if config.iterations is not None:
+        check_int(config.iterations, "iterations", 1)
+    if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
+        raise ValueError(f"epochs must be > 0; got {config.epochs!r}.")
+    return config
 
 
 CRITERIA = ("magnitude", "sign_flip", "hybrid", "random")

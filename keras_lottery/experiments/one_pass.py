@@ -33,7 +33,6 @@ import logging
 
 import numpy as np
 
-from keras_lottery import data
 from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import rounds
@@ -144,10 +143,7 @@ def _run(config, folder, on_round_end):
         return summary
     folder.remove_leftovers(0)
 
-    splits = data.load_for_training(config.dataset, config.data_dir, config.validation_examples,
-                                    config.train_examples)
-    data_record = run_folder.data_record(splits)
-    training.check_batch_size(config.batch_size, splits.train_size)
+    splits, data_record = rounds.load_data(config)
     total = total_iterations(config, rounds.iterations_per_round(config, splits))
     interval = rounds.evaluation_spacing(total, config.evaluations_per_round)
     total = interval * (total // interval)

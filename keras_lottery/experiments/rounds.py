@@ -13,9 +13,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery import compat
+from keras_lottery import data
 from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import round_backup
+from keras_lottery.experiments import run_folder
 from keras_lottery.experiments.imp_config import config_defaults
 from keras_lottery.experiments.imp_config import evaluation_examples
 from keras_lottery.sparsity import masks as masks_lib
@@ -60,6 +62,18 @@ def ignored_layers(config, prunable):
     if names and set(names) >= set(prunable):
         raise ValueError(f"layers_to_ignore={config.layers_to_ignore!r} leaves no layer of {config.model} to prune.")
     return set(names)
+
+
+def load_data(config):
+    """(splits, data record) of a round-based run: its dataset read, checked against its batch size.
+
+    Raises:
+      ValueError, data.DataUnavailableError: the dataset cannot be read, or is smaller than a batch.
+    """
+    splits = data.load_for_training(config.dataset, config.data_dir, config.validation_examples,
+                                    config.train_examples)
+    training.check_batch_size(config.batch_size, splits.train_size)
+    return splits, run_folder.data_record(splits)
 
 
 def steps_per_epoch(config, splits):

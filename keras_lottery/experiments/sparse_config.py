@@ -28,9 +28,8 @@ extended training), at most `max_budget_factor` times `iterations`.
 
 import dataclasses
 
-from keras_lottery import data
-from keras_lottery import models
 from keras_lottery import training
+from keras_lottery.experiments import imp_config
 from keras_lottery.experiments import run_folder
 from keras_lottery.foundations.validation import check_int
 from keras_lottery.methods import distributions
@@ -96,23 +95,9 @@ class SparseConfig(training.TrainingConfig):
         """
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("give either iterations or epochs, not both.")
-        config = super().resolved()
-        spec = models.get(config.model)
-        if config.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {config.method!r}.")
-        if config.iterations is None and config.epochs is None:
-            config.iterations, config.epochs = spec.iterations, spec.epochs
-        if config.iterations is not None:
-            check_int(config.iterations, "iterations", 1)
-        if config.epochs is not None and not (isinstance(config.epochs, (int, float)) and config.epochs > 0):
-            raise ValueError(f"epochs must be > 0; got {config.epochs!r}.")
-        if config.augment is None:
-            config.augment = data.default_augment(config.dataset)
-        if config.layers_to_ignore is None:
-            config.layers_to_ignore = ",".join(spec.layers_to_ignore)
-        if not isinstance(config.layers_to_ignore, str):
-            raise ValueError(f"layers_to_ignore must be comma-separated layer names (a string, '' for none); "
-                             f"got {config.layers_to_ignore!r}.")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}.")
+        config = imp_config.resolve_round_settings(super().resolved())
         if config.method == "dense":
             if config.sparsity != 0:
                 raise ValueError(f"method 'dense' trains every weight: sparsity must be 0, got {config.sparsity!r}.")
@@ -144,7 +129,6 @@ class SparseConfig(training.TrainingConfig):
         if isinstance(config.max_budget_factor, bool) or not isinstance(config.max_budget_factor, (int, float)) or \
                 not config.max_budget_factor >= 1:
             raise ValueError(f"max_budget_factor must be a number >= 1; got {config.max_budget_factor!r}.")
-        check_int(config.evaluations_per_round, "evaluations_per_round", 1)
         check_int(config.update_frequency, "update_frequency", 1)
         if isinstance(config.drop_fraction, bool) or not isinstance(config.drop_fraction, (int, float)) or \
                 not 0 < config.drop_fraction < 1:
@@ -162,11 +146,6 @@ class SparseConfig(training.TrainingConfig):
             raise ValueError(f"learn_until must be a fraction of training in (0, 1]; got {config.learn_until!r}.")
         if config.supermask_weights not in ("init", "signed_constant"):
             raise ValueError(f"supermask_weights must be 'init' or 'signed_constant'; got {config.supermask_weights!r}.")
-        if config.evaluation_examples not in ("auto", "all"):
-            check_int(config.evaluation_examples, "evaluation_examples ('auto', 'all' or a number)", 1)
-        if isinstance(config.backup_seconds, bool) or not isinstance(config.backup_seconds, (int, float)) or \
-                not 0 <= config.backup_seconds < float("inf"):
-            raise ValueError(f"backup_seconds must be a number >= 0; got {config.backup_seconds!r}.")
         return config
 
 

@@ -31,7 +31,6 @@ import logging
 import numpy as np
 
 from keras_lottery import compat
-from keras_lottery import data
 from keras_lottery import models
 from keras_lottery import training
 from keras_lottery.experiments import rounds
@@ -222,10 +221,7 @@ def _run(config, folder, on_round_end):
     if summary is not None and folder.verify_rounds(summary, snapshot=False):
         return summary
     folder.remove_leftovers(0)
-    splits = data.load_for_training(config.dataset, config.data_dir, config.validation_examples,
-                                    config.train_examples)
-    data_record = run_folder.data_record(splits)
-    training.check_batch_size(config.batch_size, splits.train_size)
+    splits, data_record = rounds.load_data(config)
     base = rounds.iterations_per_round(config, splits)
     strategy = training.strategies.get(config.distribution_strategy)
     with strategy.scope(), training.precision.policy(config.mixed_precision):

@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 
+from keras_lottery import data
 from keras_lottery import models
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import round_backup
@@ -104,7 +105,7 @@ def imp_source(tiny_fashion, tmp_path_factory):
 def test_a_ticket_trains_the_source_masks_from_its_init_or_fresh_weights(tiny_fashion, imp_source, tmp_path, control):
     config = _config(tiny_fashion, tmp_path, method="ticket", sparsity=0.8, masks_from=str(imp_source),
                      control=control).resolved()
-    splits = sparse_training.data.load_for_training("fashion_mnist", tiny_fashion, 100)
+    splits = data.load_for_training("fashion_mnist", tiny_fashion, 100)
     dense = models.build("lenet_300_100", splits.input_shape, splits.num_classes, config.seed)
     model = sparse_training.wrap(config, dense, sparse_training.prunable_layers(config, dense), splits)
     sparse_training.initial_masks(config, model, splits)
