@@ -4,8 +4,9 @@
     loaded = load_run_model("runs/lenet", round_index=3)
     loaded.model, loaded.config, loaded.splits
 
-IMP and one-pass runs (`imp.run`: summary.json with "rounds") save each round's
-masks and final weights; early-bird runs (`early_bird_flow.run`: summary.json with
+IMP and one-pass runs (`imp.run`: summary.json with "rounds") and sparse runs of any method
+(`sparse_training.run`: one round, rebuilt with the method's wrappers, their learning off, or
+as the small dense network) save each round's masks and final weights; early-bird runs (`early_bird_flow.run`: summary.json with
 "retrain") save the retrained ticket's. The network is rebuilt as the run built it
 (`models.build` with the run's seed, wrapped by `imp.wrap` or `prune_low_magnitude`),
 the masks and final weights assigned, and the wrappers stripped: pruned weights are
@@ -26,6 +27,8 @@ from keras_lottery import models
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_folder
+from keras_lottery.experiments import sparse_config
+from keras_lottery.experiments import sparse_training
 from keras_lottery.sparsity import callbacks
 from keras_lottery.sparsity import schedules
 from keras_lottery.sparsity import wrappers
@@ -48,7 +51,7 @@ class RunModel:
       model: tf_keras model, wrappers stripped, pruned weights exactly 0.
       config: the run's config dict (from summary.json).
       splits: the run's `data.Splits` (same held-out validation examples).
-      kind: 'imp', 'one_pass' or 'early_bird'.
+      kind: 'imp', 'one_pass', 'early_bird' or 'sparse' (`sparse_training.run`).
       round_index: the IMP round loaded (0 for one pass), None for early bird.
       record: the summary's record of that round (early bird: the retrain record,
         plus the ticket's weights_remaining and layers).
@@ -90,6 +93,8 @@ def read_summary(run_dir):
 
 
 def _run_kind(summary, run_dir):
+    if summary.get("mode") == "sparse":
+        return "sparse"
     if "rounds" in summary:
         return "one_pass" if summary["config"].get("mode") == "one_pass" else "imp"
     if "retrain" in summary:
@@ -176,7 +181,7 @@ def load_run_model(run_dir, round_index=None, data_dir=None):
         round_index, record = _pick_round(summary, run_dir, round_index)
         masks_path = os.path.join(folder.round_dir(round_index), "masks.npz")
         weights_path = os.path.join(folder.round_dir(round_index), FINAL_WEIGHTS)
-        config = _config_object(imp.ImpConfig, summary["config"])
+        config = _config_object(sparse_config.SparseConfig if kind == "sparse" else imp.ImpConfig, summary["config"])
     for path in (masks_path, weights_path):
         if not os.path.exists(path):
             raise RunFolderError(f"{path} is missing: the run folder is incomplete; rerun the run to recompute it.")
@@ -192,6 +197,13 @@ def load_run_model(run_dir, round_index=None, data_dir=None):
                         record=record, masks=masks)
     if kind == "early_bird":
         wrapped = wrappers.prune_low_magnitude(dense, pruning_schedule=schedules.OneShot(0.0), strategy=config.strategy)
+    elif kind == "sparse":  # the method's own wrappers, their learning switched off: a plain masked network
+        if config.method == "small_dense":
+            dense, _ = models.small_dense(dense, 1.0 - config.sparsity, config.seed)
+        wrapped = sparse_training.wrap(config, dense, sparse_training.prunable_layers(config, dense), splits)
+        for wrapper in wrappers.prunable_wrappers(wrapped):
+            if hasattr(wrapper, "learning"):
+                wrapper.learning.assign(0.0)
     else:  # the schedules only carry rates; the saved masks decide what is pruned
         wrapped = imp.wrap(config, dense, {name: schedules.OneShot(0.0) for name in imp.layer_rates(config, dense)})
     try:

@@ -10,6 +10,7 @@ from keras_lottery import data
 from keras_lottery import models
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import round_backup
+from keras_lottery.experiments import run_models
 from keras_lottery.experiments import run_folder
 from keras_lottery.experiments import sparse_training
 from keras_lottery.experiments.sparse_config import SparseConfig
@@ -219,3 +220,16 @@ def test_training_flops_follow_rigl_counting(tiny_fashion, tmp_path):
     f_s, f_d = set_record["inference_flops"], set_record["dense_inference_flops"]
     assert set_record["training_flops"] == pytest.approx(flops.training_flops("set", f_d, f_s, 20, 20))
     assert rigl_record["training_flops"] > set_record["training_flops"]
+
+
+@pytest.mark.parametrize("method", ["l0", "small_dense", "rigl"])
+def test_a_sparse_run_loads_back_as_the_plain_model_it_tested(tiny_fashion, tmp_path, method):
+    record = sparse_training.run(_config(tiny_fashion, tmp_path, method=method, sparsity=0.9))["rounds"][0]
+    loaded = run_models.load_run_model(tmp_path)
+    assert loaded.kind == "sparse" and not sparse_training.wrappers.prunable_wrappers(loaded.model)
+    kernels = sum(int(np.count_nonzero(layer.kernel.numpy())) for layer in loaded.model.layers
+                  if hasattr(layer, "kernel"))
+    assert kernels <= record["kernel_weights"]  # pruned weights are exact zeros
+    predictions = loaded.model.predict(loaded.splits.test_x, verbose=0).argmax(axis=1)
+    accuracy = float(np.mean(predictions == loaded.splits.test_y))
+    assert abs(accuracy - record["test_accuracy"]) <= 1 / len(loaded.splits.test_y)
