@@ -117,6 +117,51 @@ def summarize(config, results):
     return rows, dense_training
 
 
+# The papers' claims the grid can check, each as (what is compared, the claim): "a >= b" means a is not
+# worse than b beyond noise, "a == b" about unchanged, "a < b" worse beyond noise. Noise: twice the
+# standard error of the difference of the two means over seeds (Welch's, sample stds).
+CLAIMS = (
+    ("rigl", ">=", "set", "RigL >= SET at equal sparsity (Evci et al. 2020)"),
+    ("set", ">=", "random", "SET >= static random (Evci et al. 2020, Mocanu et al. 2018)"),
+    ("snip/layer_shuffle", "==", "snip", "shuffling SNIP's mask per layer leaves it about unchanged (Frankle et al. 2021)"),
+    ("grasp/layer_shuffle", "==", "grasp", "the same for GraSP (Frankle et al. 2021)"),
+    ("synflow/layer_shuffle", "==", "synflow", "the same for SynFlow (Frankle et al. 2021)"),
+    ("imp/layer_shuffle", "<", "imp", "shuffling an IMP ticket's mask per layer hurts it (Frankle et al. 2021)"),
+    ("scratch_b", "==", "imp", "the pruned architecture from scratch at the FLOPs budget matches it (Liu et al. 2019)"),
+    ("scratch_e", "<", "imp", "the ticket's init beats a reinit (Frankle & Carbin 2019)"),
+    ("magnitude", ">=", "l0", "magnitude pruning >= L0 (Gale et al. 2019)"),
+    ("magnitude", ">=", "variational_dropout", "magnitude pruning >= variational dropout (Gale et al. 2019)"),
+)
+
+
+def _difference(row, other):
+    a, b = row["test_accuracy"], other["test_accuracy"]
+    if a is None or b is None:
+        return None
+    variance = sum((s["std"] or 0.0) ** 2 / s["n"] for s in (a, b))
+    return a["mean"] - b["mean"], variance ** 0.5, min(a["n"], b["n"])
+
+
+def claim_checks(config, rows):
+    """Per claim of `CLAIMS` whose methods are in the grid, per sparsity: the difference and whether it holds."""
+    by_key = {(row["method"], row["sparsity"]): row for row in rows}
+    checks = []
+    for first, comparison, second, text in CLAIMS:
+        if first not in config.methods or second not in config.methods:
+            continue
+        for sparsity in config.sparsities:
+            rows_found = by_key.get((first, sparsity)), by_key.get((second, sparsity))
+            found = _difference(*rows_found) if all(rows_found) else None
+            if found is None:
+                continue
+            delta, error, n = found
+            noise = 2 * error
+            holds = {">=": delta >= -noise, "==": abs(delta) <= noise, "<": delta < -noise}[comparison]
+            checks.append({"claim": text, "first": first, "second": second, "comparison": comparison,
+                           "sparsity": sparsity, "difference": delta, "noise": noise, "n": n, "holds": bool(holds)})
+    return checks
+
+
 def _relative(row, key, dense):
     if row[key] is None or dense is None:
         return None
@@ -145,6 +190,7 @@ def write(config):
     for name, path in plots.items():
         render.save_figure(_figure(config, rows, name, dense_training), path)
     numbers = {"grid": {**dataclasses.asdict(config), "methods": list(config.methods)}, "rows": rows,
+               "claims": claim_checks(config, rows),
                "cells": results, "dense_training_flops": dense_training, "dense_inference_flops": dense_inference}
     files.write_json(os.path.join(folder, NUMBERS), json.loads(json.dumps(numbers, default=float)))
     files.write_text(os.path.join(folder, REPORT), _markdown(config, rows, results, dense_training, dense_inference,
@@ -241,6 +287,15 @@ def _markdown(config, rows, results, dense_training, dense_inference, cell_count
         for result in learned:
             densities = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result["learned_density"].items())
             lines.append(f"- {result['method']} at {100 * result['sparsity']:g}%, seed {result['seed']}: {densities}")
+    checks = claim_checks(config, rows)
+    if checks:
+        lines += ["", "Claims of the papers, checked on these cells: the difference of mean test accuracy "
+                  "(first - second, points) against twice its standard error over seeds (Welch; with n = 3 "
+                  "this noise figure is itself rough).", "",
+                  "| claim | sparsity | difference (pts) | 2 x s.e. | n | holds here |", "|---|---:|---:|---:|---:|---|"]
+        for check in checks:
+            lines.append(f"| {check['claim']} | {100 * check['sparsity']:g}% | {100 * check['difference']:+.2f} "
+                         f"| {100 * check['noise']:.2f} | {check['n']} | {'yes' if check['holds'] else '**no**'} |")
     lines += ["", "Commands, one per cell (each resumes if rerun):", "", "```"]
     lines += [result["command"] for result in results]
     lines += ["```"]

@@ -157,3 +157,23 @@ def test_the_grid_is_shared_out_by_keras_tuner_chief_and_worker(tiny_fashion, tm
         summary = run_folder.RunFolder(compare.Cell(method, sparsity, 0).folder(str(tmp_path))).load_summary()
         assert summary["config"]["method"] == method
     assert sparse_config.SparseConfig  # the cells are sparse runs
+
+
+def test_the_papers_claims_are_checked_against_the_noise_of_the_seeds(tmp_path):
+    config = _grid("unused", tmp_path, methods=("imp", "imp/layer_shuffle", "snip", "snip/layer_shuffle", "set",
+                                                "rigl"), sparsities=(0.9,))
+
+    def row(method, mean, std):
+        return {"method": method, "sparsity": 0.9, "test_accuracy": {"mean": mean, "std": std, "n": 3}}
+
+    rows = [row("imp", 0.88, 0.003), row("imp/layer_shuffle", 0.85, 0.003),  # 3 points worse: beyond 2 s.e.
+            row("snip", 0.86, 0.01), row("snip/layer_shuffle", 0.855, 0.01),  # 0.5 points: within the noise
+            row("set", 0.87, 0.001), row("rigl", 0.86, 0.001)]  # RigL 1 point below SET: the claim fails here
+    checks = {(c["first"], c["second"]): c for c in compare_report.claim_checks(config, rows)}
+    assert checks[("imp/layer_shuffle", "imp")]["holds"]
+    assert checks[("snip/layer_shuffle", "snip")]["holds"]
+    assert not checks[("rigl", "set")]["holds"]
+    noise = checks[("rigl", "set")]["noise"]
+    assert checks[("rigl", "set")]["difference"] == pytest.approx(-0.01) and noise == pytest.approx(
+        2 * (2 * 0.001 ** 2 / 3) ** 0.5)
+    assert ("set", "random") not in checks  # 'random' is not in this grid
