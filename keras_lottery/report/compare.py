@@ -280,13 +280,18 @@ def _markdown(config, rows, results, dense_training, dense_inference, cell_count
                      f"| {row['iterations']['mean']:,.0f} | {row['total_iterations']['mean']:,.0f} "
                      f"| {'—' if training is None else f'{training:.3g}'} "
                      f"| {'—' if inference is None else f'{inference:.3g}'} |")
-    learned = [r for r in results if r.get("learned_density")]
+    learned = {}
+    for result in results:
+        if result.get("learned_density"):
+            learned.setdefault((result["method"], result["sparsity"]), []).append(result["learned_density"])
     if learned:
-        lines += ["", "Learned methods: the density each reached on its own rule before its mask was fixed at the "
-                  "cell's sparsity (mean over layers, weighted by size, is not taken: per layer, first seed).", ""]
-        for result in learned:
-            densities = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result["learned_density"].items())
-            lines.append(f"- {result['method']} at {100 * result['sparsity']:g}%, seed {result['seed']}: {densities}")
+        lines += ["", "Learned methods: the density each reached on its own rule (L0: P(gate open); VD: log alpha < 3; "
+                  "supermask: mean sigmoid(score); edge-popup: its top-k) just before its mask was fixed at the cell's "
+                  "sparsity; per layer, mean over seeds.", "",
+                  "| method | sparsity | density on its own rule, per layer |", "|---|---:|---|"]
+        for (method, sparsity), densities in learned.items():
+            layers = ", ".join(f"{name} {100 * np.mean([d[name] for d in densities]):.1f}%" for name in densities[0])
+            lines.append(f"| {method} | {100 * sparsity:g}% | {layers} (n={len(densities)}) |")
     checks = claim_checks(config, rows)
     if checks:
         lines += ["", "Claims of the papers, checked on these cells: the difference of mean test accuracy "
