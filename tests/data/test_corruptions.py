@@ -65,7 +65,7 @@ def test_noise_has_the_tables_standard_deviation_and_no_mean():
         assert abs(noise.mean()) < 4 * sigma / np.sqrt(noise.size)
 
 
-def test_noise_differs_between_severities_and_corruptions_of_one_seed():
+def test_noise_differs_between_severities_of_one_seed():
     images = np.full((4, 8, 8, 1), 0.5, np.float32)
     one, two = (corruptions.corrupt(images, "gaussian_noise", s) - images for s in (1, 2))
     assert np.corrcoef(one.ravel(), two.ravel())[0, 1] < 0.5  # not the same draws rescaled
