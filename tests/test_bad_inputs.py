@@ -28,6 +28,7 @@ from keras_lottery import models
 from keras_lottery import keras
 from keras_lottery import report
 from keras_lottery import training
+from keras_lottery.data import corruptions
 from keras_lottery.data import datasets
 from keras_lottery.experiments import branch
 from keras_lottery.experiments import compare
@@ -35,6 +36,7 @@ from keras_lottery.experiments import sparse_config
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_folder
+from keras_lottery.experiments import shift
 from keras_lottery.export import tflite as tflite_lib
 from keras_lottery.sparsity import early_bird
 from keras_lottery.sparsity import flops
@@ -397,6 +399,12 @@ CASES = [
      subprocess.CalledProcessError, "exactly one of --run_dir"),
     ("report-no-runs", "report_main over a folder with no runs",
      lambda d, t: report.write_report([str(t)], str(t / "report")), report.ReportError, "no summary.json.*pass run folders"),
+    ("shift-unknown-corruption", "experiments.shift.evaluate with a corruption it does not know",
+     lambda d, t: shift.evaluate([str(t)], str(t / "shift"), corruptions=("fog",)), shift.ShiftError,
+     "unknown corruption 'fog': choose one of gaussian_noise, gaussian_blur, rotation, contrast"),
+    ("corruption-severity", "a corruption severity outside 0..5",
+     lambda d, t: corruptions.corrupt(np.zeros((1, 4, 4, 1)), "contrast", 6), ValueError,
+     "severity must be an integer 0\\.\\.5 \\(0 = clean images\\), got 6"),
     ("resnet-depth", "a ResNet depth that is not 6n+2", lambda d, t: models.resnet(21), ValueError,
      "depth 21 is invalid: it must be 6n\\+2"),
     ("lr-milestones", "milestones that do not increase",

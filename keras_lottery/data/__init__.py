@@ -8,6 +8,9 @@
   is decoded, normalized and augmented batch by batch (`train_batches`); `load_for_training`,
   what the flows call (IDX datasets in memory, TFDS datasets streamed).
 - `augment.py`: CIFAR's pad-4 random crop and horizontal flip, stateless and seeded.
+- `corruptions.py`: `corrupt` test images (Gaussian noise, blur, rotation, contrast; severities
+  0..5, seeded), for evaluating finished runs under distribution shift (not imported here:
+  `from keras_lottery.data import corruptions`).
 - `prepare.py`: `prepare_offline` of TFDS's cifar10 / cifar100 from CIFAR's binary files.
 
     splits = data.load("fashion_mnist", validation_examples=5000)

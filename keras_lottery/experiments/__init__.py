@@ -7,4 +7,5 @@
 * `run_folder`: the folder's files (summary, masks, weights, snapshot); `round_backup`: mid-round resume.
 * `run_models`: a finished run's ticket back as a tf_keras model.
 * `tuning`: keras-tuner search over pruning settings.
+* `shift`: finished runs scored on corrupted test sets (distribution shift), resumable.
 """

@@ -3,6 +3,9 @@
 * `aggregate`: find run folders, group them by (dataset, model) and method, aggregate
   seeds, count theoretical speedups, `write_report`.
 * `render`: the PNG plots and the Markdown table.
+* `compare`: the comparison grid's report (`compare_main`).
+* `shift`: the distribution-shift report of `experiments.shift.evaluate` (`shift_main`;
+  `from keras_lottery.report import shift`).
 """
 
 from keras_lottery.report.aggregate import (  # noqa: F401
