@@ -33,7 +33,7 @@ run: $(STAMP) data
 	$(PY) -m apps.imp_main --output_dir=$(OUTPUT_DIR) $(RUN_FLAGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 bench: $(STAMP) data
 	$(PY) -m bench.step_time
