@@ -199,46 +199,91 @@ def write(config):
             "plots": list(plots.values()), "cells": (len(results), len(all_cells))}
 
 
-def _figure(config, rows, name, dense_training):
-    figure = Figure(figsize=(10, 5.5))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    methods = [m for m in config.methods]
-    for index, method in enumerate(methods):
-        points = [row for row in rows if row["method"] == method and row["test_accuracy"] is not None]
-        if not points:
-            continue
-        color, style = f"C{index % 10}", ("-", "--", ":", "-.")[index // 10 % 4]
-        if name == "accuracy":
-            x = [100 * row["weights_remaining"]["mean"] for row in points]
-        else:
-            x = [row["training_flops"]["mean"] / dense_training if dense_training else row["training_flops"]["mean"]
-                 for row in points]
-        mean = np.array([100 * row["test_accuracy"]["mean"] for row in points])
-        std = np.array([100 * (row["test_accuracy"]["std"] or 0.0) for row in points])
-        n = min(row["test_accuracy"]["n"] for row in points)
-        order = np.argsort(x)
-        x, mean, std = np.asarray(x)[order], mean[order], std[order]
-        if method == "dense" or len(x) == 1:
-            axes.errorbar(x, mean, yerr=std if n > 1 else None, color=color, marker="D", linestyle="none",
-                          capsize=3, label=f"{method} (n={n})")
-        else:
-            axes.plot(x, mean, color=color, linestyle=style, marker="o", markersize=3, label=f"{method} (n={n})")
-            if n > 1:
-                axes.fill_between(x, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
-    axes.set_xscale("log")
+# The panels of the plots: each family of methods with IMP (black) and the dense network (gray) as
+# references, so that no panel holds more lines than colors can tell apart.
+FAMILIES = (
+    ("pruning at initialization", ("random", "snip", "grasp", "synflow")),
+    ("dynamic sparse training", ("random", "set", "snfs", "rigl")),
+    ("learned sparsity", ("magnitude", "l0", "variational_dropout", "supermask", "edge_popup")),
+    ("baselines and controls", ("small_dense", "scratch_e", "scratch_b", "imp/layer_shuffle", "snip/layer_shuffle",
+                                "grasp/layer_shuffle", "synflow/layer_shuffle")),
+)
+
+
+def _panels(config):
+    """(title, methods) of each panel with a method of the grid; methods of no family go to the last."""
+    placed = {method for _, methods in FAMILIES for method in methods} | {"imp", "dense"}
+    panels = [(title, [m for m in methods if m in config.methods]) for title, methods in FAMILIES]
+    others = [m for m in config.methods if m not in placed]
+    if others:
+        panels.append(("other methods", others))
+    return [(title, methods) for title, methods in panels if methods]
+
+
+def _x(row, name, dense_training):
     if name == "accuracy":
-        axes.set_xlabel("weights remaining (%, log scale)")
-        axes.invert_xaxis()
-    else:
-        axes.set_xlabel("training FLOPs relative to dense training (log scale)" if dense_training
-                        else "training multiply-adds (log scale)")
-    axes.set_ylabel("test accuracy (%), mean ± std over seeds")
+        return 100 * row["weights_remaining"]["mean"]
+    return row["training_flops"]["mean"] / dense_training if dense_training else row["training_flops"]["mean"]
+
+
+def _draw_method(axes, rows, method, name, dense_training, color, style):
+    points = [row for row in rows if row["method"] == method and row["test_accuracy"] is not None]
+    if not points:
+        return
+    n = min(row["test_accuracy"]["n"] for row in points)
+    order = np.argsort([_x(row, name, dense_training) for row in points])
+    points = [points[i] for i in order]
+    x = np.array([_x(row, name, dense_training) for row in points])
+    mean = np.array([100 * row["test_accuracy"]["mean"] for row in points])
+    std = np.array([100 * (row["test_accuracy"]["std"] or 0.0) for row in points])
+    axes.plot(x, mean, color=color, linestyle=style, marker="o", markersize=3, label=f"{method} (n={n})")
+    if n > 1:
+        axes.fill_between(x, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+
+
+def _figure(config, rows, name, dense_training):
+    panels = _panels(config)
+    columns = 2 if len(panels) > 1 else 1
+    lines = -(-len(panels) // columns)
+    figure = Figure(figsize=(13, 4.2 * lines))
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(lines, columns, squeeze=False)
+    dense = [row for row in rows if row["method"] == "dense" and row["test_accuracy"] is not None]
+    for axes, (title, methods) in zip(grid.ravel(), panels):
+        if "imp" in config.methods:
+            _draw_method(axes, rows, "imp", name, dense_training, "black", "-")
+        for index, method in enumerate(methods):
+            _draw_method(axes, rows, method, name, dense_training, f"C{index % 10}", "--" if "/" in method else "-")
+        if dense:
+            accuracy = dense[0]["test_accuracy"]
+            if name == "flops":
+                axes.errorbar([_x(dense[0], name, dense_training)], [100 * accuracy["mean"]],
+                              yerr=[100 * (accuracy["std"] or 0.0)], color="gray", marker="D", capsize=3,
+                              label=f"dense (n={accuracy['n']})")
+            else:
+                axes.axhline(100 * accuracy["mean"], color="gray", linestyle=":", linewidth=1.2,
+                             label=f"dense: {100 * accuracy['mean']:.2f}% (n={accuracy['n']})")
+        axes.set_xscale("log")
+        if name == "accuracy":
+            levels = sorted({100 * (1 - s) for s in config.sparsities}, reverse=True)
+            axes.set_xticks(levels)
+            axes.set_xticklabels([f"{level:g}" for level in levels])
+            axes.minorticks_off()
+            axes.invert_xaxis()
+            axes.set_xlabel("weights remaining (%, log scale)")
+        else:
+            axes.set_xlabel("training FLOPs / dense training's (log scale)" if dense_training
+                            else "training multiply-adds (log scale)")
+        axes.set_ylabel("test accuracy (%)")
+        axes.set_title(title, fontsize="medium")
+        axes.grid(True, which="major", alpha=0.3)
+        axes.legend(fontsize="x-small", loc="lower left")
+    for axes in grid.ravel()[len(panels):]:
+        axes.set_visible(False)
     model, dataset = config.settings.get("model", "lenet_300_100"), config.settings.get("dataset", "fashion_mnist")
-    axes.set_title(f"{dataset} / {model}: " + ("accuracy vs sparsity" if name == "accuracy"
-                                               else "accuracy vs training FLOPs") + f", budget: {config.budget}")
-    axes.grid(True, which="major", alpha=0.3)
-    axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle(f"{dataset} / {model}: " + ("accuracy vs sparsity" if name == "accuracy" else
+                                                "accuracy vs training FLOPs") +
+                    f" (budget: {config.budget}; mean ± std over seeds; IMP in black)")
     figure.tight_layout()
     return figure
 
