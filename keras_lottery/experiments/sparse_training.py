@@ -179,6 +179,15 @@ class FixLearnedMask(keras.callbacks.Callback):
         if callbacks.optimizer_step(self.model) >= self.step:
             self._fix()
 
+    def backup_state(self):
+        """The density recorded at the fix, for a mid-round backup (a run resumed after it keeps it)."""
+        return {f"density/{name}": np.array(value) for name, value in (self.density or {}).items()}
+
+    def restore_backup_state(self, arrays):
+        """Restores what `backup_state` returned."""
+        density = {key[len("density/"):]: float(value) for key, value in arrays.items() if key.startswith("density/")}
+        self.density = density or None
+
 
 def training_iterations(config, base, dense_flops, sparse_flops):
     """The run's iterations: `base`, or with budget 'flops' as many as the dense run's training FLOPs buy.

@@ -19,7 +19,6 @@ exact when every layer is pruned at the same rate).
 
 import dataclasses
 import json
-import math
 import os
 
 import numpy as np
@@ -99,22 +98,17 @@ def _statistics(values):
 
 
 def summarize(config, results):
-    """Rows per (method, sparsity) with the statistics over seeds, in the grid's order."""
-    dense_training = {}
+    """Rows per (method, sparsity) with the statistics over seeds of the finished cells, in the grid's order."""
     rows = []
     for method in config.methods:
         levels = (0.0,) if compare.parse_method(method)[0] == "dense" else config.sparsities
         for sparsity in levels:
             found = [r for r in results if r["method"] == method and r["sparsity"] == sparsity]
-            row = {"method": method, "sparsity": sparsity, "seeds": sorted(r["seed"] for r in found),
-                   **{key: _statistics([r[key] for r in found]) for key in
-                      ("test_accuracy", "weights_remaining", "iterations", "total_iterations", "training_flops",
-                       "inference_flops")}}
-            rows.append(row)
-    for result in results:
-        if result["method"] == "dense":
-            dense_training[result["seed"]] = result
-    return rows, dense_training
+            rows.append({"method": method, "sparsity": sparsity, "seeds": sorted(r["seed"] for r in found),
+                         **{key: _statistics([r[key] for r in found]) for key in
+                            ("test_accuracy", "weights_remaining", "iterations", "total_iterations",
+                             "training_flops", "inference_flops")}})
+    return rows
 
 
 # The papers' claims the grid can check, each as (what is compared, the claim): "a >= b" means a is not
@@ -179,7 +173,7 @@ def write(config):
                                         config.settings.get("dataset", "fashion_mnist"))
     all_cells = compare.cells(config)
     results = [result for cell in all_cells if (result := cell_result(config, cell, layer_flops)) is not None]
-    rows, _ = summarize(config, results)
+    rows = summarize(config, results)
     dense_rows = [row for row in rows if row["method"] == "dense" and row["training_flops"]]
     dense_training = dense_rows[0]["training_flops"]["mean"] if dense_rows else None
     dense_inference = dense_rows[0]["inference_flops"]["mean"] if dense_rows else (
@@ -350,10 +344,3 @@ def _markdown(config, rows, results, dense_training, dense_inference, cell_count
     lines += [result["command"] for result in results]
     lines += ["```"]
     return "\n".join(lines) + "\n"
-
-
-def relative_flops_of(value, dense):
-    """`value / dense`, or None when either is missing or the dense figure is 0."""
-    if value is None or not dense or math.isnan(dense):
-        return None
-    return value / dense

@@ -157,13 +157,14 @@ def _crash_after(monkeypatch, evaluations):
     monkeypatch.setattr(round_backup.RoundBackup, "on_epoch_end", on_epoch_end)
 
 
-@pytest.mark.parametrize("method", ["snfs", "l0"])
+@pytest.mark.parametrize("method, learn_until", [("snfs", None), ("l0", None), ("l0", 0.25)])
 def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tiny_fashion, tmp_path, monkeypatch, caplog,
-                                                                   method):
+                                                                   method, learn_until):
     # SNFS: updates every 5 steps until step 30 of 40; 4 checks: the crash after check 2 (step 20) lands between
     # updates, with the momentum window of the next update open. L0: its gates' noise resumes at its step, and the
-    # mask is fixed at step 30 (learn_until 0.75), after the crash.
-    settings = dict(method=method, sparsity=0.9, iterations=40, evaluations_per_round=4)
+    # mask is fixed at step 30 (learn_until 0.75), after the crash, or at step 10, before it (the density the fix
+    # recorded comes back with the backup).
+    settings = dict(method=method, sparsity=0.9, iterations=40, evaluations_per_round=4, learn_until=learn_until)
     sparse_training.run(_config(tiny_fashion, tmp_path / "whole", **settings))
     _crash_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
