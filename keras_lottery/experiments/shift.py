@@ -297,6 +297,9 @@ def _statistics(values):
 def summarize(results):
     """Seeds aggregated: per (dataset, model, method, level), accuracy and relative accuracy statistics.
 
+    A level is an IMP round's weights remaining (so IMP runs at other prune rates do not mix), or the
+    LEVEL_FIELD of the other kinds; each seed counts once per point (its first run found).
+
     Args:
       results: what `evaluate` returns (or shift.json holds).
 
@@ -309,10 +312,15 @@ def summarize(results):
       then averaged; it is empty when severity 0 was not evaluated, and leaves out runs
       whose clean accuracy is 0.
     """
-    groups = collections.defaultdict(list)
+    groups = collections.defaultdict(dict)
     for entry in results["entries"]:
         config = entry["config"]
-        groups[config.get("dataset"), config.get("model"), entry["method"], entry["level"]].append(entry)
+        # An IMP round is placed by its weights remaining, not its index: runs of one method at other prune
+        # rates (a comparison grid's IMP cells) reach other levels in the same round. A seed counts once per
+        # point: those runs share their dense round 0, the same network, which must not count four times.
+        level = round(entry["weights_remaining"], 6) if entry["kind"] == "imp" else entry["level"]
+        groups[config.get("dataset"), config.get("model"), entry["method"], level].setdefault(config.get("seed"), entry)
+    groups = {key: list(by_seed.values()) for key, by_seed in groups.items()}
     data_models = list(dict.fromkeys(key[:2] for key in groups))
     methods = list(dict.fromkeys(key[:3] for key in groups))
     rows = []
@@ -328,7 +336,7 @@ def summarize(results):
                 if kept:
                     relative[corruption][severity] = _statistics(kept)
         rows.append({"dataset": dataset, "model": model, "method": method, "kind": entries[0]["kind"],
-                     "level": level, "dense": entries[0]["kind"] == "imp" and level == 0,
+                     "level": level, "dense": entries[0]["kind"] == "imp" and entries[0]["round"] == 0,
                      "weights_remaining": float(np.mean([e["weights_remaining"] for e in entries])),
                      "runs": [e["run"] for e in entries], "seeds": [e["config"].get("seed") for e in entries],
                      "accuracy": accuracy, "relative": relative})

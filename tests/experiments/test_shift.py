@@ -171,10 +171,14 @@ def test_summarize_aggregates_seeds_with_relative_accuracy():
                 "accuracy": {"gaussian_noise": {"0": clean, "3": noisy}}}
 
     results = {"settings": {"corruptions": ["gaussian_noise"], "severities": [0, 3], "seed": 0},
-               "entries": [entry(0, 0.8, 0.6), entry(1, 0.9, 0.45), entry(0, 0.95, 0.9, level=0, weights=1.0)]}
+               "entries": [entry(0, 0.8, 0.6), entry(1, 0.9, 0.45), entry(0, 0.95, 0.9, level=0, weights=1.0),
+                           # Another IMP run of seed 0 (another prune rate): its round 0 is the same dense network,
+                           # counted once; its round 1 is another level.
+                           entry(0, 0.95, 0.9, level=0, weights=1.0), entry(0, 0.7, 0.5, level=1, weights=0.5)]}
     rows = shift.summarize(results)
     assert [(row["level"], row["dense"], row["accuracy"]["gaussian_noise"]["3"]["n"]) for row in rows] == [
-        (0, True, 1), (1, False, 2)]
+        (1.0, True, 1), (0.5, False, 1), (0.2, False, 2)]
+    rows = [rows[0], rows[2]]
     noisy = rows[1]["accuracy"]["gaussian_noise"]["3"]
     assert noisy["mean"] == pytest.approx(0.525) and noisy["std"] == pytest.approx(np.std([0.6, 0.45], ddof=1))
     relative = rows[1]["relative"]["gaussian_noise"]["3"]
@@ -187,7 +191,7 @@ def test_the_report_holds_a_table_per_corruption_and_a_plot(evaluated):
     output, results = evaluated
     written = shift_report.write_report(results, output)
     markdown = open(written["markdown"]).read()
-    rows = {row["level"]: row for row in shift.summarize(results)}
+    rows = {0 if row["dense"] else 1: row for row in shift.summarize(results)}  # IMP's dense round 0 and round 1
     for corruption in SETTINGS["corruptions"]:
         assert f"### {corruption}" in markdown
     dense = rows[0]["accuracy"]["rotation"]
