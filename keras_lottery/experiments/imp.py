@@ -49,6 +49,7 @@ from keras_lottery.experiments.rounds import (  # noqa: F401  (kl.imp's API, as 
 from keras_lottery.foundations import tensorboard
 from keras_lottery.sparsity import callbacks
 from keras_lottery.sparsity import controls
+from keras_lottery.sparsity import flops
 from keras_lottery.sparsity import masks as masks_lib
 from keras_lottery.sparsity import pruning
 from keras_lottery.sparsity import schedules
@@ -101,6 +102,19 @@ def _prune_for_round(config, model, round_index, masks_source, rng):
     if config.strategy == "global":
         sparsity = next(iter(sparsity.values()))
     pruning.prune(model, sparsity, config.strategy, config.criterion, rng)
+
+
+def round_flops(model, iterations, batch_size, earlier_records):
+    """The round's FLOPs for its record: the masked network's inference multiply-adds per example, its
+    training's (RigL's 3 per active weight, example and step: `flops.training_flops('lottery', ...)`), and
+    the run's total so far (absent when an earlier record, of a run saved before these fields, lacks it).
+    """
+    inference = flops.inference_flops(model)
+    training_cost = int(flops.training_flops("lottery", inference, inference, iterations, batch_size))
+    result = {"inference_flops": int(inference), "training_flops": training_cost}
+    if all("training_flops" in record for record in earlier_records):
+        result["total_training_flops"] = training_cost + sum(record["training_flops"] for record in earlier_records)
+    return result
 
 
 def run(config, on_round_end=None):
@@ -211,7 +225,8 @@ def _run(config, folder, on_round_end):
         overall, per_layer = masks_lib.weights_remaining(current)
         spent = sum(r["iterations"] for r in summary["rounds"]) + record["iterations"]
         record = {"round": round_index, "weights_remaining": overall, "layers": per_layer, **record,
-                  "total_iterations": spent, "flips": sign_flip.flip_statistics(model)}
+                  "total_iterations": spent, "flips": sign_flip.flip_statistics(model),
+                  **round_flops(model, record["iterations"], config.batch_size, summary["rounds"])}
         if round_index == 0:
             folder.save_snapshot(rewind.state())
         folder.save_round(round_index, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)},

@@ -50,6 +50,18 @@ def finished_run(tiny_fashion, tmp_path_factory):
     return output, summary
 
 
+def test_every_round_records_its_flops_as_rigl_counts_them(finished_run):
+    output, summary = finished_run
+    total = 0
+    for record in summary["rounds"]:
+        masks = run_folder.RunFolder(output).load_masks(record["round"])
+        kept = sum(int(mask.sum()) for mask in masks.values())
+        assert record["inference_flops"] == kept  # LeNet's Dense layers: one multiply-add per active weight
+        assert record["training_flops"] == 3 * kept * record["iterations"] * 20  # batch 20
+        total += record["training_flops"]
+        assert record["total_training_flops"] == total
+
+
 def test_summary_has_every_round_with_its_records(finished_run):
     output, summary = finished_run
     assert [record["round"] for record in summary["rounds"]] == [0, 1, 2]
