@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 
 from apps import app_errors
+from apps import method_flags
 from apps import training_flags
 from keras_lottery.experiments import branch
 
@@ -44,13 +45,7 @@ flags.DEFINE_float("backup_seconds", None, "Mid-level backups at least this many
 
 def config_from_flags():
     """The `BranchConfig` the flags describe."""
-    evaluation_examples = FLAGS.evaluation_examples
-    if evaluation_examples not in (None, "auto", "all"):
-        try:
-            evaluation_examples = int(evaluation_examples)
-        except ValueError:
-            raise app.UsageError(f"--evaluation_examples must be 'auto', 'all' or a number; "
-                                 f"got {evaluation_examples!r}.") from None
+    evaluation_examples = method_flags.evaluation_examples(FLAGS.evaluation_examples)
     return branch.BranchConfig(
         source_dir=FLAGS.source_dir or "", levels=FLAGS.levels, control=FLAGS.control, iterations=FLAGS.iterations,
         epochs=FLAGS.epochs, evaluations_per_round=FLAGS.evaluations_per_round,

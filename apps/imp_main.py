@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from apps import app_errors
+from apps import method_flags
 from apps import training_flags
 from keras_lottery.experiments import imp
 
@@ -62,15 +63,6 @@ flags.DEFINE_float("prune_end", _DEFAULTS.prune_end, "One pass: last mask update
 flags.DEFINE_integer("prune_updates", _DEFAULTS.prune_updates, "One pass: number of mask updates.")
 
 
-def _evaluation_examples(value):
-    if value in ("auto", "all"):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise app.UsageError(f"--evaluation_examples must be 'auto', 'all' or a number; got {value!r}.") from None
-
-
 def config_from_flags():
     """The `ImpConfig` the flags describe."""
     return imp.ImpConfig(
@@ -84,7 +76,7 @@ def config_from_flags():
         iterations=FLAGS.iterations,
         epochs=FLAGS.epochs,
         evaluations_per_round=FLAGS.evaluations_per_round,
-        evaluation_examples=_evaluation_examples(FLAGS.evaluation_examples),
+        evaluation_examples=method_flags.evaluation_examples(FLAGS.evaluation_examples),
         backup_seconds=FLAGS.backup_seconds,
         masks_from=FLAGS.masks_from,
         criterion=FLAGS.criterion,

@@ -75,11 +75,6 @@ LEARNED_WRAPPERS = {"l0": (learned_sparsity.prune_low_l0, learned_sparsity),
                     "edge_popup": (supermasks.prune_low_edge_popup, supermasks)}
 
 
-def _learned(method):
-    """(wrap function, module) of a learned method."""
-    return LEARNED_WRAPPERS[method]
-
-
 def fixed_batch(config, splits, size):
     """One seeded batch of `size` training examples (no augmentation), the same on every run of `config`."""
     x, y = next(iter(splits.train_batches(size, config.seed * 1000 + 999, augment=False)))
@@ -108,7 +103,7 @@ def wrap(config, dense, names, splits):
     """
     if config.method in LEARNED:
         ignored = [name for name in schedules.lth_prune_rates(dense.layers) if name not in names]
-        wrap_function, _ = _learned(config.method)
+        wrap_function, _ = LEARNED_WRAPPERS[config.method]
         kwargs = {"seed": config.seed}
         if config.method in ("l0", "variational_dropout"):
             kwargs["layers_to_ignore"] = tuple(ignored)
@@ -298,7 +293,7 @@ def _method_callbacks(config, model, splits, total):
         act_at = [1] if config.method == "snfs" else [config.update_frequency]
         return [mask_updaters.MaskUpdateCallback(updater, batches)], act_at, None
     if config.method in LEARNED:
-        _, module = _learned(config.method)
+        _, module = LEARNED_WRAPPERS[config.method]
         sparsity, strategy = target_sparsity(config, model)
         step = int(round(config.learn_until * total))
         fix = FixLearnedMask(module, sparsity, strategy, step)

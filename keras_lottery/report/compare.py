@@ -61,6 +61,9 @@ def _imp_flops(summary, layer_flops):
             done = (np.arange(steps) >= prune_steps[0]).astype(float)
         mean = float(np.mean(dense - done * (dense - final)))
         return 3.0 * mean * steps * batch, final
+    if all("training_flops" in record for record in records):  # IMP records its own (`imp.round_flops`)
+        return float(sum(record["training_flops"] for record in records)), float(records[-1]["inference_flops"])
+    # Runs saved before the records held FLOPs: the same count from each round's per-layer weights remaining.
     total = sum(3.0 * per_example(record["layers"]) * record["iterations"] * batch for record in records)
     return total, per_example(records[-1]["layers"])
 
