@@ -8,4 +8,6 @@
 * `run_models`: a finished run's ticket back as a tf_keras model.
 * `tuning`: keras-tuner search over pruning settings.
 * `shift`: finished runs scored on corrupted test sets (distribution shift), resumable.
+* `instability` (settings in `instability_config`): linear mode connectivity of IMP runs' states at
+  iterations k, resumable; `interpolation`: a model evaluated on the line between two weight settings.
 """

@@ -6,6 +6,7 @@
 * `compare`: the comparison grid's report (`compare_main`).
 * `shift`: the distribution-shift report of `experiments.shift.evaluate` (`shift_main`;
   `from keras_lottery.report import shift`).
+* `instability`: the instability report of `experiments.instability.run` (`instability_main`).
 """
 
 from keras_lottery.report.aggregate import (  # noqa: F401

@@ -1,0 +1,130 @@
+"""The settings of an instability analysis (`instability.py`): `InstabilityConfig`, checked before any work.
+
+    config = InstabilityConfig(runs=["runs/lenet"], output_dir="instability", levels="0,3",
+                               rewind_iterations="0,100,500").resolved()
+
+Also the parsing of `levels` and `rewind_iterations`, and `copy_seed`: the data-order seed
+of each trained copy, a function of (source seed, level, k, copy) only, so that a rerun
+trains every copy on the stream it had.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_lottery import training
+from keras_lottery.experiments import interpolation
+from keras_lottery.foundations.validation import check_int
+
+STABLE_THRESHOLD = 0.02  # the paper's "stable": error barrier below 2%
+DEFAULT_REWIND_ITERATIONS = "0,25,100,500,2000"
+_SEED_TAG = 0x5EED1A  # keeps the copies' streams apart from other seed sequences of the same numbers
+
+
+class InstabilityError(ValueError):
+    """Bad instability-analysis input: a setting, a source run, or an instability.json of other settings."""
+
+
+def parse_levels(levels):
+    """'all', or the sorted distinct rounds of "0,3,6" (or a list of ints).
+
+    Raises:
+      InstabilityError: anything else.
+    """
+    if levels == "all":
+        return "all"
+    try:
+        parts = str(levels).split(",") if isinstance(levels, str) else list(levels)
+        values = sorted({check_int(int(part) if isinstance(part, str) else part, "level", 0)
+                         for part in parts if str(part).strip()})
+    except (TypeError, ValueError):
+        values = []
+    if not values:
+        raise InstabilityError(f"levels must be 'all' or comma-separated IMP rounds >= 0 such as '0,3,6'; got "
+                               f"{levels!r}.")
+    return values
+
+
+def parse_rewind_iterations(value):
+    """The sorted distinct iterations k of "0,25,100" (or a list of ints), each >= 0.
+
+    Raises:
+      InstabilityError: empty, not integers, or negative.
+    """
+    try:
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        values = [check_int(int(part) if isinstance(part, str) else part, "k", 0) for part in parts
+                  if str(part).strip()]
+    except (TypeError, ValueError):
+        values = []
+    if not values:
+        raise InstabilityError(f"rewind_iterations must be comma-separated iterations >= 0 such as "
+                               f"'{DEFAULT_REWIND_ITERATIONS}'; got {value!r}.")
+    return sorted(set(values))
+
+
+def copy_seed(source_seed, level, k, copy):
+    """The data-order (and augmentation) seed of copy `copy` of cell (level, k) of a source of `source_seed`."""
+    state = np.random.SeedSequence([int(source_seed), int(level), int(k), int(copy), _SEED_TAG]).generate_state(1)
+    return int(state[0])
+
+
+@dataclasses.dataclass
+class InstabilityConfig:
+    """The settings of an instability analysis (see the module docstring).
+
+    Attributes:
+      runs: IMP run folders, or folders holding them at any depth (a path or a list).
+      output_dir: where instability.json and the copies' weights go.
+      levels: 'all' (every finished round of each run) or comma-separated rounds, e.g. "0,3,6".
+      rewind_iterations: the iterations k, e.g. "0,25,100,500,2000" (or a list of ints); each
+        must be below every source's round length.
+      interpolation_points: evenly spaced alphas in [0, 1], both ends included (the paper: 30).
+      test_examples: evaluate on the first this many test examples; None: all of them.
+      data_dir: where the runs' datasets are, if not where the runs read them.
+      same_data_order: both copies read the same data order (the barrier is then 0: a check).
+      keep_copies: keep the replayed states and the copies' weights (.npz) after their cells.
+      verbose: 0: no log lines; 1: one per cell (INFO); 2: also one per copy trained.
+    """
+
+    runs: object = ()
+    output_dir: str = ""
+    levels: object = "all"
+    rewind_iterations: object = DEFAULT_REWIND_ITERATIONS
+    interpolation_points: int = 30
+    test_examples: int | None = None
+    data_dir: str | None = None
+    same_data_order: bool = False
+    keep_copies: bool = False
+    verbose: int = 1
+
+    def resolved(self):
+        """A copy with runs as a list, levels and rewind_iterations parsed, every field checked.
+
+        Raises:
+          InstabilityError: naming the field and the fix.
+        """
+        runs = [self.runs] if isinstance(self.runs, (str, os.PathLike)) else list(self.runs or ())
+        if not runs:
+            raise InstabilityError("runs is empty: pass IMP run folders (the --output_dir of apps.imp_main) or "
+                                   "folders holding them.")
+        if not self.output_dir:
+            raise InstabilityError("output_dir is required: the folder where instability.json goes.")
+        try:
+            interpolation.alphas(self.interpolation_points)
+            if self.test_examples is not None:
+                check_int(self.test_examples, "test_examples (None: every test example)", 1)
+            training.check_verbose(self.verbose)
+        except ValueError as error:
+            raise InstabilityError(str(error)) from None
+        for name in ("same_data_order", "keep_copies"):
+            if not isinstance(getattr(self, name), bool):
+                raise InstabilityError(f"{name} must be True or False; got {getattr(self, name)!r}.")
+        return dataclasses.replace(self, runs=[os.fspath(run) for run in runs], levels=parse_levels(self.levels),
+                                   rewind_iterations=parse_rewind_iterations(self.rewind_iterations))
+
+    def settings(self):
+        """What a cell's numbers depend on besides its source: equal in every call on one output_dir."""
+        return {"interpolation_points": self.interpolation_points, "test_examples": self.test_examples,
+                "same_data_order": self.same_data_order, "stable_threshold": STABLE_THRESHOLD}
