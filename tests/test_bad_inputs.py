@@ -35,6 +35,7 @@ from keras_lottery.experiments import compare
 from keras_lottery.experiments import sparse_config
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
+from keras_lottery.experiments import instability
 from keras_lottery.experiments import run_folder
 from keras_lottery.experiments import shift
 from keras_lottery.export import tflite as tflite_lib
@@ -402,6 +403,15 @@ CASES = [
     ("shift-unknown-corruption", "experiments.shift.evaluate with a corruption it does not know",
      lambda d, t: shift.evaluate([str(t)], str(t / "shift"), corruptions=("fog",)), shift.ShiftError,
      "unknown corruption 'fog': choose one of gaussian_noise, gaussian_blur, rotation, contrast"),
+    ("instability-points", "an instability analysis with fewer than two interpolation points",
+     lambda d, t: instability.InstabilityConfig(runs=[str(t)], output_dir=str(t / "out"),
+                                                interpolation_points=1).resolved(), instability.InstabilityError,
+     "interpolation_points .*must be an integer >= 2"),
+    ("instability-k-past-end", "an instability k not before the end of the source run's training",
+     lambda d, t: (finished_run(d, t / "ticket"), instability.run(instability.InstabilityConfig(
+         runs=[str(t / "ticket")], output_dir=str(t / "out"), rewind_iterations="0,25")))[-1],
+     instability.InstabilityError, "rewind_iterations \\[25\\] are not before the end of .*20 iterations a round.*"
+     "Pick smaller k"),
     ("corruption-severity", "a corruption severity outside 0..5",
      lambda d, t: corruptions.corrupt(np.zeros((1, 4, 4, 1)), "contrast", 6), ValueError,
      "severity must be an integer 0\\.\\.5 \\(0 = clean images\\), got 6"),
@@ -475,7 +485,8 @@ CASES = [
 PRE_EXISTING = ("imp-other-config", "imp-corrupt-summary", "dataset-corrupt-idx", "imp-folder-in-use",
                 "imp-output-dir-file", "data-dir-file", "data-dir-incomplete", "dataset-empty-test-split",
                 "summary-wrong-structure", "summary-without-config", "masks-from-corrupt", "data-changed-on-resume",
-                "app-output-dir-file", "app-folder-in-use", "app-ctrl-c", "branch-levels")
+                "app-output-dir-file", "app-folder-in-use", "app-ctrl-c", "branch-levels",
+                "instability-k-past-end")
 
 
 def _message(error):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_lottery import data
+from keras_lottery import training
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import instability
 from keras_lottery.experiments import interpolation
@@ -111,7 +112,24 @@ def test_the_replay_reaches_the_sources_rewind_snapshot_and_starts_at_its_init(s
     assert not np.allclose(start["0000"], snapshot["0000"])  # ten iterations moved it
 
 
-def test_the_same_data_order_gives_a_barrier_of_exactly_zero(source, tmp_path):
+class _TrainingStarts(training.StopOnDivergence):
+    """Records, as each training of the analysis begins, its schedule start, optimizer state and first kernel."""
+
+    log = []
+
+    def on_train_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        moments = [v.numpy() for v in callbacks.optimizer_variables(optimizer)
+                   if "iteration" not in v.name and "learning_rate" not in v.name]
+        self.log.append({"start": training.schedule_of(optimizer).start_step, "step": int(optimizer.iterations),
+                         "moments": (len(moments), max((float(np.max(np.abs(m), initial=0)) for m in moments),
+                                                       default=0.0)),
+                         "kernel": callbacks.RewindCallback.rewindable_variables(self.model)[0].numpy()})
+
+
+def test_the_same_data_order_gives_a_barrier_of_exactly_zero(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "StopOnDivergence", _TrainingStarts)
+    _TrainingStarts.log = []
     results = instability.run(instability.InstabilityConfig(
         runs=[source], output_dir=str(tmp_path), levels="1", rewind_iterations="10", interpolation_points=5,
         same_data_order=True, keep_copies=True, verbose=0))
@@ -122,7 +140,13 @@ def test_the_same_data_order_gives_a_barrier_of_exactly_zero(source, tmp_path):
     copy_a, copy_b = _copies(str(tmp_path), 1, 10)
     for key in copy_a:
         np.testing.assert_array_equal(copy_a[key], copy_b[key])
-    assert not os.path.exists(tmp_path / "copies" / "replay_k0.npz")
+    # The replay from iteration 0, then each copy from W_10 masked, a fresh optimizer, the schedule at 10.
+    replay, *copies = _TrainingStarts.log
+    assert (replay["start"], replay["step"]) == (0, 0) and len(copies) == 2
+    w_10 = run_folder.RunFolder(source).load_snapshot()["0000"] * run_folder.RunFolder(source).load_masks(1)["fc1"]
+    for start in copies:
+        assert (start["start"], start["step"], start["moments"][1]) == (10, 0, 0.0) and start["moments"][0] >= 6
+        np.testing.assert_array_equal(start["kernel"], w_10)
 
 
 def test_the_ticket_to_dense_path_runs_from_the_trained_ticket_to_the_trained_dense_network(source, analysis,
