@@ -117,7 +117,7 @@ def _load_source(path, config):
                                "from its initialization; pass IMP run folders (apps.imp_main).")
     saved = with_defaults(summary["config"])
     known = {field.name for field in dataclasses.fields(ImpConfig)}
-    imp_config = ImpConfig(**{key: value for key, value in saved.items() if key in known})
+    imp_config = ImpConfig(**{key: value for key, value in saved.items() if key in known}).resolved()
     finished = [record["round"] for record in summary["rounds"]]
     levels = finished if config.levels == "all" else config.levels
     missing = [level for level in levels if level not in finished]
