@@ -5,10 +5,14 @@ r"""Iterative magnitude pruning with rewinding: find lottery tickets.
 
     python -m apps.imp_main --criterion=hybrid --mode=one_pass --rounds=10 --output_dir=runs/one_pass
 
+    python -m apps.imp_main --criterion=hybrid --mode=one_pass --prune_schedule=on_flip --min_flips=1 \
+        --rounds=10 --output_dir=runs/on_flip
+
 `--criterion=sign_flip|hybrid` prunes weights whose sign flipped (relative to the
 rewind point) first, or by |w| / (1 + flips)^alpha; `--mode=one_pass` prunes while
 training continues instead of IMP's rounds, to the sparsity IMP reaches after
-`--rounds` rounds. Rerunning the same command resumes a stopped or killed run, at the last
+`--rounds` rounds; with `--prune_schedule=on_flip` each update prunes the weights that
+flipped sign (at least `--min_flips` times), capped at that sparsity, and the last fills it. Rerunning the same command resumes a stopped or killed run, at the last
 evaluation of its unfinished round (see keras_lottery/experiments/round_backup.py). Results:
 <output_dir>/summary.json, round_<r>/masks.npz, TensorBoard logs
 (`tensorboard --logdir <output_dir>/tensorboard`).
@@ -61,6 +65,12 @@ flags.DEFINE_integer("one_pass_iterations", None, "One-pass training length (def
 flags.DEFINE_float("prune_begin", _DEFAULTS.prune_begin, "One pass: first mask update, as a fraction of training.")
 flags.DEFINE_float("prune_end", _DEFAULTS.prune_end, "One pass: last mask update (target reached), same unit.")
 flags.DEFINE_integer("prune_updates", _DEFAULTS.prune_updates, "One pass: number of mask updates.")
+flags.DEFINE_enum("prune_schedule", _DEFAULTS.prune_schedule, list(imp.PRUNE_SCHEDULES),
+                  "One pass: 'gradual' prunes to a rising sparsity at each update (Zhu & Gupta); 'on_flip' prunes "
+                  "at each update the weights that flipped sign, capped at the target, and fills the target at the "
+                  "last (needs --criterion=sign_flip or hybrid).")
+flags.DEFINE_integer("min_flips", _DEFAULTS.min_flips,
+                     "With --prune_schedule=on_flip: sign changes since the reference that make a weight prunable.")
 
 
 def config_from_flags():
@@ -86,6 +96,8 @@ def config_from_flags():
         prune_begin=FLAGS.prune_begin,
         prune_end=FLAGS.prune_end,
         prune_updates=FLAGS.prune_updates,
+        prune_schedule=FLAGS.prune_schedule,
+        min_flips=FLAGS.min_flips,
         **training_flags.values(),
     )
 
@@ -110,6 +122,10 @@ def log_one_pass(record):
         record["best_val_accuracy"], record["early_stop_iteration"], record["train_seconds"],
     )
     _log_flips(record)
+    for layer, history in record.get("on_flip", {}).items():
+        logging.info("  %s: %d weights pruned for their sign flips, %d filled by the criterion; target reached at "
+                     "iteration %s", layer, history["pruned_for_flips"], history["filled"],
+                     history["target_reached_iteration"])
 
 
 def _log_flips(record):

@@ -1,25 +1,35 @@
-r"""Sign-flip pruning vs magnitude IMP: accuracy at 20/10/5/2% weights remaining vs iterations spent.
+r"""Sign-flip pruning vs magnitude IMP: accuracy at 20/10/5/2/1% weights remaining vs iterations spent.
 
     python -m bench.sign_flip --iterations=6000 --seeds=0,1,2 [--shard=0/2]
+    python -m bench.sign_flip --model=conv4 --targets=10,1,0.5 --iterations=6000 --seeds=0,1,2
 
-LeNet-300-100 on Fashion-MNIST with the LTH settings (Adam 1.2e-3, batch 60, Dense
-20% / output 10% per round, rewind to init), `--iterations` per IMP round. Seven methods:
+LeNet-300-100 (or `--model`: conv2, conv4, conv6, ...) on Fashion-MNIST with the LTH
+settings (LeNet: Adam 1.2e-3, batch 60, Dense 20% / output 10% per round; Conv-n: conv
+10%, fc 20%, output at half rate; rewind to init), `--iterations` per IMP round. Methods:
 
 * magnitude IMP, sign-flip IMP, hybrid IMP (alpha = 1): `imp.run` with
-  `criterion=...`, `--rounds` rounds; each target is read at the IMP round whose
-  weights remaining is nearest (21.1%, 10.8%, 4.5%, 1.9%). Magnitude IMP shares its
-  run folders with `bench.imp_reproduction` (same config; more rounds resume them).
+  `criterion=...`; each target (`--targets`, % weights remaining) is read at the IMP round
+  whose weights remaining is nearest (LeNet: 21.1%, 10.8%, 4.5%, 1.9%, 0.96% at rounds 7,
+  10, 14, 18, 21), so the IMP runs go to the round of the smallest target. Magnitude IMP
+  of LeNet shares its run folders with `bench.imp_reproduction` (same config; more rounds
+  resume them).
 * one-pass sign-flip, one-pass hybrid, and one-pass magnitude (gradual magnitude
   pruning, Zhu & Gupta: the control that tells whether the flips matter):
   `mode='one_pass'`, one training run of
   `--one_pass_factor` x `--iterations` iterations, masks updated 20 times between 20%
   and 70% of it, to the same per-layer sparsity as the IMP round of the target.
+* one-pass on_flip hybrid (`prune_schedule='on_flip'`): the same run, but each check
+  (every `--flip_check_every` iterations between 20% and 70%) prunes the weights whose
+  sign changed since init, capped at the per-layer target, the smallest |w| / (1 + flips)
+  first when the cap binds; the last check fills the target by the criterion (|w| of
+  the weights that never flipped), so the run ends at the IMP round's weights remaining.
 * random pruning: a random mask at that sparsity at initialization, trained for
   `--iterations` (LTH's random-pruning control).
 
 Rerunning resumes finished runs; `--shard=i/n` runs every n-th job (start n processes
-to share the work), `--report` only prints the table from what is on disk. Prints a
-Markdown table for bench/RESULTS.md and draws `--plot`.
+to share the work), `--methods` only some methods, `--report` only prints the table from
+what is on disk. Prints a Markdown table for bench/RESULTS.md (and, for the on_flip
+runs, how many weights went for their flips and how many the fill added) and draws `--plot`.
 """
 
 import argparse
@@ -27,42 +37,89 @@ import dataclasses
 import os
 import statistics
 
+from keras_lottery import models
 from keras_lottery.experiments import imp
+from keras_lottery.experiments import one_pass
+from keras_lottery.experiments import rounds as rounds_lib
 from keras_lottery.experiments import run_folder
+from keras_lottery.sparsity import masks as masks_lib
 
-TARGETS = {"20%": 7, "10%": 10, "5%": 14, "2%": 18}  # nearest IMP rounds (LTH rates, LeNet)
+DEFAULT_MODEL = "lenet_300_100"
 IMP_METHODS = ("magnitude", "sign_flip", "hybrid")
 ONE_PASS_METHODS = ("sign_flip", "hybrid", "magnitude")  # magnitude: the control for the criterion
+# on_flip needs flip counts (no magnitude). With min_flips=1 every weight that ever flipped is pruned at a
+# check, so the fill ranks weights that never flipped, where sign_flip and hybrid are both |w|: the two
+# criteria differ only in which hits go first when the cap binds. One of them is enough here.
+ON_FLIP_METHODS = ("hybrid",)
+HEADLINE = "10%"
 
 
 def _common(args, seed):
-    return dict(dataset="fashion_mnist", model="lenet_300_100", iterations=args.iterations, seed=seed,
+    return dict(dataset="fashion_mnist", model=args.model, iterations=args.iterations, seed=seed,
                 data_dir=args.data_dir, verbose=0)
+
+
+def imp_remaining(model, max_rounds=60):
+    """[weights remaining after round r for r = 0..max_rounds] of `model`'s IMP at the LTH rates, to the weight."""
+    config = imp.ImpConfig(model=model, dataset="fashion_mnist").resolved()
+    dense = models.build(model, (28, 28, 1), 10, 0)
+    sizes = {layer.name: int(layer.kernel.shape.num_elements()) for layer in dense.layers if hasattr(layer, "kernel")}
+    rates = rounds_lib.layer_rates(config, dense)
+    total = sum(sizes.values())
+    # Ignored layers (none in the LTH nets) stay dense.
+    return [sum(masks_lib.keep_count(size, masks_lib.sparsity_after_rounds(rates[name], r)) if name in rates
+                else size for name, size in sizes.items()) / total for r in range(max_rounds + 1)]
+
+
+def target_rounds(model, percents):
+    """dict target label ('10%') -> the IMP round whose weights remaining is nearest that percentage."""
+    remaining = imp_remaining(model)
+    return {f"{p:g}%": min(range(1, len(remaining)), key=lambda r: abs(remaining[r] - p / 100)) for p in percents}
+
+
+def _folder(args, name):
+    # LeNet's folders keep the names they had before --model, so that its finished runs are found.
+    return os.path.join(args.output_dir, name if args.model == DEFAULT_MODEL else f"{args.model}_{name}")
+
+
+def flip_check_updates(args):
+    """The on_flip checks of a one-pass run: one every `--flip_check_every` iterations of its window."""
+    # One update spans the whole window (prune_begin to prune_end, the config's defaults).
+    _, window, _ = one_pass.pruning_steps(imp.ImpConfig(prune_updates=1), args.one_pass_factor * args.iterations)
+    return max(1, window // args.flip_check_every)
 
 
 def jobs(args):
     """(method, target or None, seed, config) for every run, cheapest key results first."""
     listed = []
-    for target, rounds in TARGETS.items():
+    targets = target_rounds(args.model, args.targets)
+    for target, rounds in targets.items():
         for seed in args.seeds:
             for criterion in ONE_PASS_METHODS:
                 listed.append((f"one-pass {criterion}", target, seed, imp.ImpConfig(
-                    output_dir=os.path.join(args.output_dir, f"one_pass_{criterion}_r{rounds}_seed{seed}"),
+                    output_dir=_folder(args, f"one_pass_{criterion}_r{rounds}_seed{seed}"),
                     mode="one_pass", criterion=criterion, rounds=rounds,
                     one_pass_iterations=args.one_pass_factor * args.iterations, **_common(args, seed))))
+            for criterion in ON_FLIP_METHODS:
+                listed.append((f"one-pass on_flip {criterion}", target, seed, imp.ImpConfig(
+                    output_dir=_folder(args, f"one_pass_on_flip_{criterion}_r{rounds}_seed{seed}"),
+                    mode="one_pass", criterion=criterion, rounds=rounds, prune_schedule="on_flip",
+                    prune_updates=flip_check_updates(args), one_pass_iterations=args.one_pass_factor * args.iterations,
+                    **_common(args, seed))))
             listed.append(("random pruning", target, seed, imp.ImpConfig(
-                output_dir=os.path.join(args.output_dir, f"random_r{rounds}_seed{seed}"),
+                output_dir=_folder(args, f"random_r{rounds}_seed{seed}"),
                 mode="one_pass", criterion="random", rounds=rounds, prune_begin=0.0, prune_end=0.0,
                 one_pass_iterations=args.iterations, **_common(args, seed))))
-    rounds = max(TARGETS.values())
+    rounds = max(targets.values())
     for seed in args.seeds:
         for criterion in IMP_METHODS:
-            folder = (os.path.join(args.reproduction_dir, f"ticket_seed{seed}") if criterion == "magnitude"
-                      else os.path.join(args.output_dir, f"imp_{criterion}_seed{seed}"))
+            folder = (os.path.join(args.reproduction_dir, f"ticket_seed{seed}")
+                      if criterion == "magnitude" and args.model == DEFAULT_MODEL
+                      else _folder(args, f"imp_{criterion}_seed{seed}"))
             listed.append((f"{criterion} IMP", None, seed, imp.ImpConfig(
                 output_dir=folder, criterion=criterion, rounds=rounds, **_common(args, seed))))
     # One-pass at 10% first (the headline), then the IMP runs, then the rest.
-    return sorted(listed, key=lambda job: (job[1] != "10%", job[1] is not None))
+    return sorted(listed, key=lambda job: (job[1] != HEADLINE, job[1] is not None))
 
 
 def _format(values):
@@ -71,14 +128,24 @@ def _format(values):
     return f"{100 * mean:.2f} ± {100 * spread:.2f}"
 
 
+def _flip_share(record):
+    """Of the weights an on_flip run pruned, the share that went for their sign flips (None for other runs)."""
+    history = record.get("on_flip")
+    if not history:
+        return None
+    pruned = sum(layer["pruned_for_flips"] + layer["filled"] for layer in history.values())
+    return sum(layer["pruned_for_flips"] for layer in history.values()) / pruned if pruned else 0.0
+
+
 def collect(args):
-    """dict (method, target) -> list of (weights remaining, accuracy, iterations spent), one per seed.
+    """dict (method, target) -> list of (weights remaining, accuracy, iterations spent, flip share), one per seed.
 
     A run folder made with other settings than the ones printed (another --iterations, a
     changed default) is left out, and named with the fields that differ: mixing it in
     would average different experiments.
     """
     results = {}
+    targets = target_rounds(args.model, args.targets)
     for method, target, seed, config in jobs(args):
         folder = run_folder.RunFolder(config.output_dir)
         summary = folder.load_summary() if os.path.exists(config.output_dir) else None
@@ -93,12 +160,12 @@ def collect(args):
         if target is not None:
             record = summary["rounds"][0]
             results.setdefault((method, target), []).append(
-                (record["weights_remaining"], record["test_accuracy"], record["iterations"]))
+                (record["weights_remaining"], record["test_accuracy"], record["iterations"], _flip_share(record)))
             continue
         spent = 0
         for record in summary["rounds"]:
             spent += record["iterations"]
-            for name, rounds in TARGETS.items():
+            for name, rounds in targets.items():
                 if record["round"] == rounds:
                     results.setdefault((method, name), []).append(
                         (record["weights_remaining"], record["test_accuracy"], spent))
@@ -106,37 +173,50 @@ def collect(args):
 
 
 METHODS = ("magnitude IMP", "sign_flip IMP", "hybrid IMP", "one-pass sign_flip", "one-pass hybrid",
-           "one-pass magnitude", "random pruning")
+           "one-pass magnitude", "one-pass on_flip hybrid", "random pruning")
+ONE_PASS = [method for method in METHODS if method.startswith("one-pass")]
 
 
 def report(args, results):
-    print(f"\nLeNet-300-100 / Fashion-MNIST, {args.iterations} iterations per IMP round, seeds {args.seeds}: "
+    targets = list(target_rounds(args.model, args.targets))
+    print(f"\n{args.model} / Fashion-MNIST, {args.iterations} iterations per IMP round, seeds {args.seeds}: "
           "test accuracy % (mean ± std over seeds) and training iterations spent to get there\n")
-    print("| method | " + " | ".join(f"{t} remaining: accuracy | iterations" for t in TARGETS) + " |")
-    print("|---|" + "---|---|" * len(TARGETS))
+    print("| method | " + " | ".join(f"{t} remaining: accuracy | iterations" for t in targets) + " |")
+    print("|---|" + "---|---|" * len(targets))
     for method in METHODS:
         cells = []
-        for target in TARGETS:
+        for target in targets:
             rows = results.get((method, target), [])
             if not rows:
                 cells += ["—", "—"]
                 continue
             seeds = f" (n={len(rows)})" if len(rows) != len(args.seeds) else ""
-            cells += [f"{_format([r[1] for r in rows])}{seeds} @ {100 * rows[0][0]:.1f}%",
+            cells += [f"{_format([r[1] for r in rows])}{seeds} @ {100 * rows[0][0]:.2f}%",
                       f"{statistics.mean(r[2] for r in rows):,.0f}"]
         print(f"| {method} | " + " | ".join(cells) + " |")
-    imp_rows = results.get(("magnitude IMP", "10%"), [])
-    for method in ("one-pass sign_flip", "one-pass hybrid", "one-pass magnitude"):
-        rows = results.get((method, "10%"), [])
+    shares = [(method, target, [r[3] for r in results.get((method, target), [])]) for method in METHODS
+              for target in targets if method.startswith("one-pass on_flip")]
+    if any(values for _, _, values in shares):
+        print("\nShare of the pruned weights that went for their sign flips (the rest: the fill by the criterion at "
+              "the last check), mean over seeds:\n")
+        print("| method | " + " | ".join(targets) + " |")
+        print("|---|" + "---|" * len(targets))
+        for method in [m for m in METHODS if m.startswith("one-pass on_flip")]:
+            cells = [next((f"{100 * statistics.mean(v):.1f}%" for m, t, v in shares if m == method and t == target
+                           and v), "—") for target in targets]
+            print(f"| {method} | " + " | ".join(cells) + " |")
+    imp_rows = results.get(("magnitude IMP", HEADLINE), [])
+    for method in ONE_PASS:
+        rows = results.get((method, HEADLINE), [])
         if imp_rows and rows:
             gap = statistics.mean(r[1] for r in rows) - statistics.mean(r[1] for r in imp_rows)
             cost = statistics.mean(r[2] for r in rows) / statistics.mean(r[2] for r in imp_rows)
             met = gap >= -0.005 and cost <= 1 / 3
-            print(f"\nTarget at 10% ({method}): accuracy {100 * gap:+.2f} pt vs magnitude IMP (need >= -0.50), "
+            print(f"\nTarget at {HEADLINE} ({method}): accuracy {100 * gap:+.2f} pt vs magnitude IMP (need >= -0.50), "
                   f"iterations {cost:.2f}x IMP's (need <= 0.33): {'met' if met else 'NOT met'}")
 
 
-def plot(results, path, iterations):
+def plot(results, path, iterations, model, targets):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,31 +227,33 @@ def plot(results, path, iterations):
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for index, method in enumerate(METHODS):
         points = [(statistics.mean(r[0] for r in results[method, t]), statistics.mean(r[1] for r in results[method, t]))
-                  for t in TARGETS if results.get((method, t))]
+                  for t in targets if results.get((method, t))]
         if not points:
             continue
         color = f"C{index}"
-        style = "o-" if "IMP" in method else ("s--" if "one-pass" in method else "x:")
+        style = "o-" if "IMP" in method else ("d-." if "on_flip" in method else ("s--" if "one-pass" in method else "x:"))
         left.plot([100 * p[0] for p in points], [100 * p[1] for p in points], style, color=color, label=method)
-        rows = results.get((method, "10%"))
-        if rows:  # the headline comparison: accuracy at 10.8% remaining vs its cost
+        rows = results.get((method, HEADLINE))
+        if rows:  # the headline comparison: accuracy at the 10% target vs its cost
             accuracies = [100 * r[1] for r in rows]
             right.errorbar([statistics.mean(r[2] for r in rows)], [statistics.mean(accuracies)],
                            yerr=[[statistics.mean(accuracies) - min(accuracies)], [max(accuracies) - statistics.mean(accuracies)]],
                            fmt=style[0], color=color, capsize=3, label=method)
     left.set_xscale("log")
     left.invert_xaxis()
-    ticks = [21.1, 10.8, 4.5, 1.9]
-    left.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    # A tick at each target's weights remaining, as the runs measured it.
+    ticks = sorted({round(100 * results[m, t][0][0], 2) for t in targets for m in METHODS if results.get((m, t))})
+    if ticks:
+        left.set_xticks(ticks, [f"{t:g}" for t in ticks])
     left.xaxis.set_minor_formatter(ticker.NullFormatter())
     left.set_xlabel("weights remaining (%)")
     right.set_xscale("log")
-    right.set_xlabel("training iterations spent to reach 10.8% remaining (bars: min-max over seeds)")
+    right.set_xlabel(f"training iterations spent to reach the {HEADLINE} target (bars: min-max over seeds)")
     for axis in (left, right):
         axis.set_ylabel("test accuracy (%)")
         axis.grid(alpha=0.3)
     left.legend(loc="lower left", fontsize=8)
-    figure.suptitle(f"Sign-flip vs magnitude pruning, LeNet-300-100 / Fashion-MNIST ({iterations} iterations per "
+    figure.suptitle(f"Sign-flip vs magnitude pruning, {model} / Fashion-MNIST ({iterations} iterations per "
                     "IMP round; mean of seeds)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -180,6 +262,11 @@ def plot(results, path, iterations):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=6000)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="lenet_300_100, conv2, conv4, conv6, ...")
+    parser.add_argument("--targets", type=lambda text: [float(p) for p in text.split(",")], default=[20, 10, 5, 2, 1],
+                        help="%% weights remaining, comma-separated; each read at the nearest IMP round")
+    parser.add_argument("--flip_check_every", type=int, default=100,
+                        help="one-pass on_flip: iterations between two checks for flipped weights")
     parser.add_argument("--one_pass_factor", type=int, default=3, help="one-pass length in IMP rounds")
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1, 2])
     parser.add_argument("--data_dir", default=None)
@@ -191,6 +278,9 @@ def main():
     parser.add_argument("--methods", default=None, help="comma-separated: only run these methods (e.g. 'one-pass magnitude')")
     parser.add_argument("--plot", default="bench/sign_flip.png")
     args = parser.parse_args()
+    models.get(args.model)  # an unknown model fails here, with the known names
+    if args.flip_check_every < 1:
+        parser.error("--flip_check_every must be >= 1.")
 
     if not args.report:
         index, count = (int(part) for part in args.shard.split("/"))
@@ -207,10 +297,12 @@ def main():
             imp.run(config, on_round_end=progress)
     results = collect(args)
     report(args, results)
-    plot(results, args.plot, args.iterations)
+    plot(results, args.plot, args.iterations, args.model, list(target_rounds(args.model, args.targets)))
     seeds = ",".join(str(s) for s in args.seeds)
-    print(f"\nPlot: {args.plot}\nReproduce: python -m bench.sign_flip --iterations={args.iterations} "
-          f"--one_pass_factor={args.one_pass_factor} --seeds={seeds}")
+    targets = ",".join(f"{t:g}" for t in args.targets)
+    print(f"\nPlot: {args.plot}\nReproduce: python -m bench.sign_flip --model={args.model} --targets={targets} "
+          f"--iterations={args.iterations} --one_pass_factor={args.one_pass_factor} "
+          f"--flip_check_every={args.flip_check_every} --seeds={seeds}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Public API:
 * `custom_objects`, `prune_scope`: load saved pruned models (H5, .keras, SavedModel).
 * `prune_low_sign_flip`, `PruneLowSignFlip`, `flip_counts`, `flip_statistics`: sign-flip / hybrid
   pruning, flip counts kept in the graph.
-* `OneShot`, `Iterative`, `Gradual`, `lth_prune_rates`: pruning schedules and LTH's per-layer rates.
+* `OneShot`, `Iterative`, `Gradual`, `OnFlip`, `lth_prune_rates`: pruning schedules and LTH's per-layer
+  rates (`OnFlip`: prune weights as their signs flip, `sparsity/on_flip.py`).
 * `UpdateMasks`, `RewindCallback`, `reset_optimizer`: Keras callbacks for schedules and rewinding.
 * `controls`: random_reinit, random_prune, signed_constant.
 * `imp`: the iterative magnitude pruning loop (`imp.ImpConfig`, `imp.run`).
@@ -54,7 +55,7 @@ from keras_lottery.sparsity import masks
 from keras_lottery.sparsity.callbacks import RewindCallback, UpdateMasks, reset_optimizer
 from keras_lottery.sparsity.early_bird import EarlyBirdCallback, EarlyBirdSchedule
 from keras_lottery.sparsity.pruning import prune
-from keras_lottery.sparsity.schedules import Gradual, Iterative, OneShot, lth_prune_rates
+from keras_lottery.sparsity.schedules import Gradual, Iterative, OneShot, OnFlip, lth_prune_rates
 from keras_lottery.sparsity.sign_flip import PruneLowSignFlip, flip_counts, flip_statistics, prune_low_sign_flip
 from keras_lottery.sparsity.summaries import SparsitySummaries, write_hparams
 from keras_lottery.sparsity.wrappers import (
@@ -80,6 +81,7 @@ __all__ = [
     "Keras3ConversionError",
     "Keras3ConversionWarning",
     "MergeBudget",
+    "OnFlip",
     "OneShot",
     "PruneLowMagnitude",
     "PruneLowSignFlip",

@@ -228,6 +228,12 @@ def fit_with_nothing_applying_the_schedule():
     model.fit(np.ones((4, 8)), np.ones((4, 3)), epochs=1, verbose=0)
 
 
+def on_flip_on_a_magnitude_wrapper():
+    model = kl.prune_low_magnitude(dense(), pruning_schedule=kl.OnFlip(0.5, begin_step=1, frequency=1, updates=1))
+    model.compile("sgd", "mse")
+    model.fit(np.ones((4, 8)), np.ones((4, 3)), epochs=1, verbose=0, callbacks=[kl.UpdateMasks()])
+
+
 def interrupted_app(tiny_fashion, output_dir):
     """Starts apps.imp_main, sends it SIGINT (Ctrl-C) once a round is under way; raises as `app` does."""
     stderr = tempfile.TemporaryFile()
@@ -383,6 +389,18 @@ CASES = [
     ("imp-rounds-kill-a-layer", "so many rounds that a layer keeps no weight",
      lambda d, t: imp.run(imp_config(d, t / "run", rounds=17, prune_rate=0.9)), ValueError,
      "rounds=17 would prune every weight of layer 'fc1'.*Lower --rounds or --prune_rate"),
+    ("on-flip-criterion", "one_pass with prune_schedule='on_flip' and criterion='magnitude' (it counts no flips)",
+     lambda d, t: imp.run(imp_config(d, t / "run", mode="one_pass", prune_schedule="on_flip")), ValueError,
+     "criterion='magnitude' keeps none: use --criterion=sign_flip.*--criterion=hybrid"),
+    ("on-flip-min-flips", "min_flips < 1", lambda d, t: imp.run(imp_config(
+        d, t / "run", mode="one_pass", criterion="hybrid", prune_schedule="on_flip", min_flips=0)), ValueError,
+     "min_flips .* must be an integer >= 1; got 0"),
+    ("on-flip-wrapper", "an OnFlip schedule on a prune_low_magnitude model",
+     lambda d, t: on_flip_on_a_magnitude_wrapper(), ValueError, "counts no flips: wrap the model with.*prune_low_sign_flip"),
+    ("app-on-flip-criterion", "apps.imp_main --mode=one_pass --prune_schedule=on_flip (the default criterion magnitude)",
+     lambda d, t: app("apps.imp_main", f"--data_dir={d}", f"--output_dir={t / 'run'}", "--mode=one_pass",
+                      "--prune_schedule=on_flip", "--min_flips=2"),
+     subprocess.CalledProcessError, "prune_schedule='on_flip' counts sign flips.*--criterion=hybrid"),
     ("app-prune-rate", "apps.imp_main --prune_rate=1.5",
      lambda d, t: app("apps.imp_main", f"--data_dir={d}", f"--output_dir={t / 'run'}", "--prune_rate=1.5"),
      subprocess.CalledProcessError, "prune_rate"),

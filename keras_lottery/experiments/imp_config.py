@@ -17,6 +17,7 @@ from keras_lottery.experiments import run_folder
 from keras_lottery.foundations.validation import check_int
 from keras_lottery.sparsity import controls
 from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import schedules
 from keras_lottery.sparsity import sign_flip
 
 
@@ -54,6 +55,10 @@ class ImpConfig(training.TrainingConfig):
     prune_begin: float = 0.2  # one pass: first mask update, as a fraction of its training
     prune_end: float = 0.7  # one pass: last mask update (the target sparsity), same unit
     prune_updates: int = 20  # one pass: mask updates between prune_begin and prune_end
+    # One pass: 'gradual' (Zhu & Gupta's cubic schedule to the target, ranked by the criterion) or
+    # 'on_flip' (each update prunes the weights that flipped, capped at the target; the last fills it).
+    prune_schedule: str = "gradual"
+    min_flips: int = 1  # on_flip: sign changes since the reference that make a weight prunable
 
     def resolved(self):
         """A copy with every default filled in and every field validated.
@@ -105,6 +110,21 @@ class ImpConfig(training.TrainingConfig):
                 "--criterion (random_prune needs none), use --control=ticket to prune by it, or --strategy=global "
                 "(then the criterion sets how many weights each layer keeps)."
             )
+        if config.prune_schedule not in PRUNE_SCHEDULES:
+            raise ValueError(f"prune_schedule must be one of {PRUNE_SCHEDULES}; got {config.prune_schedule!r}.")
+        schedules.check_min_flips(config.min_flips)
+        if config.prune_schedule == "on_flip":
+            if config.mode != "one_pass":
+                raise ValueError("prune_schedule='on_flip' prunes weights as they flip while training goes on: "
+                                 "use it with --mode=one_pass (IMP prunes at each round's end).")
+            if config.criterion not in ("sign_flip", "hybrid"):
+                raise ValueError(
+                    f"prune_schedule='on_flip' counts sign flips, and criterion={config.criterion!r} keeps none: use "
+                    "--criterion=sign_flip (hits ordered, and the target filled, by flips then |w|) or "
+                    "--criterion=hybrid (by |w| / (1 + flips)^alpha).")
+        elif config.min_flips != 1:
+            raise ValueError(f"min_flips={config.min_flips} applies to --prune_schedule=on_flip only; "
+                             f"prune_schedule is {config.prune_schedule!r}: drop --min_flips or use on_flip.")
         if config.mode == "one_pass" and config.masks_from is not None:
             raise ValueError("masks_from takes masks round by round from an IMP run; it has no meaning in one-pass mode.")
         return config
@@ -154,6 +174,7 @@ def resolve_round_settings(config):
 
 CRITERIA = ("magnitude", "sign_flip", "hybrid", "random")
 MODES = ("imp", "one_pass")
+PRUNE_SCHEDULES = ("gradual", "on_flip")
 AFTER_REWIND = ("continue", "restart")
 
 

@@ -12,6 +12,14 @@ the cubic `schedules.Gradual` schedule, ranked by `criterion`, up to the per-lay
 sparsity IMP reaches after `rounds` rounds (same rates, so the two are compared at
 the same weights remaining). Training then continues at the final masks until the end.
 
+With `prune_schedule='on_flip'` the updates are checks instead (`sparsity/on_flip.py`):
+each prunes the surviving weights that changed sign at least `min_flips` times since the
+reference, capped at the per-layer target, and the last one fills each layer up to its
+target by the criterion, so that the run ends at the same weights remaining as the
+gradual runs and IMP. The record's `on_flip` says, per layer and check, how many weights
+went for their flips and how many the fill added, and the iteration each layer reached
+its target.
+
 With `prune_begin == prune_end` all pruning happens once at that point; at 0 with
 `criterion='random'` this is the random-pruning control (a random mask at
 initialization, trained for the whole length).
@@ -41,6 +49,7 @@ from keras_lottery.experiments.imp_config import config_defaults
 from keras_lottery.foundations import tensorboard
 from keras_lottery.sparsity import callbacks
 from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import on_flip
 from keras_lottery.sparsity import schedules
 from keras_lottery.sparsity import sign_flip
 from keras_lottery.sparsity import summaries
@@ -75,13 +84,20 @@ def pruning_steps(config, total):
 
 
 def layer_schedules(config, dense_model, total):
-    """dict layer name -> schedule reaching IMP's sparsity after `config.rounds` rounds."""
+    """dict layer name -> schedule reaching IMP's sparsity after `config.rounds` rounds.
+
+    'gradual': `Gradual` (`OneShot` for an empty window); 'on_flip': `OnFlip` with the same
+    updates as its checks and the target as its cap, filled at the last one.
+    """
     begin, frequency, updates = pruning_steps(config, total)
     result = {}
     for name, rate in rounds.layer_rates(config, dense_model).items():
         target = masks_lib.sparsity_after_rounds(rate, config.rounds)
-        result[name] = (schedules.OneShot(target, begin) if updates == 0
-                        else schedules.Gradual(target, begin, frequency, updates))
+        if config.prune_schedule == "on_flip":
+            result[name] = schedules.OnFlip(target, begin, frequency, updates, min_flips=config.min_flips)
+        else:
+            result[name] = (schedules.OneShot(target, begin) if updates == 0
+                            else schedules.Gradual(target, begin, frequency, updates))
     return result
 
 
@@ -101,18 +117,26 @@ def target_weights_remaining(schedules_by_layer, model):
     return kept / sum(sizes.values())
 
 
-def describe(total, begin, frequency, updates, weights_remaining):
+def describe(total, begin, frequency, updates, weights_remaining, min_flips=None):
     """What a one-pass run does, in one line for the start of its log.
 
     Args:
       total: training iterations.
       begin, frequency, updates: the mask updates (`pruning_steps`).
       weights_remaining: the fraction left at the target sparsity.
+      min_flips: None for the gradual schedule; for 'on_flip', its `min_flips`.
 
     Returns:
       E.g. "one pass: 6000 iterations, pruning from iteration 1200 to 4200 in 20 updates to 51.3%
       weights remaining".
     """
+    if min_flips is not None:
+        flips = "1 sign flip" if min_flips == 1 else f"{min_flips} sign flips"
+        last = begin + frequency * updates
+        pruning = (f"pruning the weights with {flips} every {frequency} iterations from iteration {begin} to {last}"
+                   if updates else f"pruning the weights with {flips} once at iteration {begin}")
+        return (f"{PROGRESS_LABEL}: {total} iterations, {pruning}, at most to {100 * weights_remaining:.1f}% weights "
+                f"remaining, filled to it by the criterion at iteration {last}")
     if updates == 0:
         pruning = f"pruning once at iteration {begin}"
     else:
@@ -165,7 +189,8 @@ def _run(config, folder, on_round_end):
         rounds.compile_for_round(model, config, splits, total, training.steps_per_execution(
             interval, begin, frequency if updates else 0, config.rewind_step))
     if config.verbose:
-        _LOG.info("%s", describe(total, begin, frequency, updates, target_weights_remaining(schedules_by_layer, model)))
+        _LOG.info("%s", describe(total, begin, frequency, updates, target_weights_remaining(schedules_by_layer, model),
+                                 config.min_flips if config.prune_schedule == "on_flip" else None))
     summaries.write_hparams(folder.file("tensorboard", "one_pass"), config_dict)
     # With rewind_step > 0 the sign-flip reference is the weights at that step: the
     # RewindCallback's snapshot sets it (nothing is rewound in one pass).
@@ -179,6 +204,8 @@ def _run(config, folder, on_round_end):
     record = {"round": 0, "weights_remaining": overall, "layers": per_layer, **record,
               "total_iterations": record["iterations"], "target_reached_iteration": int(target_reached),
               "flips": sign_flip.flip_statistics(model)}
+    if config.prune_schedule == "on_flip":
+        record["on_flip"] = on_flip.history(model)
     variables = callbacks.RewindCallback.rewindable_variables(model)
     folder.save_round(0, current, {f"{i:04d}": v.numpy() for i, v in enumerate(variables)},
                       sign_flip.get_state(model))

@@ -6,7 +6,8 @@
   masks in and out of the wrappers' variables, saving and loading.
 * `sign_flip`: `PruneLowSignFlip`, flip counts kept in the training graph.
 * `pruning`: `prune`, the one path from a wrapped model's state to new masks.
-* `schedules`: `OneShot`, `Iterative`, `Gradual` (tfmot `PruningSchedule`s), LTH's rates.
+* `schedules`: `OneShot`, `Iterative`, `Gradual`, `OnFlip` (tfmot `PruningSchedule`s), LTH's rates.
+* `on_flip`: the checks of `OnFlip`: prune weights as their signs flip, capped at a target, then fill.
 * `callbacks`: `UpdateMasks` (applies schedules), `RewindCallback` (rewinds tickets).
 * `controls`: random reinit, random prune, signed constant, applied at a round's start.
 * `early_bird`: early-bird detection (`EarlyBirdCallback`, `EarlyBirdSchedule`).

@@ -15,6 +15,7 @@ from keras_lottery import compat
 from keras_lottery.foundations.validation import check_int
 from keras_lottery.sparsity import criteria
 from keras_lottery.sparsity import masks as masks_lib
+from keras_lottery.sparsity import on_flip
 from keras_lottery.sparsity import pruning
 from keras_lottery.sparsity import schedules
 from keras_lottery.sparsity import sign_flip
@@ -66,7 +67,8 @@ class UpdateMasks(keras.callbacks.Callback):
 
     At each step where some wrapper's schedule fires, the masks of all firing wrappers
     are computed together by `pruning.prune` (layerwise or global, as each wrapper's
-    `strategy` says) and assigned. At the end of training, pruned weights are set to
+    `strategy` says) and assigned; layers with an `OnFlip` schedule are checked by
+    `on_flip.prune` instead (their flipped weights pruned, up to the target). At the end of training, pruned weights are set to
     exactly 0. Steps are the optimizer's iterations; with `steps_per_execution > 1` a
     mask update happens at the first step >= its scheduled step that starts an
     execution.
@@ -115,8 +117,14 @@ class UpdateMasks(keras.callbacks.Callback):
             # tfmot's own wrappers have no strategy: they are layerwise.
             sparsity = {name: firing[wrapper] for name, wrapper, _, _ in entries
                         if wrapper in firing and getattr(wrapper, "strategy", "layerwise") == strategy}
-            if sparsity:
-                pruning.prune(self.model, sparsity, strategy, self.criterion, self.rng, names=list(sparsity))
+            # OnFlip layers prune what flipped (on_flip.py); the others to their schedule's sparsity.
+            flips = [name for name, wrapper, _, _ in entries
+                     if name in sparsity and isinstance(wrapper.pruning_schedule, schedules.OnFlip)]
+            rest = {name: value for name, value in sparsity.items() if name not in flips}
+            if rest:
+                pruning.prune(self.model, rest, strategy, self.criterion, self.rng, names=list(rest))
+            if flips:
+                on_flip.prune(self.model, due_step, flips, strategy, self.criterion, self.rng)
 
     def _maybe_update(self):
         step = optimizer_step(self.model)
@@ -130,6 +138,7 @@ class UpdateMasks(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._check_our_wrappers()
         pruning.check_criterion(self.model, self.criterion)
+        on_flip.check_model(self.model)
         self._take_over_from_tfmot()
         wrappers.manage_masks(self.model)
         wrappers.apply_masks(self.model)

@@ -76,6 +76,24 @@ def keep_count(size, sparsity):
     return max(kept, 1) if size and float(sparsity) < 1.0 else kept
 
 
+def sparsity_keeping(size, keep):
+    """The sparsity at which `keep_count(size, sparsity) == keep`, for callers that decide a count.
+
+    `compute` takes sparsities; a caller that chose how many weights a layer keeps (e.g.
+    `on_flip`) passes this one, so the count is exact and the tie rule the same.
+
+    Args:
+      size: the layer's (or layers') number of weights.
+      keep: how many to keep, 0 <= keep <= size (0 only as `compute` allows sparsity 1).
+
+    Raises:
+      ValueError: `keep` outside [0, size].
+    """
+    if not 0 <= keep <= size:
+        raise ValueError(f"cannot keep {keep} of {size} weights.")
+    return 1.0 - keep / size if size else 0.0
+
+
 def top_k_mask(scores, keep, alive=None):
     """0/1 mask keeping the `keep` highest scores, ties to the lower flat index.
 

@@ -6,7 +6,9 @@ keras_lottery, masks are not updated inside the training graph: the `UpdateMasks
 callback asks each wrapper's schedule at the steps it may fire and computes the masks
 with `masks.compute` (one tie rule, masks that only shrink, layerwise or global).
 `next_prune_step` tells the callback when that is, so that a fit with no pending
-mask update does no per-step Python work at all.
+mask update does no per-step Python work at all. `OnFlip` is the one schedule whose
+checks prune by what happened in training (sign flips, `on_flip.py`) rather than to a
+sparsity set in advance.
 
 A *step* is the optimizer's iteration count; `RewindCallback.rewind` resets it, so in
 the IMP loop each round counts its steps from 0.
@@ -200,6 +202,97 @@ class Gradual(PruningSchedule):
                        "frequency": self.frequency, "updates": self.updates, "power": self.power},
         }
 
+
+@keras.utils.register_keras_serializable(package="keras_lottery")
+class OnFlip(PruningSchedule):
+    """Prune weights as their signs flip, while training continues, up to a target sparsity.
+
+    The schedule of sign-flip pruning's own idea (`on_flip.py` has the method): it checks
+    at `begin_step`, `begin_step + frequency`, ..., `end_step = begin_step + updates *
+    frequency`; at each check every surviving weight that changed sign at least
+    `min_flips` times since its reference is pruned, capped at `target_sparsity` (the
+    weights with the lowest criterion score go first when more flipped than the cap
+    allows). With `fill` (the default), the last check also prunes, by the criterion,
+    whatever the flips left to reach `target_sparsity`, so that the run ends at exactly the
+    target. `UpdateMasks` applies it (the flip counts need `prune_low_sign_flip`);
+    tfmot's `UpdatePruningStep` cannot, and a layer so driven is refused.
+
+    `__call__` fires at the checks and returns the cap, `target_sparsity`: how far a check
+    may go, not where it goes (that depends on the flips).
+    """
+
+    def __init__(self, target_sparsity, begin_step, frequency, updates, min_flips=1, fill=True):
+        """Args:
+          target_sparsity: the cap (and, with `fill`, the final sparsity), in [0, 1).
+          begin_step: the first check.
+          frequency: steps between checks (> 0).
+          updates: checks after `begin_step` (>= 0; 0: one check, at `begin_step`).
+          min_flips: sign changes since the reference that make a weight prunable (>= 1).
+          fill: the last check fills the layer up to `target_sparsity` by the criterion.
+
+        Raises:
+          ValueError: any argument out of range.
+          TypeError: `fill` is not a bool.
+        """
+        check_sparsity(target_sparsity, "target_sparsity")
+        self.target_sparsity = float(target_sparsity)
+        self.begin_step = check_int(begin_step, "begin_step")
+        if check_int(frequency, "frequency") == 0:
+            raise ValueError("frequency must be > 0.")
+        self.frequency = int(frequency)
+        self.updates = check_int(updates, "updates")
+        self.min_flips = check_min_flips(min_flips)
+        if not isinstance(fill, bool):
+            raise TypeError(f"fill must be True or False; got {fill!r}.")
+        self.fill = fill
+
+    @property
+    def end_step(self):
+        """The step of the last check (the fill, with `fill`)."""
+        return self.begin_step + self.updates * self.frequency
+
+    def check_index(self, step):
+        """The index (0..updates) of the check at `step`.
+
+        Raises:
+          ValueError: `step` is not one of this schedule's checks.
+        """
+        offset = step - self.begin_step
+        if offset < 0 or step > self.end_step or offset % self.frequency:
+            raise ValueError(f"step {step} is not a check of {self.get_config()['config']}.")
+        return offset // self.frequency
+
+    def exact_sparsity(self, step):
+        """The cap as a Python float (the tensor is float32)."""
+        del step
+        return self.target_sparsity
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        offset = step - self.begin_step
+        should_prune = tf.logical_and(
+            tf.logical_and(offset >= 0, step <= self.end_step), tf.equal(tf.math.floormod(offset, self.frequency), 0))
+        return should_prune, tf.constant(self.target_sparsity, tf.float32)
+
+    def next_prune_step(self, step):
+        """The first step >= `step` at which this schedule fires, or None."""
+        if step <= self.begin_step:
+            return self.begin_step
+        candidate = self.begin_step + -(-(step - self.begin_step) // self.frequency) * self.frequency
+        return candidate if candidate <= self.end_step else None
+
+    def get_config(self):
+        return {
+            "class_name": self.__class__.__name__,
+            "config": {"target_sparsity": self.target_sparsity, "begin_step": self.begin_step,
+                       "frequency": self.frequency, "updates": self.updates, "min_flips": self.min_flips,
+                       "fill": self.fill},
+        }
+
+
+def check_min_flips(min_flips):
+    """Returns `min_flips` as an int; raises ValueError unless it is an integer >= 1."""
+    return check_int(min_flips, "min_flips (the sign changes since the reference that make a weight prunable)", 1)
 
 
 def next_prune_step(schedule, step):

@@ -14,6 +14,9 @@ kernel:
 * `flip_count`: how many times the weight's sign changed since the reference point.
 * `last_sign`: the last nonzero sign seen, which the count compares against.
 
+With an `OnFlip` schedule (prune as the flips happen, `on_flip.py`) a fourth,
+`on_flip_log`, records what each of the schedule's checks pruned.
+
 Counting happens in each training call (`training=True`, as `fit` passes): the
 forward pass of step t compares the signs the update of step t-1 left with
 `last_sign` — a few elementwise ops, no Python work per step. The update of the
@@ -97,6 +100,14 @@ class PruneLowSignFlip(wrappers.PruneLowMagnitude):
         # The step whose weights are the reference; -1 until a RewindCallback sets it.
         self.reference_step = self._add_state(
             "reference_step", (), keras.initializers.Constant(0 if self.reference == "init" else -1), tf.int64)
+        # An `OnFlip` schedule's record, one row per check (-1: not done yet), in the model's
+        # variables so that a mid-round backup keeps it (see `on_flip.py`).
+        self.on_flip_logs = []
+        if isinstance(self.pruning_schedule, schedules.OnFlip):
+            checks = self.pruning_schedule.updates + 1
+            self.on_flip_logs = [self._add_state(f"on_flip_log{f'_{i}' if several else ''}", (checks, 3),
+                                                 keras.initializers.Constant(-1), tf.int64)
+                                 for i in range(len(self.pruning_vars))]
 
     def _add_state(self, name, shape, initializer, dtype):
         # ONLY_FIRST_REPLICA: replicas see the same (mirrored) weights, so the first
@@ -152,7 +163,7 @@ class PruneLowSignFlip(wrappers.PruneLowMagnitude):
         self.reference_step.assign(step)
 
     def bookkeeping_variables(self):
-        variables = super().bookkeeping_variables() + [self.reference_step]
+        variables = super().bookkeeping_variables() + [self.reference_step] + list(self.on_flip_logs)
         for triple in self.flip_vars:
             variables += list(triple)
         return variables

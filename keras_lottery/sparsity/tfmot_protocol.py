@@ -45,6 +45,12 @@ class TfmotProtocol:
           None when executing eagerly (the update is done), else the op the step must run
           before it reads the masks.
         """
+        if isinstance(self.pruning_schedule, schedules.OnFlip):
+            raise ValueError(
+                f"layer {self.layer.name!r} has an OnFlip schedule, whose checks prune the weights that flipped "
+                "(keras_lottery.sparsity.on_flip), which tfmot's UpdatePruningStep cannot do: train with "
+                "callbacks=[keras_lottery.UpdateMasks()] instead."
+            )
         if self.strategy != "layerwise":
             raise ValueError(
                 f"layer {self.layer.name!r} ranks its weights with strategy={self.strategy!r} (all layers together), "

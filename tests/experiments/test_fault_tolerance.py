@@ -272,3 +272,23 @@ def test_a_one_pass_run_resumes_with_its_mask_updates_and_random_generator(tiny_
     # It resumed (a rejected backup would restart the round and end the same): 3 of 6 checks were restored.
     assert "Round 0 resumes from its backup after evaluation 3 of 6" in caplog.text, caplog.text
     _assert_same_results(tmp_path / "resumed", tmp_path / "uninterrupted")
+
+
+def test_an_on_flip_one_pass_run_resumes_with_its_checks_and_their_record(tiny_fashion, tmp_path, monkeypatch,
+                                                                          caplog):
+    # Checks every 6 steps from 12 to 42 (the last the fill), flips counted from the weights at step 6; the crash
+    # is at step 30, where a check is due. The summary holds each check's record: it must match too.
+    settings = dict(mode="one_pass", criterion="hybrid", prune_schedule="on_flip", rewind_step=6,
+                    one_pass_iterations=60, prune_updates=5, learning_rate=0.01)
+    uninterrupted = imp.run(_config(tiny_fashion, tmp_path / "uninterrupted", **settings))
+    history = uninterrupted["rounds"][0]["on_flip"]
+    assert [c["iteration"] for c in history["fc1"]["checks"]] == [12, 18, 24, 30, 36, 42]
+    assert sum(c["pruned_for_flips"] for c in history["fc1"]["checks"][3:]) > 0  # checks after the resume prune
+    _crash_after_backup(monkeypatch, round_index=0, evaluations=3)
+    with pytest.raises(_Crash):
+        imp.run(_config(tiny_fashion, tmp_path / "resumed", **settings))
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger=round_backup.__name__):
+        imp.run(_config(tiny_fashion, tmp_path / "resumed", **settings))
+    assert "Round 0 resumes from its backup after evaluation 3 of 6" in caplog.text, caplog.text
+    _assert_same_results(tmp_path / "resumed", tmp_path / "uninterrupted")

@@ -1,5 +1,6 @@
 """End-to-end tests of sign-flip pruning in the IMP loop and of the one-pass mode."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -119,7 +120,8 @@ def test_an_old_run_without_the_new_fields_still_resumes(tiny_fashion, magnitude
     copy_run(magnitude_run[0], output)
     path = output / "summary.json"
     summary = json.loads(path.read_text())
-    for field in ("criterion", "alpha", "mode", "one_pass_iterations", "prune_begin", "prune_end", "prune_updates"):
+    for field in ("criterion", "alpha", "mode", "one_pass_iterations", "prune_begin", "prune_end", "prune_updates",
+                  "prune_schedule", "min_flips"):
         del summary["config"][field]  # as written before sign-flip pruning existed
     path.write_text(json.dumps(summary))
     assert len(imp.run(_config(tiny_fashion, output, rounds=2))["rounds"]) == 3
@@ -154,6 +156,50 @@ def test_one_pass_rerun_returns_the_finished_run(one_pass_run):
     assert imp.run(config) == summary
 
 
+@pytest.fixture(scope="module")
+def on_flip_run(tiny_fashion, tmp_path_factory):
+    output = tmp_path_factory.mktemp("on_flip")
+    config = _config(tiny_fashion, output, mode="one_pass", criterion="hybrid", prune_schedule="on_flip", rounds=5,
+                     one_pass_iterations=100, evaluations_per_round=5, prune_updates=5, learning_rate=0.05)
+    return output, config, imp.run(config)
+
+
+def test_on_flip_prunes_flipped_weights_then_fills_to_imps_sparsity(on_flip_run):
+    output, _, summary = on_flip_run
+    record = summary["rounds"][0]
+    # 100 steps, checks from 20% to 70% in 5 updates: every 10 steps from 20 to 70, the last the fill.
+    assert summary["prune_steps"] == [20, 30, 40, 50, 60, 70] and record["target_reached_iteration"] == 70
+    masks = run_folder.RunFolder(output).load_masks(0)
+    for name, size in LENET_SIZES.items():
+        keep = masks_lib.keep_count(size, masks_lib.sparsity_after_rounds(LENET_RATES[name], 5))
+        assert masks[name].sum() == keep and record["layers"][name] == pytest.approx(keep / size), name
+        history = record["on_flip"][name]
+        checks = history["checks"]
+        assert [check["iteration"] for check in checks] == summary["prune_steps"]
+        # Each check's count follows from the one before; together they prune exactly down to the target.
+        kept = [size] + [check["kept"] for check in checks]
+        assert all(kept[i] - kept[i + 1] == c["pruned_for_flips"] + c["filled"] for i, c in enumerate(checks))
+        assert history["pruned_for_flips"] + history["filled"] == size - keep and checks[-1]["kept"] == keep
+        assert all(check["filled"] == 0 for check in checks[:-1]), name  # only the last check fills
+        reached = next(check["iteration"] for check in checks if check["kept"] == keep)
+        assert history["target_reached_iteration"] == reached, name
+    assert sum(record["on_flip"][name]["pruned_for_flips"] for name in LENET_SIZES) > 0  # flips were pruned
+
+
+def test_on_flip_differs_from_gradual_one_pass(tiny_fashion, on_flip_run, tmp_path):
+    # The same run with the gradual schedule prunes to other masks (the flips, not only the ranking, decide).
+    _, config, _ = on_flip_run
+    gradual = dataclasses.replace(config, output_dir=str(tmp_path), prune_schedule="gradual")
+    imp.run(gradual)
+    got = run_folder.RunFolder(config.output_dir).load_masks(0)["fc1"]
+    assert not np.array_equal(got, run_folder.RunFolder(tmp_path).load_masks(0)["fc1"])
+
+
+def test_on_flip_rerun_returns_the_finished_run(on_flip_run):
+    _, config, summary = on_flip_run
+    assert imp.run(config) == summary
+
+
 def test_random_pruning_at_init_is_one_pass_with_an_empty_window(tiny_fashion, tmp_path):
     summary = imp.run(_config(tiny_fashion, tmp_path, mode="one_pass", criterion="random", rounds=3,
                               prune_begin=0.0, prune_end=0.0, one_pass_iterations=40))
@@ -176,6 +222,13 @@ def test_random_pruning_at_init_is_one_pass_with_an_empty_window(tiny_fashion, t
         ({"mode": "one_pass", "masks_from": "elsewhere"}, "masks_from"),
         ({"mode": "one_pass", "one_pass_iterations": 40, "prune_updates": 30}, "do not fit"),
         ({"mode": "one_pass", "rewind_step": 20, "prune_begin": 0.1}, "comes after the first mask update"),
+        ({"mode": "one_pass", "prune_schedule": "cubic"}, "prune_schedule must be one of"),
+        ({"mode": "one_pass", "criterion": "hybrid", "prune_schedule": "on_flip", "min_flips": 0}, "min_flips"),
+        ({"mode": "one_pass", "criterion": "hybrid", "prune_schedule": "on_flip", "min_flips": True}, "min_flips"),
+        ({"mode": "one_pass", "prune_schedule": "on_flip"}, "criterion='magnitude' keeps none"),
+        ({"mode": "one_pass", "criterion": "random", "prune_schedule": "on_flip"}, "criterion='random' keeps none"),
+        ({"criterion": "hybrid", "prune_schedule": "on_flip"}, "use it with --mode=one_pass"),
+        ({"mode": "one_pass", "criterion": "hybrid", "min_flips": 2}, "applies to --prune_schedule=on_flip only"),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, tiny_fashion, overrides, message):
