@@ -8,4 +8,5 @@
 * `run_models`: a finished run's ticket back as a tf_keras model.
 * `tuning`: keras-tuner search over pruning settings.
 * `shift`: finished runs scored on corrupted test sets (distribution shift), resumable.
+* `fusion_sweep`: finished tickets fused by each method and width, before and after a fine-tune, resumable.
 """
