@@ -14,8 +14,9 @@ seeds, their number in parentheses):
 * a PNG "accuracy vs multiply-adds": one panel per merge method, test accuracy against
   inference multiply-adds per example (log), over the levels: the masked ticket counted on
   its nonzero weights (a grey line), the dense network (IMP round 0, a star), and the fused
-  model at each fraction, run dense, a point per level (filled: after fusion, hollow
-  triangle: after the fine-tune);
+  model at each fraction, run dense, a point per level (filled: after fusion, labelled with
+  its weights remaining when there are at most MAX_PANELS levels; hollow triangle: after
+  the fine-tune);
 * a Markdown table: per level and fusion, accuracies (ticket, fused, fine-tuned), the
   fused model's multiply-adds and parameters against the masked ticket's nonzero ones and
   the dense network's, the layers it narrowed (width before → after), and the seconds
@@ -158,6 +159,12 @@ def multiply_adds_figure(group):
             color = f"C{index % 10}"
             _series(axes, [(_mean(row["multiply_adds"]), row["fused_accuracy"], _std(row["multiply_adds"]))
                            for row in rows], color, label, None)
+            if len(levels) <= MAX_PANELS:  # few levels: each fused point says which ticket it came from
+                for row in rows:
+                    if row["fused_accuracy"] is not None:
+                        axes.annotate(f"{100 * row['weights_remaining']:.3g}%", (_mean(row["multiply_adds"]),
+                                      _mean(row["fused_accuracy"], 100)), textcoords="offset points", xytext=(4, 2),
+                                      fontsize="xx-small", color=color)
             _series(axes, [(_mean(row["multiply_adds"]), row["fine_tuned_accuracy"], _std(row["multiply_adds"]))
                            for row in rows], color, f"{label}, fine-tuned", None, "^", filled=False)
         _failed_note(axes, group, [method])

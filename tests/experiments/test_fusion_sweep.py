@@ -273,8 +273,11 @@ def test_rounds_pick_the_imp_rounds_fused(tiny_run, tmp_path):
                                        test_examples=50))
     assert [entry["round"] for entry in results["entries"]] == [0]
     loaded = run_models.load_run_model(tiny_run, 0)
-    _, accuracy = _numpy_scores(loaded.model, loaded.splits.test_x[:50], loaded.splits.test_y[:50])
-    assert results["entries"][0]["ticket"]["test_accuracy"] == accuracy  # the first 50 test examples only
+    loss, accuracy = _numpy_scores(loaded.model, loaded.splits.test_x[:50], loaded.splits.test_y[:50])
+    ticket = results["entries"][0]["ticket"]
+    assert ticket["test_accuracy"] == accuracy and ticket["test_loss"] == pytest.approx(loss, rel=1e-5)  # 50 only
+    assert ticket["test_loss"] != pytest.approx(_numpy_scores(loaded.model, loaded.splits.test_x,
+                                                              loaded.splits.test_y)[0], rel=1e-3)  # not all 200
 
 
 def test_summarize_aggregates_seeds_per_level_and_fusion():
