@@ -34,6 +34,7 @@ from keras_lottery.experiments import branch
 from keras_lottery.experiments import compare
 from keras_lottery.experiments import sparse_config
 from keras_lottery.experiments import early_bird_flow
+from keras_lottery.experiments import fusion_sweep
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import instability
 from keras_lottery.experiments import run_folder
@@ -430,6 +431,14 @@ CASES = [
          runs=[str(t / "ticket")], output_dir=str(t / "out"), rewind_iterations="0,25")))[-1],
      instability.InstabilityError, "rewind_iterations \\[25\\] are not before the end of .*20 iterations a round.*"
      "Pick smaller k"),
+    ("fusion-sweep-method", "experiments.fusion_sweep.run with a fusion method it does not know",
+     lambda d, t: fusion_sweep.run(fusion_sweep.FusionSweepConfig(runs=[str(t)], output_dir=str(t / "fusion"),
+                                                                  methods=("merge",))),
+     fusion_sweep.FusionSweepError, "unknown fusion method 'merge': choose among exact, l1, data_free, data_aware"),
+    ("fusion-sweep-round", "apps.fusion_sweep_main at an IMP round the run has not finished",
+     lambda d, t: (finished_run(d, t / "ticket"), app("apps.fusion_sweep_main", f"--runs={t / 'ticket'}",
+                                                      f"--output_dir={t / 'fusion'}", "--rounds=4"))[-1],
+     subprocess.CalledProcessError, "error: .*ticket has not finished rounds \\[4\\]; its finished rounds are \\[0, 1\\]"),
     ("corruption-severity", "a corruption severity outside 0..5",
      lambda d, t: corruptions.corrupt(np.zeros((1, 4, 4, 1)), "contrast", 6), ValueError,
      "severity must be an integer 0\\.\\.5 \\(0 = clean images\\), got 6"),
@@ -504,7 +513,7 @@ PRE_EXISTING = ("imp-other-config", "imp-corrupt-summary", "dataset-corrupt-idx"
                 "imp-output-dir-file", "data-dir-file", "data-dir-incomplete", "dataset-empty-test-split",
                 "summary-wrong-structure", "summary-without-config", "masks-from-corrupt", "data-changed-on-resume",
                 "app-output-dir-file", "app-folder-in-use", "app-ctrl-c", "branch-levels",
-                "instability-k-past-end")
+                "instability-k-past-end", "fusion-sweep-round")
 
 
 def _message(error):

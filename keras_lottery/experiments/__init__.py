@@ -10,4 +10,5 @@
 * `shift`: finished runs scored on corrupted test sets (distribution shift), resumable.
 * `instability` (settings in `instability_config`): linear mode connectivity of IMP runs' states at
   iterations k, resumable; `interpolation`: a model evaluated on the line between two weight settings.
+* `fusion_sweep`: finished tickets fused by each method and width, before and after a fine-tune, resumable.
 """

@@ -7,6 +7,8 @@
 * `shift`: the distribution-shift report of `experiments.shift.evaluate` (`shift_main`;
   `from keras_lottery.report import shift`).
 * `instability`: the instability report of `experiments.instability.run` (`instability_main`).
+* `fusion_sweep`: the neuron-fusion sweep's tables and plots of `experiments.fusion_sweep.run`
+  (`fusion_sweep_main`; `from keras_lottery.report import fusion_sweep`).
 """
 
 from keras_lottery.report.aggregate import (  # noqa: F401
