@@ -111,19 +111,23 @@ def top_k_mask(scores, keep, alive=None):
     flat = np.asarray(scores, dtype=np.float64).ravel()
     if np.isnan(flat).any():
         raise ValueError("scores contain NaN: the weights are NaN, probably a diverged training run.")
-    if alive is not None:
-        alive_flat = np.asarray(alive, dtype=bool).ravel()
-        keep = min(keep, int(alive_flat.sum()))
-        flat = np.where(alive_flat, flat, -np.inf)
+    alive_flat = np.ones(flat.shape, dtype=bool) if alive is None else np.asarray(alive, dtype=bool).ravel()
+    # Only the alive scores are ranked: NumPy's partition slows down ~30x on an array where
+    # half the entries are one repeated value (the pruned weights, at -inf here before), which
+    # made each mask update of a pruned LeNet cost ~30 ms instead of ~4.
+    candidates = np.flatnonzero(alive_flat)
+    keep = min(keep, candidates.size)
     mask = np.zeros(flat.shape, dtype=bool)
-    if keep >= flat.size:
-        mask[:] = True
+    if keep >= candidates.size:
+        mask[candidates] = True
     elif keep > 0:
-        threshold = np.partition(flat, flat.size - keep)[flat.size - keep]
-        mask = flat > threshold
-        still_needed = keep - int(mask.sum())
-        # Ties at the threshold: the first ones in flat order survive.
-        mask[np.flatnonzero(flat == threshold)[:still_needed]] = True
+        alive_scores = flat[candidates]
+        threshold = np.partition(alive_scores, alive_scores.size - keep)[alive_scores.size - keep]
+        above = alive_scores > threshold
+        mask[candidates[above]] = True
+        still_needed = keep - int(above.sum())
+        # Ties at the threshold: the first alive ones in flat order survive.
+        mask[candidates[np.flatnonzero(alive_scores == threshold)[:still_needed]]] = True
     return mask.reshape(np.shape(scores)).astype(np.float32)
 
 

@@ -254,6 +254,23 @@ def test_top_k_mask_alive_caps_keep():
     np.testing.assert_array_equal(masks.top_k_mask([5.0, 9.0, 1.0, 8.0], 1, alive), [1, 0, 0, 0])
 
 
+def test_top_k_mask_never_revives_a_dead_weight_that_ties_with_a_live_one():
+    # A live weight scored -inf ties with the dead ones: the tie rule picks among the live only.
+    alive = np.array([False, True, True, True])
+    np.testing.assert_array_equal(masks.top_k_mask([-np.inf, 1.0, -np.inf, 2.0], 3, alive), [0, 1, 1, 1])
+
+
+def test_top_k_mask_with_many_dead_weights_matches_a_stable_sort():
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.standard_normal(5000), 1)  # many ties
+    alive = rng.random(5000) < 0.3
+    keep = 700
+    order = np.argsort(-np.where(alive, scores, -np.inf), kind="stable")  # ties to the lower flat index
+    expected = np.zeros(5000)
+    expected[order[:keep]] = 1
+    np.testing.assert_array_equal(masks.top_k_mask(scores, keep, alive), expected)
+
+
 # ----------------------------------------------------------------------------------------
 # Errors.
 
