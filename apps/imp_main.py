@@ -12,7 +12,9 @@ r"""Iterative magnitude pruning with rewinding: find lottery tickets.
 rewind point) first, or by |w| / (1 + flips)^alpha; `--mode=one_pass` prunes while
 training continues instead of IMP's rounds, to the sparsity IMP reaches after
 `--rounds` rounds; with `--prune_schedule=on_flip` each update prunes the weights that
-flipped sign (at least `--min_flips` times), capped at that sparsity, and the last fills it. Rerunning the same command resumes a stopped or killed run, at the last
+flipped sign (at least `--min_flips` times), capped at that sparsity, and the last fills it
+(`--on_flip_floor=gradual`: each update also prunes by the criterion down to the gradual
+schedule's count, the flipped weights first). Rerunning the same command resumes a stopped or killed run, at the last
 evaluation of its unfinished round (see keras_lottery/experiments/round_backup.py). Results:
 <output_dir>/summary.json, round_<r>/masks.npz, TensorBoard logs
 (`tensorboard --logdir <output_dir>/tensorboard`).
@@ -71,6 +73,10 @@ flags.DEFINE_enum("prune_schedule", _DEFAULTS.prune_schedule, list(imp.PRUNE_SCH
                   "last (needs --criterion=sign_flip or hybrid).")
 flags.DEFINE_integer("min_flips", _DEFAULTS.min_flips,
                      "With --prune_schedule=on_flip: sign changes since the reference that make a weight prunable.")
+flags.DEFINE_enum("on_flip_floor", _DEFAULTS.on_flip_floor, list(imp.ON_FLIP_FLOORS),
+                  "With --prune_schedule=on_flip: 'none' prunes only the flipped weights until the last update "
+                  "fills the target; 'gradual' also prunes by the criterion, after the flipped weights, down to what "
+                  "the gradual schedule keeps at each update.")
 
 
 def config_from_flags():
@@ -98,6 +104,7 @@ def config_from_flags():
         prune_updates=FLAGS.prune_updates,
         prune_schedule=FLAGS.prune_schedule,
         min_flips=FLAGS.min_flips,
+        on_flip_floor=FLAGS.on_flip_floor,
         **training_flags.values(),
     )
 

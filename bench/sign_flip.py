@@ -23,11 +23,18 @@ settings (LeNet: Adam 1.2e-3, batch 60, Dense 20% / output 10% per round; Conv-n
   sign changed since init, capped at the per-layer target, the smallest |w| / (1 + flips)
   first when the cap binds; the last check fills the target by the criterion (|w| of
   the weights that never flipped), so the run ends at the IMP round's weights remaining.
+* one-pass on_flip hybrid, gradual floor (`on_flip_floor='gradual'`): the same checks,
+  but each also keeps at most what the cubic gradual schedule keeps at its step (the
+  cubic of the same window and target, sampled at the flip checks rather than at 20
+  updates): the flipped weights go first, then the smallest |w| / (1 + flips) down to
+  that count, i.e. gradual pruning in which flipped weights go first. Its own run folders
+  (`one_pass_on_flip_floor_...`), so the on_flip runs without the floor still resume.
 * random pruning: a random mask at that sparsity at initialization, trained for
   `--iterations` (LTH's random-pruning control).
 
 Rerunning resumes finished runs; `--shard=i/n` runs every n-th job (start n processes
-to share the work), `--methods` only some methods, `--report` only prints the table from
+to share the work), `--methods` only some methods (comma-separated; a comma followed by a
+space belongs to a name, as in "one-pass on_flip hybrid, gradual floor"), `--report` only prints the table from
 what is on disk. Prints a Markdown table for bench/RESULTS.md (and, for the on_flip
 runs, how many weights went for their flips and how many the fill added) and draws `--plot`.
 """
@@ -35,6 +42,7 @@ runs, how many weights went for their flips and how many the fill added) and dra
 import argparse
 import dataclasses
 import os
+import re
 import statistics
 
 from keras_lottery import models
@@ -106,6 +114,11 @@ def jobs(args):
                     mode="one_pass", criterion=criterion, rounds=rounds, prune_schedule="on_flip",
                     prune_updates=flip_check_updates(args), one_pass_iterations=args.one_pass_factor * args.iterations,
                     **_common(args, seed))))
+                listed.append((f"one-pass on_flip {criterion}, gradual floor", target, seed, imp.ImpConfig(
+                    output_dir=_folder(args, f"one_pass_on_flip_floor_{criterion}_r{rounds}_seed{seed}"),
+                    mode="one_pass", criterion=criterion, rounds=rounds, prune_schedule="on_flip",
+                    on_flip_floor="gradual", prune_updates=flip_check_updates(args),
+                    one_pass_iterations=args.one_pass_factor * args.iterations, **_common(args, seed))))
             listed.append(("random pruning", target, seed, imp.ImpConfig(
                 output_dir=_folder(args, f"random_r{rounds}_seed{seed}"),
                 mode="one_pass", criterion="random", rounds=rounds, prune_begin=0.0, prune_end=0.0,
@@ -173,7 +186,7 @@ def collect(args):
 
 
 METHODS = ("magnitude IMP", "sign_flip IMP", "hybrid IMP", "one-pass sign_flip", "one-pass hybrid",
-           "one-pass magnitude", "one-pass on_flip hybrid", "random pruning")
+           "one-pass magnitude", "one-pass on_flip hybrid", "one-pass on_flip hybrid, gradual floor", "random pruning")
 ONE_PASS = [method for method in METHODS if method.startswith("one-pass")]
 
 
@@ -197,8 +210,8 @@ def report(args, results):
     shares = [(method, target, [r[3] for r in results.get((method, target), [])]) for method in METHODS
               for target in targets if method.startswith("one-pass on_flip")]
     if any(values for _, _, values in shares):
-        print("\nShare of the pruned weights that went for their sign flips (the rest: the fill by the criterion at "
-              "the last check), mean over seeds:\n")
+        print("\nShare of the pruned weights that went for their sign flips (the rest: by the criterion, for the "
+              "gradual floor or the fill at the last check), mean over seeds:\n")
         print("| method | " + " | ".join(targets) + " |")
         print("|---|" + "---|" * len(targets))
         for method in [m for m in METHODS if m.startswith("one-pass on_flip")]:
@@ -231,7 +244,8 @@ def plot(results, path, iterations, model, targets):
         if not points:
             continue
         color = f"C{index}"
-        style = "o-" if "IMP" in method else ("d-." if "on_flip" in method else ("s--" if "one-pass" in method else "x:"))
+        style = "o-" if "IMP" in method else ("v-." if "floor" in method else "d-." if "on_flip" in method
+                                              else ("s--" if "one-pass" in method else "x:"))
         left.plot([100 * p[0] for p in points], [100 * p[1] for p in points], style, color=color, label=method)
         rows = results.get((method, HEADLINE))
         if rows:  # the headline comparison: accuracy at the 10% target vs its cost
@@ -259,6 +273,19 @@ def plot(results, path, iterations, model, targets):
     figure.savefig(path, dpi=110)
 
 
+def selected_methods(text):
+    """The method names of `--methods`: split at each comma not followed by a space (names hold ', ').
+
+    Raises:
+      ValueError: a name that is no method, with the known ones.
+    """
+    names = [name.strip() for name in re.split(r",(?! )", text) if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}: choose among {list(METHODS)}")
+    return names
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=6000)
@@ -282,9 +309,14 @@ def main():
     if args.flip_check_every < 1:
         parser.error("--flip_check_every must be >= 1.")
 
+    try:
+        methods = None if args.methods is None else selected_methods(args.methods)
+    except ValueError as error:
+        parser.error(str(error))
+
     if not args.report:
         index, count = (int(part) for part in args.shard.split("/"))
-        selected = [job for job in jobs(args) if args.methods is None or job[0] in args.methods.split(",")]
+        selected = [job for job in jobs(args) if methods is None or job[0] in methods]
         for number, (method, target, seed, config) in enumerate(selected):
             if number % count != index:
                 continue

@@ -396,6 +396,9 @@ CASES = [
     ("on-flip-min-flips", "min_flips < 1", lambda d, t: imp.run(imp_config(
         d, t / "run", mode="one_pass", criterion="hybrid", prune_schedule="on_flip", min_flips=0)), ValueError,
      "min_flips .* must be an integer >= 1; got 0"),
+    ("on-flip-floor", "one_pass on_flip with an unknown on_flip_floor", lambda d, t: imp.run(imp_config(
+        d, t / "run", mode="one_pass", criterion="hybrid", prune_schedule="on_flip", on_flip_floor="cubic")),
+     ValueError, r"on_flip_floor must be one of \('none', 'gradual'\).*got 'cubic'"),
     ("on-flip-wrapper", "an OnFlip schedule on a prune_low_magnitude model",
      lambda d, t: on_flip_on_a_magnitude_wrapper(), ValueError, "counts no flips: wrap the model with.*prune_low_sign_flip"),
     ("app-on-flip-criterion", "apps.imp_main --mode=one_pass --prune_schedule=on_flip (the default criterion magnitude)",

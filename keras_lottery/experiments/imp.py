@@ -32,6 +32,7 @@ from keras_lottery.experiments.imp_config import (  # noqa: F401  (kl.imp's API)
     AFTER_REWIND,
     CRITERIA,
     MODES,
+    ON_FLIP_FLOORS,
     PRUNE_SCHEDULES,
     ImpConfig,
     config_defaults,

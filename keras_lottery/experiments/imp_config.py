@@ -59,6 +59,10 @@ class ImpConfig(training.TrainingConfig):
     # 'on_flip' (each update prunes the weights that flipped, capped at the target; the last fills it).
     prune_schedule: str = "gradual"
     min_flips: int = 1  # on_flip: sign changes since the reference that make a weight prunable
+    # on_flip: 'none' (a check prunes only the flipped weights; the last fills the target) or 'gradual' (each
+    # check also keeps at most what the gradual schedule keeps at its step: flipped weights first, then the
+    # lowest criterion scores). Runs saved before the field were 'none'.
+    on_flip_floor: str = "none"
 
     def resolved(self):
         """A copy with every default filled in and every field validated.
@@ -125,6 +129,12 @@ class ImpConfig(training.TrainingConfig):
         elif config.min_flips != 1:
             raise ValueError(f"min_flips={config.min_flips} applies to --prune_schedule=on_flip only; "
                              f"prune_schedule is {config.prune_schedule!r}: drop --min_flips or use on_flip.")
+        if config.on_flip_floor not in ON_FLIP_FLOORS:
+            raise ValueError(f"on_flip_floor must be one of {ON_FLIP_FLOORS} ('gradual': each on_flip check "
+                             f"keeps at most what the gradual schedule keeps); got {config.on_flip_floor!r}.")
+        if config.on_flip_floor != "none" and config.prune_schedule != "on_flip":
+            raise ValueError(f"on_flip_floor={config.on_flip_floor!r} applies to --prune_schedule=on_flip only; "
+                             f"prune_schedule is {config.prune_schedule!r}: drop --on_flip_floor or use on_flip.")
         if config.mode == "one_pass" and config.masks_from is not None:
             raise ValueError("masks_from takes masks round by round from an IMP run; it has no meaning in one-pass mode.")
         return config
@@ -175,6 +185,7 @@ def resolve_round_settings(config):
 CRITERIA = ("magnitude", "sign_flip", "hybrid", "random")
 MODES = ("imp", "one_pass")
 PRUNE_SCHEDULES = ("gradual", "on_flip")
+ON_FLIP_FLOORS = schedules.ON_FLIP_FLOORS
 AFTER_REWIND = ("continue", "restart")
 
 

@@ -18,7 +18,10 @@ reference, capped at the per-layer target, and the last one fills each layer up 
 target by the criterion, so that the run ends at the same weights remaining as the
 gradual runs and IMP. The record's `on_flip` says, per layer and check, how many weights
 went for their flips and how many the fill added, and the iteration each layer reached
-its target.
+its target. With `on_flip_floor='gradual'` each check also keeps at most what the gradual
+schedule keeps at its step (the same begin, updates and target): the flipped weights go
+first, then the lowest criterion scores, so that the run is gradual pruning in which
+flipped weights go first (the record's `filled` counts the floor's weights too).
 
 With `prune_begin == prune_end` all pruning happens once at that point; at 0 with
 `criterion='random'` this is the random-pruning control (a random mask at
@@ -94,7 +97,8 @@ def layer_schedules(config, dense_model, total):
     for name, rate in rounds.layer_rates(config, dense_model).items():
         target = masks_lib.sparsity_after_rounds(rate, config.rounds)
         if config.prune_schedule == "on_flip":
-            result[name] = schedules.OnFlip(target, begin, frequency, updates, min_flips=config.min_flips)
+            result[name] = schedules.OnFlip(target, begin, frequency, updates, min_flips=config.min_flips,
+                                            floor=config.on_flip_floor)
         else:
             result[name] = (schedules.OneShot(target, begin) if updates == 0
                             else schedules.Gradual(target, begin, frequency, updates))
@@ -117,7 +121,7 @@ def target_weights_remaining(schedules_by_layer, model):
     return kept / sum(sizes.values())
 
 
-def describe(total, begin, frequency, updates, weights_remaining, min_flips=None):
+def describe(total, begin, frequency, updates, weights_remaining, min_flips=None, floor="none"):
     """What a one-pass run does, in one line for the start of its log.
 
     Args:
@@ -125,6 +129,7 @@ def describe(total, begin, frequency, updates, weights_remaining, min_flips=None
       begin, frequency, updates: the mask updates (`pruning_steps`).
       weights_remaining: the fraction left at the target sparsity.
       min_flips: None for the gradual schedule; for 'on_flip', its `min_flips`.
+      floor: for 'on_flip', its `on_flip_floor`.
 
     Returns:
       E.g. "one pass: 6000 iterations, pruning from iteration 1200 to 4200 in 20 updates to 51.3%
@@ -135,8 +140,9 @@ def describe(total, begin, frequency, updates, weights_remaining, min_flips=None
         last = begin + frequency * updates
         pruning = (f"pruning the weights with {flips} every {frequency} iterations from iteration {begin} to {last}"
                    if updates else f"pruning the weights with {flips} once at iteration {begin}")
+        floor_text = ", at least as far as the gradual schedule at each check" if floor == "gradual" else ""
         return (f"{PROGRESS_LABEL}: {total} iterations, {pruning}, at most to {100 * weights_remaining:.1f}% weights "
-                f"remaining, filled to it by the criterion at iteration {last}")
+                f"remaining{floor_text}, filled to it by the criterion at iteration {last}")
     if updates == 0:
         pruning = f"pruning once at iteration {begin}"
     else:
@@ -190,7 +196,8 @@ def _run(config, folder, on_round_end):
             interval, begin, frequency if updates else 0, config.rewind_step))
     if config.verbose:
         _LOG.info("%s", describe(total, begin, frequency, updates, target_weights_remaining(schedules_by_layer, model),
-                                 config.min_flips if config.prune_schedule == "on_flip" else None))
+                                 config.min_flips if config.prune_schedule == "on_flip" else None,
+                                 config.on_flip_floor))
     summaries.write_hparams(folder.file("tensorboard", "one_pass"), config_dict)
     # With rewind_step > 0 the sign-flip reference is the weights at that step: the
     # RewindCallback's snapshot sets it (nothing is rewound in one pass).

@@ -25,6 +25,12 @@ At each check of an `OnFlip` schedule (`UpdateMasks` calls `prune`), per layer:
   weight, hits among themselves by the layer's criterion ('sign_flip': weights flipped
   now first, more flips first, then smaller |w|; 'hybrid': smaller |w| / (1 + flips)^alpha
   first): the package's counts and tie rule, and masks only shrink;
+* with `floor='gradual'` a check keeps at most `masks.keep_count(size, s)`, `s` the
+  sparsity of the cubic `schedules.Gradual` schedule of the same begin, frequency,
+  updates and target at that step (what a gradual one-pass run keeps there): when the
+  hits leave the layer above that count, the criterion's lowest scores go too, so the
+  run is gradual magnitude pruning in which flipped weights go first; when the hits are
+  more than the floor asks for, only hits go (capped at the target as always);
 * at the last check, with `fill` (the default), the layer keeps exactly `target keep`:
   the hits go first, then the criterion's lowest scores, so that the run ends at the same
   weights remaining as the gradual one-pass runs and IMP — the comparison at equal
@@ -37,8 +43,11 @@ ranking; flip state of all layers side by side).
 Choices that are ours (no paper fixes them): a weight counts as flipped by its number of
 sign changes, not by its sign now differing from the reference (a weight that flipped and
 flipped back counts, with `min_flips=1`: it crossed zero); checks are every `frequency`
-steps rather than every step (a check costs a pass over the weights on the host); and the
-fill happens at the last check rather than when flips stop.
+steps rather than every step (a check costs a pass over the weights on the host); the
+fill happens at the last check rather than when flips stop; and the gradual floor exists
+because flips alone were measured to prune only ~8% of what a layer's target needs
+(LeNet-300-100 on Fashion-MNIST, bench/sign_flip.py), which made the last check a one-shot
+prune at 70% of training. The floor's filled weights count as `filled` in the record.
 
 The record of each check (weights pruned for flips, filled by the criterion, kept after)
 lives in the wrapper's `on_flip_log` variable, so a mid-round backup keeps it and a resumed
@@ -110,7 +119,8 @@ def prune(model, step, names, strategy="layerwise", criterion=None, rng=None):
       rng: NumPy Generator for a random criterion.
 
     Returns:
-      dict mask name -> {"pruned_for_flips": n, "filled": n, "kept": n} of this check.
+      dict mask name -> {"pruned_for_flips": n, "filled": n, "kept": n} of this check (`filled`:
+      pruned by the criterion, for the gradual floor or the last check's fill).
 
     Raises:
       ValueError: see `on_flip_entries`; a step that is no check of a layer's schedule;
@@ -137,7 +147,11 @@ def prune(model, step, names, strategy="layerwise", criterion=None, rng=None):
     def keep(size, active, hits_count, schedule):
         target = masks_lib.keep_count(size, schedule.target_sparsity)
         final = schedule.fill and step == schedule.end_step
-        return min(active, target if final else max(target, active - hits_count))
+        wanted = active - hits_count
+        floor = schedule.floor_schedule()
+        if floor is not None:  # at most the gradual count: the hits go first, the lowest scores fill up to it
+            wanted = min(wanted, masks_lib.keep_count(size, floor.exact_sparsity(step)))
+        return min(active, target if final else max(target, wanted))
 
     if strategy == "global":
         schedule = entries[0][1].pruning_schedule

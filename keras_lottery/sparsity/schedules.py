@@ -214,14 +214,18 @@ class OnFlip(PruningSchedule):
     weights with the lowest criterion score go first when more flipped than the cap
     allows). With `fill` (the default), the last check also prunes, by the criterion,
     whatever the flips left to reach `target_sparsity`, so that the run ends at exactly the
-    target. `UpdateMasks` applies it (the flip counts need `prune_low_sign_flip`);
+    target. With `floor='gradual'` each check also keeps at most what the cubic `Gradual`
+    schedule of the same begin, frequency, updates and target keeps at that step: the
+    flipped weights go first, then, if the layer is still above that count, the lowest
+    criterion scores (gradual magnitude pruning in which flipped weights go first).
+    `UpdateMasks` applies it (the flip counts need `prune_low_sign_flip`);
     tfmot's `UpdatePruningStep` cannot, and a layer so driven is refused.
 
     `__call__` fires at the checks and returns the cap, `target_sparsity`: how far a check
     may go, not where it goes (that depends on the flips).
     """
 
-    def __init__(self, target_sparsity, begin_step, frequency, updates, min_flips=1, fill=True):
+    def __init__(self, target_sparsity, begin_step, frequency, updates, min_flips=1, fill=True, floor="none"):
         """Args:
           target_sparsity: the cap (and, with `fill`, the final sparsity), in [0, 1).
           begin_step: the first check.
@@ -229,9 +233,12 @@ class OnFlip(PruningSchedule):
           updates: checks after `begin_step` (>= 0; 0: one check, at `begin_step`).
           min_flips: sign changes since the reference that make a weight prunable (>= 1).
           fill: the last check fills the layer up to `target_sparsity` by the criterion.
+          floor: 'none' (a check prunes only the flipped weights, and the fill) or 'gradual'
+            (a check keeps at most `floor_schedule()`'s count at its step; its last count is
+            the target, so the last check fills whatever `fill` says).
 
         Raises:
-          ValueError: any argument out of range.
+          ValueError: any argument out of range, an unknown `floor`.
           TypeError: `fill` is not a bool.
         """
         check_sparsity(target_sparsity, "target_sparsity")
@@ -245,11 +252,28 @@ class OnFlip(PruningSchedule):
         if not isinstance(fill, bool):
             raise TypeError(f"fill must be True or False; got {fill!r}.")
         self.fill = fill
+        if floor not in ON_FLIP_FLOORS:
+            raise ValueError(f"floor must be one of {ON_FLIP_FLOORS} ('gradual': each check keeps at most what "
+                             f"the cubic Gradual schedule keeps at its step); got {floor!r}.")
+        self.floor = floor
 
     @property
     def end_step(self):
         """The step of the last check (the fill, with `fill`)."""
         return self.begin_step + self.updates * self.frequency
+
+    def floor_schedule(self):
+        """The schedule whose `exact_sparsity(step)` a check must reach at least, or None for floor 'none'.
+
+        `Gradual(target_sparsity, begin_step, frequency, updates)`, the schedule one-pass
+        gradual runs use; `OneShot(target_sparsity, begin_step)` for a single check
+        (`updates=0`), as one pass does for an empty window.
+        """
+        if self.floor == "none":
+            return None
+        if self.updates == 0:
+            return OneShot(self.target_sparsity, self.begin_step)
+        return Gradual(self.target_sparsity, self.begin_step, self.frequency, self.updates)
 
     def check_index(self, step):
         """The index (0..updates) of the check at `step`.
@@ -286,8 +310,12 @@ class OnFlip(PruningSchedule):
             "class_name": self.__class__.__name__,
             "config": {"target_sparsity": self.target_sparsity, "begin_step": self.begin_step,
                        "frequency": self.frequency, "updates": self.updates, "min_flips": self.min_flips,
-                       "fill": self.fill},
+                       "fill": self.fill, "floor": self.floor},
         }
+
+
+# What an `OnFlip` check keeps at most besides the cap: nothing more ('none'), or `Gradual`'s count.
+ON_FLIP_FLOORS = ("none", "gradual")
 
 
 def check_min_flips(min_flips):

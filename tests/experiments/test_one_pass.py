@@ -121,7 +121,7 @@ def test_an_old_run_without_the_new_fields_still_resumes(tiny_fashion, magnitude
     path = output / "summary.json"
     summary = json.loads(path.read_text())
     for field in ("criterion", "alpha", "mode", "one_pass_iterations", "prune_begin", "prune_end", "prune_updates",
-                  "prune_schedule", "min_flips"):
+                  "prune_schedule", "min_flips", "on_flip_floor"):
         del summary["config"][field]  # as written before sign-flip pruning existed
     path.write_text(json.dumps(summary))
     assert len(imp.run(_config(tiny_fashion, output, rounds=2))["rounds"]) == 3
@@ -200,6 +200,45 @@ def test_on_flip_rerun_returns_the_finished_run(on_flip_run):
     assert imp.run(config) == summary
 
 
+def test_on_flip_gradual_floor_keeps_at_most_the_gradual_count_at_every_check(tiny_fashion, on_flip_run, tmp_path):
+    _, config, _ = on_flip_run
+    floored = dataclasses.replace(config, output_dir=str(tmp_path / "floor"), on_flip_floor="gradual")
+    summary = imp.run(floored)
+    record = summary["rounds"][0]
+    assert summary["config"]["on_flip_floor"] == "gradual" and summary["prune_steps"] == [20, 30, 40, 50, 60, 70]
+    updates = len(summary["prune_steps"]) - 1
+    masks = run_folder.RunFolder(tmp_path / "floor").load_masks(0)
+    bound = 0
+    for name, size in LENET_SIZES.items():
+        target = 1 - (1 - LENET_RATES[name]) ** 5
+        # Zhu & Gupta's cubic in closed form: what gradual one-pass keeps at each update.
+        gradual = [int(np.floor(size * (1 - target * (1 - (1 - k / updates) ** 3)) + 0.5)) for k in range(updates + 1)]
+        checks = record["on_flip"][name]["checks"]
+        kept = [size] + [check["kept"] for check in checks]
+        for index, check in enumerate(checks):
+            assert kept[index] - kept[index + 1] == check["pruned_for_flips"] + check["filled"], (name, index)
+            if check["filled"]:  # the floor (or the last fill) pruned by the criterion: exactly gradual's count
+                assert check["kept"] == gradual[index], (name, index)
+            else:  # only hits went: as many as the floor asked for, or more (never below the target)
+                assert gradual[-1] <= check["kept"] <= gradual[index], (name, index)
+            bound += bool(check["filled"]) and index < updates
+        assert checks[-1]["kept"] == gradual[-1] == masks[name].sum(), name
+    assert bound > 0  # the floor bound before the last check
+    assert sum(record["on_flip"][name]["pruned_for_flips"] for name in LENET_SIZES) > 0  # hits went first
+    assert imp.run(floored) == summary  # a rerun returns the finished run
+
+
+def test_an_on_flip_run_saved_without_the_floor_field_resumes_as_none(on_flip_run, tmp_path):
+    output, config, summary = on_flip_run
+    copy_run(output, tmp_path / "old")
+    saved = json.loads((tmp_path / "old" / "summary.json").read_text())
+    del saved["config"]["on_flip_floor"]
+    (tmp_path / "old" / "summary.json").write_text(json.dumps(saved))
+    assert imp.run(dataclasses.replace(config, output_dir=str(tmp_path / "old")))["rounds"] == summary["rounds"]
+    with pytest.raises(run_folder.ConfigMismatchError, match="on_flip_floor"):
+        imp.run(dataclasses.replace(config, output_dir=str(tmp_path / "old"), on_flip_floor="gradual"))
+
+
 def test_random_pruning_at_init_is_one_pass_with_an_empty_window(tiny_fashion, tmp_path):
     summary = imp.run(_config(tiny_fashion, tmp_path, mode="one_pass", criterion="random", rounds=3,
                               prune_begin=0.0, prune_end=0.0, one_pass_iterations=40))
@@ -229,6 +268,10 @@ def test_random_pruning_at_init_is_one_pass_with_an_empty_window(tiny_fashion, t
         ({"mode": "one_pass", "criterion": "random", "prune_schedule": "on_flip"}, "criterion='random' keeps none"),
         ({"criterion": "hybrid", "prune_schedule": "on_flip"}, "use it with --mode=one_pass"),
         ({"mode": "one_pass", "criterion": "hybrid", "min_flips": 2}, "applies to --prune_schedule=on_flip only"),
+        ({"mode": "one_pass", "criterion": "hybrid", "prune_schedule": "on_flip", "on_flip_floor": "cubic"},
+         r"on_flip_floor must be one of \('none', 'gradual'\)"),
+        ({"mode": "one_pass", "criterion": "hybrid", "on_flip_floor": "gradual"},
+         "on_flip_floor='gradual' applies to --prune_schedule=on_flip only"),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, tiny_fashion, overrides, message):

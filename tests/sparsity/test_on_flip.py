@@ -106,15 +106,80 @@ def test_global_strategy_caps_the_layers_together():
     assert history["a"]["target_reached_iteration"] == history["b"]["target_reached_iteration"] == 10
 
 
-def _expected_check(weights, counts, masks, sizes, schedule, final, alpha):
-    """An independent recount of one check (a sort, not masks.compute): dict name -> expected mask."""
+def _gradual_keep(size, target_sparsity, check, updates):
+    """Zhu & Gupta's cubic schedule in closed form: weights kept at the `check`-th of `updates` updates."""
+    sparsity = target_sparsity * (1 - (1 - check / updates) ** 3)
+    return int(np.floor(size * (1 - sparsity) + 0.5))
+
+
+def test_the_gradual_floor_prunes_by_the_criterion_after_the_hits_down_to_the_gradual_count():
+    # 20 weights, target 75%: 5 stay. Checks at 10, 15, 20, 25 (updates 3); the cubic keeps 20, 9, 6, 5.
+    schedule = schedules.OnFlip(0.75, begin_step=10, frequency=5, updates=3, floor="gradual")
+    assert [_gradual_keep(20, 0.75, k, 3) for k in range(4)] == [20, 9, 6, 5]
+    magnitudes = (np.random.default_rng(0).permutation(20) + 1.0).reshape(2, 10) / 10  # 0.1 .. 2.0, distinct
+    model, wrapper = _planted(np.ones((2, 10)), schedule)
+    flipped = np.zeros((2, 10), bool)
+
+    def check(step, flip, expected):
+        flipped.flat[flip] = True
+        alive = _mask(model).astype(bool)
+        _play(wrapper, np.where(flipped, -magnitudes, magnitudes))
+        assert on_flip.prune(model, step, ["d"])["d"] == expected, step
+        # The independent recount: hits go first, by |w| / 2 (each flipped once), then unflipped by |w|.
+        score = np.where(flipped, magnitudes / 2 - 100, magnitudes).ravel()
+        survivors = [i for i in np.argsort(-score, kind="stable") if alive.flat[i]][:expected["kept"]]
+        np.testing.assert_array_equal(_mask(model).ravel(), np.isin(np.arange(20), survivors), err_msg=str(step))
+
+    # One flip: it goes; the floor keeps all 20 at the first check, so nothing else goes.
+    check(10, [3], {"pruned_for_flips": 1, "filled": 0, "kept": 19})
+    # Two flips leave 17 > 9: the floor binds and the 8 smallest unflipped go after the two hits.
+    check(15, [5, 12], {"pruned_for_flips": 2, "filled": 8, "kept": 9})
+    # Five of the 9 survivors flip, more than the floor's 3: only hits go, 4 of them (the target keeps 5).
+    alive = np.flatnonzero(_mask(model))
+    check(20, alive[:5], {"pruned_for_flips": 4, "filled": 0, "kept": 5})
+    check(25, [], {"pruned_for_flips": 0, "filled": 0, "kept": 5})
+    history = on_flip.history(model)["d"]
+    assert (history["pruned_for_flips"], history["filled"], history["target_reached_iteration"]) == (7, 8, 20)
+
+
+def test_the_gradual_floor_binds_a_global_ranking_over_the_layers_together():
+    # Two layers of 10, target 50% of the 20 together: the cubic (updates 2) keeps 20, 11, 10. No weight flips:
+    # the floor alone prunes the 9 smallest |w| of both layers at the second check.
+    inputs = keras.Input((1,))
+    layers = [keras.layers.Dense(10, use_bias=False, name=name) for name in ("a", "b")]
+    model = keras_lottery.prune_low_sign_flip(keras.Model(inputs, [layers[0](inputs), layers[1](inputs)]),
+                                              pruning_schedule=schedules.OnFlip(0.5, 0, 5, 2, floor="gradual"),
+                                              criterion="hybrid", strategy="global")
+    wrappers.manage_masks(model)
+    assert [_gradual_keep(20, 0.5, k, 2) for k in range(3)] == [20, 11, 10]
+    magnitudes = (np.random.default_rng(1).permutation(20) + 1.0) / 10
+    for wrapper, values in zip(wrappers.prunable_wrappers(model), (magnitudes[:10], magnitudes[10:])):
+        wrapper.pruning_vars[0][0].assign(values[None, :].astype(np.float32))
+    sign_flip.reset_reference(model)
+    assert {n: r["kept"] for n, r in on_flip.prune(model, 0, ["a", "b"], strategy="global").items()} == {
+        "a": 10, "b": 10}
+    record = on_flip.prune(model, 5, ["a", "b"], strategy="global")
+    masks = keras_lottery.get_masks(model)
+    kept = np.concatenate([masks["a"].ravel(), masks["b"].ravel()])
+    np.testing.assert_array_equal(kept, magnitudes >= np.sort(magnitudes)[9])  # the 11 largest of the 20
+    assert sum(r["filled"] for r in record.values()) == 9 and sum(r["pruned_for_flips"] for r in record.values()) == 0
+
+
+def _expected_check(weights, counts, masks, sizes, schedule, final, alpha, floor_keep=None):
+    """An independent recount of one check (a sort, not masks.compute): dict name -> expected mask.
+
+    `floor_keep`: dict name -> the most a layer may keep at this check (the gradual floor), or None.
+    """
     expected = {}
     for name, weight in weights.items():
         alive = masks[name].ravel() > 0
         hit = alive & (counts[name].ravel() >= schedule.min_flips)
         score = np.abs(weight.ravel()) / (1.0 + counts[name].ravel()) ** alpha
         target = int(np.floor(sizes[name] * (1 - schedule.target_sparsity) + 0.5))
-        keep = target if final else max(target, int(alive.sum() - hit.sum()))
+        wanted = int(alive.sum() - hit.sum())
+        if floor_keep is not None:
+            wanted = min(wanted, floor_keep[name])
+        keep = target if final else max(target, wanted)
         # Dead weights last, then hits, then by score; among equals the lower index survives.
         order = np.lexsort((np.arange(score.size), -score, hit, ~alive))
         mask = np.zeros(score.size, np.float32)
@@ -123,9 +188,10 @@ def _expected_check(weights, counts, masks, sizes, schedule, final, alpha):
     return expected
 
 
-def test_checks_during_fit_equal_an_independent_recount(tiny):
+@pytest.mark.parametrize("floor", ["none", "gradual"])
+def test_checks_during_fit_equal_an_independent_recount(tiny, floor):
     alpha = 0.5
-    schedule = schedules.OnFlip(0.8, begin_step=4, frequency=4, updates=4)
+    schedule = schedules.OnFlip(0.8, begin_step=4, frequency=4, updates=4, floor=floor)
     model = keras_lottery.prune_low_sign_flip(tiny.build_dense(hidden=8), pruning_schedule=schedule,
                                               criterion="hybrid", alpha=alpha)
     tiny.compile_model(model, keras.optimizers.SGD(0.5))  # a large rate: many flips
@@ -150,10 +216,12 @@ def test_checks_during_fit_equal_an_independent_recount(tiny):
         keras.callbacks.LambdaCallback(on_train_batch_begin=after_update)])
     assert sorted(seen) == [4, 8, 12, 16, 20]
     history = on_flip.history(model)
-    flipped = 0
+    flipped = floored = 0
     for index, step in enumerate(sorted(seen)):
         weights, counts, before, after = seen[step]
-        expected = _expected_check(weights, counts, before, sizes, schedule, step == schedule.end_step, alpha)
+        floor_keep = None if floor == "none" else {n: _gradual_keep(size, 0.8, index, 4) for n, size in sizes.items()}
+        expected = _expected_check(weights, counts, before, sizes, schedule, step == schedule.end_step, alpha,
+                                   floor_keep)
         for name in sizes:
             np.testing.assert_array_equal(after[name], expected[name], err_msg=f"{name} at step {step}")
             assert np.all(after[name] <= before[name])  # masks only shrink
@@ -163,19 +231,22 @@ def test_checks_during_fit_equal_an_independent_recount(tiny):
             assert (check["iteration"], check["pruned_for_flips"], check["filled"], check["kept"]) == (
                 step, int((removed & hit).sum()), int((removed & ~hit).sum()), int(after[name].sum()))
             flipped += check["pruned_for_flips"]
+            floored += check["filled"] if step < schedule.end_step else 0
     for name, size in sizes.items():  # the fill: exactly the target count at the end
         assert keras_lottery.get_masks(model)[name].sum() == masks_lib.keep_count(size, 0.8)
     assert flipped > 0  # the test saw weights pruned for flips at all
+    assert (floored > 0) == (floor == "gradual")  # ... and, with the floor, weights it pruned before the end
 
 
-def test_a_resumed_fit_checks_as_an_uninterrupted_one(tiny):
+@pytest.mark.parametrize("floor", ["none", "gradual"])
+def test_a_resumed_fit_checks_as_an_uninterrupted_one(tiny, floor):
     # The log lives in the model's variables: copying them (as a round backup does) mid-way and training on
     # gives the uninterrupted run's masks, weights and log.
     x, y = tiny.make_data(96)
 
     def build():
         model = keras_lottery.prune_low_sign_flip(tiny.build_dense(hidden=8), criterion="hybrid",
-                                                  pruning_schedule=schedules.OnFlip(0.8, 4, 4, 4))
+                                                  pruning_schedule=schedules.OnFlip(0.8, 4, 4, 4, floor=floor))
         return tiny.compile_model(model, keras.optimizers.SGD(0.5))
 
     whole = build()
@@ -212,6 +283,23 @@ def test_schedule_fires_at_its_checks_and_next_prune_step_agrees():
     assert rebuilt.get_config() == schedule.get_config() and _fires(rebuilt, 40) == [3, 7, 11, 15]
 
 
+def test_the_floor_schedule_is_gradual_with_the_same_steps_and_target():
+    assert schedules.OnFlip(0.6, 3, 4, 3).floor_schedule() is None
+    floored = schedules.OnFlip(0.6, 3, 4, 3, floor="gradual")
+    rebuilt = schedules.OnFlip(**floored.get_config()["config"])
+    assert rebuilt.floor == "gradual" and rebuilt.get_config() == floored.get_config()
+    floor = floored.floor_schedule()
+    assert isinstance(floor, schedules.Gradual) and floor.get_config()["config"] == {
+        "target_sparsity": 0.6, "begin_step": 3, "frequency": 4, "updates": 3, "power": 3}
+    for check, step in enumerate((3, 7, 11, 15)):
+        assert floor.exact_sparsity(step) == pytest.approx(0.6 * (1 - (1 - check / 3) ** 3))
+    # A single check: the floor is the target there (one pass's OneShot for an empty window).
+    assert schedules.OnFlip(0.6, 5, 1, 0, floor="gradual").floor_schedule().exact_sparsity(5) == 0.6
+    # A schedule saved before the field (its config has no 'floor') loads as floor 'none'.
+    old = {key: value for key, value in floored.get_config()["config"].items() if key != "floor"}
+    assert schedules.OnFlip(**old).floor == "none"
+
+
 def test_a_saved_model_keeps_its_check_log(tiny, tmp_path):
     model = keras_lottery.prune_low_sign_flip(tiny.build_dense(hidden=8), criterion="hybrid",
                                               pruning_schedule=schedules.OnFlip(0.5, 2, 2, 1))
@@ -244,6 +332,8 @@ def test_bad_schedule_arguments_are_refused(kwargs, message):
         schedules.OnFlip(**settings)
     with pytest.raises(TypeError, match="fill"):
         schedules.OnFlip(0.5, 0, 1, 1, fill="yes")
+    with pytest.raises(ValueError, match=r"floor must be one of \('none', 'gradual'\).*got 'cubic'"):
+        schedules.OnFlip(0.5, 0, 1, 1, floor="cubic")
 
 
 def test_on_flip_on_a_magnitude_wrapper_fails_before_training(tiny):
