@@ -38,11 +38,12 @@ def level_label(row):
     return f"level {row['level']} ({100 * row['weights_remaining']:.3g}% weights)"
 
 
-def cell(statistics, stable=None):
-    """'mean ± std (n)' in %, with 'stable' / 'unstable' when `stable` is given."""
-    spread = "" if statistics["std"] is None else f" ± {100 * statistics['std']:.2f}"
+def cell(statistics, stable=None, percent=True):
+    """'mean ± std (n)', in % (errors) or as is (losses, in nats), with 'stable' / 'unstable' when `stable` is given."""
+    scale, digits = (100, 2) if percent else (1, 3)
+    spread = "" if statistics["std"] is None else f" ± {scale * statistics['std']:.{digits}f}"
     flag = "" if stable is None else (" stable" if stable else " unstable")
-    return f"{100 * statistics['mean']:.2f}{spread} ({statistics['n']}){flag}"
+    return f"{scale * statistics['mean']:.{digits}f}{spread} ({statistics['n']}){flag}"
 
 
 def _levels(rows):
@@ -58,7 +59,8 @@ def _table(rows, key, stable):
         first = next(row for row in rows if (row["level"], round(row["weights_remaining"], 6)) == (level, weights))
         cells = [by_point.get((level, weights, k)) for k in ks]
         lines.append(f"| {level_label(first)} | " + " | ".join(
-            "—" if row is None else cell(row[key], row["stable"] if stable else None) for row in cells) + " |")
+            "—" if row is None else cell(row[key], row["stable"] if stable else None, percent=key == "error_barrier")
+            for row in cells) + " |")
     return lines
 
 
@@ -83,11 +85,11 @@ def markdown(results, summary, plots):
         lines += [f"![{name}]({plots[key, name]})" for name in ("barrier", "paths", "ticket_to_dense")
                   if (key, name) in plots]
         lines += ["", "### Error barrier (%)", "", *_table(rows, "error_barrier", True),
-                  "", "### Loss barrier", "", *_table(rows, "loss_barrier", False)]
+                  "", "### Loss barrier (cross-entropy, nats)", "", *_table(rows, "loss_barrier", False)]
         if key in paths:
             lines += ["", "### Ticket to dense network (trained ticket to trained round 0)", "",
-                      "| level (weights remaining) | error barrier (%) | loss barrier |", "|---|---:|---:|"]
-            lines += [f"| {level_label(row)} | {cell(row['error_barrier'])} | {cell(row['loss_barrier'])} |"
+                      "| level (weights remaining) | error barrier (%) | loss barrier (nats) |", "|---|---:|---:|"]
+            lines += [f"| {level_label(row)} | {cell(row['error_barrier'])} | {cell(row['loss_barrier'], percent=False)} |"
                       for row in paths[key]]
     return "\n".join(lines) + "\n"
 

@@ -346,6 +346,9 @@ def test_the_report_has_the_barrier_table_and_three_plots(analysis):
     row = next(row for row in summary["cells"] if (row["level"], row["k"]) == (1, 10))
     assert "| level (weights remaining) | k = 0 | k = 10 |" in markdown
     assert f"{100 * row['error_barrier']['mean']:.2f} (1) {'stable' if row['stable'] else 'unstable'}" in markdown
+    # The loss barrier is in nats, as computed, not scaled as the error's percentages are.
+    loss_table = markdown.split("### Loss barrier", 1)[1].split("###", 1)[0]
+    assert f"{row['loss_barrier']['mean']:.3f} (1)" in loss_table
     assert "### Ticket to dense network" in markdown and "level 1 (80% weights)" in markdown
     assert len(written["plots"]) == 3
     for plot in written["plots"]:
