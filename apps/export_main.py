@@ -74,13 +74,20 @@ PIXELS_PREPROCESSING = ("float32 pixels scaled to [0, 1] (uint8 value / 255), ch
 LOGITS = "logits (no softmax): argmax is the class, softmax gives probabilities"
 
 
-def signature(from_run, has_dataset):
+def signature(from_run, has_dataset, normalization=None):
     """The `tflite.Signature` of the file: what its input and output are called and mean.
 
     Args:
       from_run: True for --run_dir, whose registry models output logits.
       has_dataset: True if the inputs come from keras_lottery.data (pixels in [0, 1]).
+      normalization: (mean, std) per channel the run trained its inputs with
+        (`run_models.input_normalization`), or None for pixels in [0, 1].
     """
+    if from_run and normalization is not None:
+        mean, std = (", ".join(f"{value:.4f}" for value in values) for values in normalization)
+        return tflite.Signature("normalized_pixels", "logits",
+                                f"float32 (pixels / 255 - mean) / std per channel, channels last, mean ({mean}), "
+                                f"std ({std}): as the run trained on them", LOGITS)
     if from_run:
         return tflite.Signature("pixels_0_to_1", "logits", PIXELS_PREPROCESSING, LOGITS)
     return tflite.Signature("pixels_0_to_1" if has_dataset else "inputs", "outputs",
@@ -140,17 +147,22 @@ def _subset(array, count, seed):
 
 
 def load_model():
-    """(model, splits or None, default output path, the run's test accuracy or None) for the flags."""
+    """(model, splits or None, default output path, the run's test accuracy or None, input normalization or None).
+
+    A run's splits come as the run trained on them (normalized per channel where the flows
+    normalize: `run_models.splits_as_trained`), so that the accuracy check and the
+    calibration feed the model what it expects.
+    """
     if FLAGS.run_dir is not None:
         loaded = run_models.load_run_model(FLAGS.run_dir, FLAGS.round, FLAGS.data_dir)
         stem = "early_bird" if loaded.kind == "early_bird" else f"round_{loaded.round_index}"
         logging.info("%s: %s run, %s, %.2f%% weights remaining, test accuracy %.4f", FLAGS.run_dir, loaded.kind,
                      stem, 100 * loaded.record["weights_remaining"], loaded.record["test_accuracy"])
-        return (loaded.model, loaded.splits, os.path.join(FLAGS.run_dir, "export", stem),
-                loaded.record["test_accuracy"])
+        return (loaded.model, run_models.splits_as_trained(loaded), os.path.join(FLAGS.run_dir, "export", stem),
+                loaded.record["test_accuracy"], run_models.input_normalization(loaded))
     model = run_models.load_model_file(FLAGS.model_path)
     splits = data.load(FLAGS.dataset, FLAGS.data_dir) if FLAGS.dataset else None
-    return model, splits, os.path.splitext(os.path.normpath(FLAGS.model_path))[0], None
+    return model, splits, os.path.splitext(os.path.normpath(FLAGS.model_path))[0], None, None
 
 
 def output_path(default_stem):
@@ -217,7 +229,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
     try:
-        model, splits, default_stem, recorded_accuracy = load_model()
+        model, splits, default_stem, recorded_accuracy, normalization = load_model()
     except (ValueError, data.DataUnavailableError, FileNotFoundError) as error:  # folder, file or dataset
         raise app.UsageError(str(error)) from error
     quantize = None if FLAGS.quantize == "none" else FLAGS.quantize
@@ -231,7 +243,7 @@ def main(argv):
             quantize=quantize, representative_data=calibration if quantize == "int8" else None,
             sample_data=samples, num_threads=FLAGS.num_threads, latency_runs=FLAGS.latency_runs,
             width_multiple=FLAGS.width_multiple or None,
-            signature=signature(FLAGS.run_dir is not None, splits is not None),
+            signature=signature(FLAGS.run_dir is not None, splits is not None, normalization),
             evaluation_data=(splits.test_x, splits.test_y) if splits is not None else None,
         )
     except fusion.FusionError as error:

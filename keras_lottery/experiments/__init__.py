@@ -11,4 +11,5 @@
 * `instability` (settings in `instability_config`): linear mode connectivity of IMP runs' states at
   iterations k, resumable; `interpolation`: a model evaluated on the line between two weight settings.
 * `fusion_sweep`: finished tickets fused by each method and width, before and after a fine-tune, resumable.
+* `analysis_results`: the results file those analyses share (read, settings checked on resume).
 """

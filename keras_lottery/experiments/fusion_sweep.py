@@ -56,7 +56,6 @@ Choices of ours:
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -67,7 +66,7 @@ from keras_lottery import compat
 from keras_lottery import data
 from keras_lottery import fusion
 from keras_lottery import training
-from keras_lottery.data import streaming
+from keras_lottery.experiments import analysis_results
 from keras_lottery.experiments import run_models
 from keras_lottery.experiments import shift
 from keras_lottery.foundations import files
@@ -206,32 +205,10 @@ def _rounds_of(folder, kind, summary, rounds):
     return list(rounds)
 
 
-def _read_results(path):
-    try:
-        with open(path) as file:
-            results = json.load(file)
-        results["settings"], results["entries"]  # noqa: B018  (both must be there)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise FusionSweepError(f"cannot read {path} ({error}): it was damaged or written by something else; "
-                               "remove it or pass another --output_dir.") from error
-    return results
-
-
-def _check_same_settings(results, settings, path):
-    differences = [f"{key} {results['settings'].get(key)!r} there, {value!r} now" for key, value in settings.items()
-                   if results["settings"].get(key) != value]
-    if differences:
-        raise FusionSweepError(f"{path} was made with other settings ({'; '.join(differences)}): pass the same "
-                               "settings to resume it, or another --output_dir.")
-
-
 def _inputs(loaded):
     """(train_x, test_x) as the run trained on them: normalized per channel for the datasets the flows normalize."""
-    splits, dataset = loaded.splits, loaded.config["dataset"]
-    if dataset in data.IDX_DATASETS:
-        return splits.train_x, splits.test_x
-    mean, std = data.CHANNEL_STATISTICS.get(dataset) or shift._channel_statistics(splits.train_x)
-    return streaming.normalized(splits.train_x, mean, std), streaming.normalized(splits.test_x, mean, std)
+    splits = run_models.splits_as_trained(loaded)
+    return splits.train_x, splits.test_x
 
 
 def fine_tune_optimizer_config(run_config, learning_rate=None):
@@ -395,8 +372,8 @@ def run(config):
     path = os.path.join(config.output_dir, FUSION_SWEEP_FILE)
     results = {"settings": config.settings(), "entries": []}
     if os.path.exists(path):
-        results = _read_results(path)
-        _check_same_settings(results, config.settings(), path)
+        results = analysis_results.read(path, ("settings", "entries"), FusionSweepError)
+        analysis_results.check_same_settings(results, config.settings(), path, FusionSweepError)
     done = {(os.path.realpath(entry["run"]), entry["round"]) for entry in results["entries"]}
     runs.sort(key=lambda run: (run[2]["dataset"], str(config.data_dir or run[2].get("data_dir"))))  # stable
     for folder, kind, run_config, rounds in runs:

@@ -60,7 +60,6 @@ same_data_order) is refused naming the difference.
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import re
@@ -71,6 +70,7 @@ import tensorflow as tf
 
 from keras_lottery import data
 from keras_lottery import training
+from keras_lottery.experiments import analysis_results
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import interpolation
 from keras_lottery.experiments import rounds
@@ -133,22 +133,6 @@ def _load_source(path, config):
         raise InstabilityError(f"rewind_iterations {late} are not before the end of {path}'s training ({iterations} "
                                "iterations a round): the copies would train nothing. Pick smaller k.")
     return _Source(path, os.path.realpath(path), summary, imp_config, list(levels), int(iterations))
-
-
-def _read_results(path, settings):
-    try:
-        with open(path) as file:
-            results = json.load(file)
-        results["settings"], results["sources"], results["cells"], results["ticket_to_dense"]  # noqa: B018
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise InstabilityError(f"cannot read {path} ({error}): it was damaged or written by something else; "
-                               "remove it or pass another --output_dir.") from error
-    differences = [f"{key} {results['settings'].get(key)!r} there, {value!r} now" for key, value in settings.items()
-                   if results["settings"].get(key) != value]
-    if differences:
-        raise InstabilityError(f"{path} was made with other settings ({'; '.join(differences)}): pass the same "
-                               "settings to resume it, or another --output_dir.")
-    return results
 
 
 def _as_list(arrays):
@@ -374,7 +358,8 @@ def run(config, on_cell_end=None):
     path = os.path.join(config.output_dir, INSTABILITY_FILE)
     settings = config.settings()
     if os.path.exists(path):
-        results = _read_results(path, settings)
+        results = analysis_results.read(path, ("settings", "sources", "cells", "ticket_to_dense"), InstabilityError)
+        analysis_results.check_same_settings(results, settings, path, InstabilityError)
     else:
         results = {"settings": settings, "sources": {}, "cells": [], "ticket_to_dense": []}
     with run_folder.RunFolder(config.output_dir).locked():

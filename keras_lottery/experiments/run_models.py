@@ -20,10 +20,13 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+
 from keras_lottery import compat
 from keras_lottery import data
 from keras_lottery import fusion
 from keras_lottery import models
+from keras_lottery.data import streaming
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_folder
@@ -213,6 +216,51 @@ def load_run_model(run_dir, round_index=None, data_dir=None):
     _assign_final_weights(wrapped, _read_arrays(weights_path), weights_path)
     return RunModel(model=wrappers.strip_pruning(wrapped), config=summary["config"], splits=splits, kind=kind,
                     round_index=round_index, record=record, masks=masks)
+
+
+def channel_statistics(images):
+    """Per-channel (mean, std) over every pixel, as `data.streaming` computes them (std 1 where constant)."""
+    images = np.asarray(images, np.float64)
+    mean = images.mean(axis=(0, 1, 2))
+    std = np.sqrt(np.maximum((images ** 2).mean(axis=(0, 1, 2)) - mean ** 2, 0.0))
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def input_normalization(loaded):
+    """(mean, std) per channel that `loaded`'s run trained its inputs with, or None (images in [0, 1]).
+
+    `load_run_model` returns `data.load`'s splits, in [0, 1]; the flows train every dataset
+    but the IDX ones (MNIST, Fashion-MNIST) on images normalized per channel
+    (`data.load_for_training`): by the dataset's published statistics, else by the kept
+    training images'. Feed `streaming.normalized(x, *input_normalization(loaded))` to such a
+    run's model.
+
+    Args:
+      loaded: a `RunModel`.
+    """
+    dataset = loaded.config["dataset"]
+    if dataset in data.IDX_DATASETS:
+        return None
+    return data.CHANNEL_STATISTICS.get(dataset) or channel_statistics(loaded.splits.train_x)
+
+
+def splits_as_trained(loaded):
+    """`loaded.splits` with every image as the run's model saw it in training (`input_normalization`).
+
+    Args:
+      loaded: a `RunModel`.
+
+    Returns:
+      A `data.Splits`: the same object for runs on [0, 1] images, else a normalized copy.
+    """
+    normalization = input_normalization(loaded)
+    if normalization is None:
+        return loaded.splits
+    mean, std = normalization
+    splits = loaded.splits
+    return dataclasses.replace(splits, train_x=streaming.normalized(splits.train_x, mean, std),
+                               validation_x=streaming.normalized(splits.validation_x, mean, std),
+                               test_x=streaming.normalized(splits.test_x, mean, std))
 
 
 def load_model_file(path):

@@ -35,16 +35,15 @@ Choices of ours:
 """
 
 import collections
-import json
 import logging
 import os
 
 import numpy as np
 
-from keras_lottery import data
 from keras_lottery import training
 from keras_lottery.data import corruptions as corruption_lib
 from keras_lottery.data import streaming
+from keras_lottery.experiments import analysis_results
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp_config
 from keras_lottery.experiments import run_folder
@@ -155,33 +154,6 @@ def rounds_to_evaluate(kind, summary):
     return finished if kind == "imp" else finished[-1:]
 
 
-def _read_results(path):
-    try:
-        with open(path) as file:
-            results = json.load(file)
-        results["settings"], results["entries"]  # noqa: B018  (both must be there)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ShiftError(f"cannot read {path} ({error}): it was damaged or written by something else; remove it "
-                         "or pass another --output_dir.") from error
-    return results
-
-
-def _check_same_settings(results, settings, path):
-    differences = [f"{key} {results['settings'].get(key)!r} there, {value!r} now" for key, value in settings.items()
-                   if results["settings"].get(key) != value]
-    if differences:
-        raise ShiftError(f"{path} was made with other settings ({'; '.join(differences)}): pass the same "
-                         "corruptions, severities and seed to resume it, or another --output_dir.")
-
-
-def _channel_statistics(images):
-    """Per-channel (mean, std) over every pixel, as `data.streaming` computes them (std 1 where constant)."""
-    images = np.asarray(images, np.float64)
-    mean = images.mean(axis=(0, 1, 2))
-    std = np.sqrt(np.maximum((images ** 2).mean(axis=(0, 1, 2)) - mean ** 2, 0.0))
-    return mean, np.where(std > 0, std, 1.0)
-
-
 class TestSets:
     """The corrupted test sets of one dataset, each computed once, as the `training.Evaluator` that scores it.
 
@@ -201,10 +173,7 @@ class TestSets:
         key = (dataset, repr(getattr(splits, "file_hashes", None)), splits.test_x.shape)
         if key != self.key:  # the runs come grouped by dataset: one dataset's sets are held at a time
             self.key, self.evaluators = key, {}
-        normalize = None
-        if dataset not in data.IDX_DATASETS:  # its runs trained on normalized images (data.load_for_training)
-            mean, std = data.CHANNEL_STATISTICS.get(dataset) or _channel_statistics(splits.train_x)
-            normalize = (mean, std)
+        normalize = run_models.input_normalization(loaded)
         evaluators = {}
         for corruption in self.settings["corruptions"]:
             for severity in self.settings["severities"]:
@@ -270,8 +239,9 @@ def evaluate(run_dirs, output_dir, corruptions=corruption_lib.CORRUPTIONS, sever
     path = os.path.join(output_dir, SHIFT_FILE)
     results = {"settings": settings, "entries": []}
     if os.path.exists(path):
-        results = _read_results(path)
-        _check_same_settings(results, settings, path)
+        results = analysis_results.read(path, ("settings", "entries"), ShiftError)
+        analysis_results.check_same_settings(results, settings, path, ShiftError,
+                                             "corruptions, severities and seed")
     done = {(os.path.realpath(entry["run"]), entry["round"]) for entry in results["entries"]}
     test_sets = TestSets(settings)
     runs.sort(key=lambda run: (run[2]["dataset"], str(data_dir or run[2].get("data_dir"))))  # stable: found order

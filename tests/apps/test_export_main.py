@@ -115,6 +115,13 @@ def test_a_saved_model_file_does_not_claim_logits():
     assert without.input_name == "inputs" and without.preprocessing is None
 
 
+def test_a_run_on_normalized_images_names_its_input_as_normalized():
+    normalized = export_main.signature(from_run=True, has_dataset=True,
+                                       normalization=((0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)))
+    assert normalized.input_name == "normalized_pixels" and normalized.output_name == "logits"
+    assert "(pixels / 255 - mean) / std" in normalized.preprocessing and "0.4914, 0.4822, 0.4465" in normalized.preprocessing
+
+
 @pytest.mark.parametrize("arguments, message", [
     ([], "exactly one of --run_dir"),
     (["--run_dir=a", "--model_path=b.keras"], "exactly one of --run_dir"),

@@ -149,3 +149,25 @@ def test_model_file_errors(tmp_path):
         run_models.load_model_file(tmp_path / "weights.npz")
     with pytest.raises(ValueError, match="saved_model.pb"):
         run_models.load_model_file(tmp_path)
+
+
+def _run_model(dataset, splits):
+    return run_models.RunModel(model=None, config={"dataset": dataset}, splits=splits, kind="imp", round_index=0,
+                               record={}, masks={})
+
+
+def test_splits_as_trained_normalize_the_datasets_the_flows_normalize():
+    rng = np.random.default_rng(0)
+    images = {part: rng.random((5, 4, 4, 3)).astype(np.float32) for part in ("train", "validation", "test")}
+    splits = kl.data.Splits(images["train"], np.zeros(5), images["validation"], np.zeros(5), images["test"],
+                            np.zeros(5), 10, (4, 4, 3), "test")
+    assert run_models.splits_as_trained(_run_model("fashion_mnist", splits)) is splits  # trained on [0, 1]
+    mean = np.array([0.49139968, 0.48215841, 0.44653091])  # CIFAR-10's published statistics, as data.streaming
+    std = np.array([0.24703223, 0.24348513, 0.26158784])
+    normalized = run_models.splits_as_trained(_run_model("cifar10", splits))
+    for part in ("train", "validation", "test"):
+        np.testing.assert_allclose(getattr(normalized, f"{part}_x"), (images[part] - mean) / std, rtol=1e-5, atol=1e-6)
+    # A TFDS dataset without published statistics: the kept training images' own per-channel mean and std.
+    own = run_models.splits_as_trained(_run_model("svhn_cropped", splits))
+    pixels = images["train"].reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(own.test_x, (images["test"] - pixels.mean(0)) / pixels.std(0), rtol=1e-5, atol=1e-6)
