@@ -74,12 +74,12 @@ def _early_bird(output_dir, train_examples, search_epochs):
     return summary["search"]["train_seconds"], summary["search"]["iterations"]
 
 
-def measure(repeats, quick):
+def measure(repeats, quick, flows=("one pass", "early-bird search")):
     """({flow: {variant: [wall seconds]}}, {flow: {variant: [CPU seconds]}}, {flow: its iterations}).
 
     Each flow runs once first to learn its length and warm the process (imports, first
     tracing); that run is left out. Then `repeats` rounds of every variant, the order
-    rotating each round.
+    rotating each round. `flows` picks which of the two flows to measure.
     """
     train_examples, iterations = (1000, 200) if quick else (6000, 2000)
     eb_examples, eb_epochs = (2000, 6) if quick else (None, 20)
@@ -90,11 +90,13 @@ def measure(repeats, quick):
     def load_one_pass_data():
         return data_lib.load(defaults.dataset, None, defaults.validation_examples, train_examples)
 
-    walls, cpus = {"one pass": {}, "early-bird search": {}}, {"one pass": {}}
+    walls, cpus = {flow: {} for flow in flows}, {"one pass": {}} if "one pass" in flows else {}
     with tempfile.TemporaryDirectory() as scratch:
         runs = iter(range(10 ** 6))  # a fresh run folder for every flow run
-        steps = {"one pass": _one_pass(os.path.join(scratch, str(next(runs))), train_examples, iterations)[1],
-                 "early-bird search": _early_bird(os.path.join(scratch, str(next(runs))), eb_examples, eb_epochs)[1]}
+        first = {"one pass": lambda: _one_pass(os.path.join(scratch, str(next(runs))), train_examples, iterations)[1],
+                 "early-bird search": lambda: _early_bird(os.path.join(scratch, str(next(runs))), eb_examples,
+                                                          eb_epochs)[1]}
+        steps = {flow: first[flow]() for flow in flows}
         variants = [
             ("one pass", "one_pass.run",
              lambda: _one_pass(os.path.join(scratch, str(next(runs))), train_examples, iterations)[0]),
@@ -108,6 +110,7 @@ def measure(repeats, quick):
                 ("early-bird search", f"plain, steps_per_execution={spe}",
                  lambda spe=spe: (_plain(eb_splits, steps["early-bird search"], spe, batch_size)[0], None)),
             ]
+        variants = [variant for variant in variants if variant[0] in flows]
         for repeat in range(repeats):
             shift = repeat % len(variants)
             for flow, name, timed in variants[shift:] + variants[:shift]:
@@ -125,10 +128,16 @@ def main():
     parser.add_argument("--intra_op_threads", type=int, default=1,
                         help="TensorFlow's intra-op threads (0: its default); 1 as bench.step_time, whose "
                              "RESULTS.md section says why")
+    parser.add_argument("--flows", default="one_pass,early_bird",
+                        help="comma-separated flows to measure: one_pass, early_bird")
     args = parser.parse_args()
+    names = {"one_pass": "one pass", "early_bird": "early-bird search"}
+    chosen = [part.strip() for part in args.flows.split(",") if part.strip()]
+    if not chosen or any(part not in names for part in chosen):
+        parser.error(f"--flows takes a comma-separated list of {', '.join(names)}; got {args.flows!r}")
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
-    walls, cpus, steps = measure(args.repeats, args.quick)
+    walls, cpus, steps = measure(args.repeats, args.quick, tuple(names[part] for part in chosen))
     verdicts = []
     for flow, variants in walls.items():
         print(f"{flow} ({steps[flow]} training iterations), {args.repeats} repeats, wall seconds:")
@@ -156,7 +165,8 @@ def main():
         print(verdict)
     command = "python -m bench.flow_cost" + "".join(
         flag for flag, on in ((" --quick", args.quick), (f" --repeats={args.repeats}", args.repeats != 3),
-                              (f" --intra_op_threads={args.intra_op_threads}", args.intra_op_threads != 1)) if on)
+                              (f" --intra_op_threads={args.intra_op_threads}", args.intra_op_threads != 1),
+                              (f" --flows={args.flows}", args.flows != "one_pass,early_bird")) if on)
     print(f"Reproduce: {command}")
 
 
