@@ -6,7 +6,7 @@ a short fine-tune.
 
 Unstructured sparsity saves storage, not compute: a masked ticket keeps its dense tensors.
 `keras_lottery.fusion.fuse_neurons` turns it into a narrower dense network. This sweep asks
-the research idea's four questions (/work/shared/RESEARCH.md, sections 1 and 3) of finished
+the research idea's four questions (neuron fusion, in the project's research notes) of finished
 run folders (`run_models.load_run_model`: IMP runs, every finished round, round 0 being the
 dense network; one-pass and sparse runs, their one round; early-bird runs, their ticket):
 

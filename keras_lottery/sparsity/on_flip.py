@@ -5,8 +5,7 @@
     model.fit(..., callbacks=[keras_lottery.UpdateMasks()])
     on_flip.history(model)  # what each check pruned, per layer
 
-Our research idea's own schedule (docs: /work/shared/RESEARCH.md section 1, "Sign-flip
-pruning"): a weight whose sign changes relative to its reference (the initialization, or
+Our research idea's own schedule (the project's "sign-flip pruning" idea): a weight whose sign changes relative to its reference (the initialization, or
 the rewind step's weights) is a candidate to prune, and it is pruned when that is seen,
 not at a round's end; nothing is rewound. There is no paper or official code for it:
 FlipOut (Apostol, Stol and Forre 2020) is the nearest published method: it prunes a set
@@ -45,9 +44,10 @@ sign changes, not by its sign now differing from the reference (a weight that fl
 flipped back counts, with `min_flips=1`: it crossed zero); checks are every `frequency`
 steps rather than every step (a check costs a pass over the weights on the host); the
 fill happens at the last check rather than when flips stop; and the gradual floor exists
-because flips alone were measured to prune only ~8% of what a layer's target needs
-(LeNet-300-100 on Fashion-MNIST, bench/sign_flip.py), which made the last check a one-shot
-prune at 70% of training. The floor's filled weights count as `filled` in the record.
+because flips alone were measured to prune only 38-42% of what the target needs at 10% to
+0.5% weights remaining (LeNet-300-100 on Fashion-MNIST, `bench.sign_flip`, bench/RESULTS.md),
+which makes the last check a large one-shot prune at 70% of training: without the floor the
+run collapses at 1% weights remaining and below. The floor's filled weights count as `filled` in the record.
 
 The record of each check (weights pruned for flips, filled by the criterion, kept after)
 lives in the wrapper's `on_flip_log` variable, so a mid-round backup keeps it and a resumed
