@@ -8,8 +8,10 @@ dataset, an output folder in use or holding another run, a corrupt record, a div
 round: `ValueError` and its subclasses, `DataUnavailableError`), and the operating system
 raises `OSError` (a full disk, a permission). Those end the app with their message on one
 line. Ctrl-C ends it with the line that says how to go on: finished work is saved
-atomically and a run resumes where it stopped. absl's usage errors (bad flags) keep
-absl's own two-line message; anything else is a bug and keeps its traceback.
+atomically and a run resumes where it stopped. A flag absl itself cannot parse keeps
+absl's own two-line message; an `app.UsageError` that `main` raises (flags that parse but
+do not fit together, a config its `resolved()` refuses) ends with its one line too, not
+absl's dump of every flag's help above it. Anything else is a bug and keeps its traceback.
 """
 
 import functools
@@ -29,8 +31,8 @@ def one_line_errors(main, interrupted=INTERRUPTED):
     def wrapped(argv):
         try:
             return main(argv)
-        except app.UsageError:
-            raise
+        except app.UsageError as error:
+            raise SystemExit(f"error: {_one_line(error)}") from None
         except KeyboardInterrupt:
             raise SystemExit(interrupted) from None
         except EXPLAINED_ERRORS as error:
