@@ -137,8 +137,33 @@ class Iterative(PruningSchedule):
         }
 
 
+class _Periodic(PruningSchedule):
+    """A schedule that fires at `begin_step`, `begin_step + frequency`, ..., `end_step` (Gradual, OnFlip).
+
+    Subclasses set `begin_step`, `frequency` and `updates`.
+    """
+
+    @property
+    def end_step(self):
+        """The step of the last update (Gradual: where the target is reached; OnFlip: the fill)."""
+        return self.begin_step + self.updates * self.frequency
+
+    def _fires(self, step):
+        """A bool tensor: whether the int64 `step` is one of the updates."""
+        offset = step - self.begin_step
+        return tf.logical_and(tf.logical_and(offset >= 0, step <= self.end_step),
+                              tf.equal(tf.math.floormod(offset, self.frequency), 0))
+
+    def next_prune_step(self, step):
+        """The first step >= `step` at which this schedule fires, or None."""
+        if step <= self.begin_step:
+            return self.begin_step
+        candidate = self.begin_step + -(-(step - self.begin_step) // self.frequency) * self.frequency
+        return candidate if candidate <= self.end_step else None
+
+
 @keras.utils.register_keras_serializable(package="keras_lottery")
-class Gradual(PruningSchedule):
+class Gradual(_Periodic):
     """Gradual pruning while training continues (Zhu & Gupta's cubic schedule).
 
     Fires at `begin_step`, `begin_step + frequency`, ..., `begin_step + updates *
@@ -169,11 +194,6 @@ class Gradual(PruningSchedule):
             raise ValueError(f"power must be a number > 0; got {power!r}.")
         self.frequency, self.updates, self.power = int(frequency), int(updates), power
 
-    @property
-    def end_step(self):
-        """The step of the last update, where the target sparsity is reached."""
-        return self.begin_step + self.updates * self.frequency
-
     def exact_sparsity(self, step):
         """The sparsity at `step` as a Python float (the tensor is float32)."""
         done = min(max((step - self.begin_step) // self.frequency, 0), self.updates)
@@ -181,19 +201,11 @@ class Gradual(PruningSchedule):
 
     def __call__(self, step):
         step = tf.cast(step, tf.int64)
+        should_prune = self._fires(step)
         offset = step - self.begin_step
-        should_prune = tf.logical_and(
-            tf.logical_and(offset >= 0, step <= self.end_step), tf.equal(tf.math.floormod(offset, self.frequency), 0))
         done = tf.cast(tf.clip_by_value(tf.math.floordiv(offset, self.frequency), 0, self.updates), tf.float32)
         sparsity = self.target_sparsity * (1.0 - tf.pow(1.0 - done / self.updates, self.power))
         return should_prune, sparsity
-
-    def next_prune_step(self, step):
-        """The first step >= `step` at which this schedule fires, or None."""
-        if step <= self.begin_step:
-            return self.begin_step
-        candidate = self.begin_step + -(-(step - self.begin_step) // self.frequency) * self.frequency
-        return candidate if candidate <= self.end_step else None
 
     def get_config(self):
         return {
@@ -204,7 +216,7 @@ class Gradual(PruningSchedule):
 
 
 @keras.utils.register_keras_serializable(package="keras_lottery")
-class OnFlip(PruningSchedule):
+class OnFlip(_Periodic):
     """Prune weights as their signs flip, while training continues, up to a target sparsity.
 
     The schedule of sign-flip pruning's own idea (`on_flip.py` has the method): it checks
@@ -257,11 +269,6 @@ class OnFlip(PruningSchedule):
                              f"the cubic Gradual schedule keeps at its step); got {floor!r}.")
         self.floor = floor
 
-    @property
-    def end_step(self):
-        """The step of the last check (the fill, with `fill`)."""
-        return self.begin_step + self.updates * self.frequency
-
     def floor_schedule(self):
         """The schedule whose `exact_sparsity(step)` a check must reach at least, or None for floor 'none'.
 
@@ -292,18 +299,7 @@ class OnFlip(PruningSchedule):
         return self.target_sparsity
 
     def __call__(self, step):
-        step = tf.cast(step, tf.int64)
-        offset = step - self.begin_step
-        should_prune = tf.logical_and(
-            tf.logical_and(offset >= 0, step <= self.end_step), tf.equal(tf.math.floormod(offset, self.frequency), 0))
-        return should_prune, tf.constant(self.target_sparsity, tf.float32)
-
-    def next_prune_step(self, step):
-        """The first step >= `step` at which this schedule fires, or None."""
-        if step <= self.begin_step:
-            return self.begin_step
-        candidate = self.begin_step + -(-(step - self.begin_step) // self.frequency) * self.frequency
-        return candidate if candidate <= self.end_step else None
+        return self._fires(tf.cast(step, tf.int64)), tf.constant(self.target_sparsity, tf.float32)
 
     def get_config(self):
         return {
