@@ -24,7 +24,6 @@ import collections
 import dataclasses
 import json
 import os
-import re
 
 import numpy as np
 
@@ -367,7 +366,7 @@ def write_report(paths, output_dir):
         shown = {"early_stop": any(m["kind"] == "imp" for m in entries),
                  "flops": any(level["training_flops"] for m in entries for level in m["levels"])}
         plots = [name for name in PLOT_TITLES if shown.get(name, True)]
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset}-{model}")
+        slug = report_render.file_stem(dataset, model)
         groups.append({"dataset": dataset, "model": model, "layer_flops": flops,
                        "plots": {name: f"{slug}-{name}.png" for name in plots}, "methods": entries})
     os.makedirs(output_dir, exist_ok=True)  # only now: bad input has raised before anything is written

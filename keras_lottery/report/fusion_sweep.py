@@ -27,7 +27,6 @@ Drawn on Agg canvases of their own (`Figure` + `FigureCanvasAgg`) and written wi
 """
 
 import os
-import re
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -39,14 +38,6 @@ from keras_lottery.report import render
 
 REPORT_FILE = "fusion_sweep_report.md"
 MAX_PANELS = 6  # weights-remaining levels drawn in "accuracy vs units removed" (a row of panels that stays legible)
-
-
-def _groups(rows):
-    """dict (dataset, model, method) -> its rows, in order."""
-    groups = {}
-    for row in rows:
-        groups.setdefault((row["dataset"], row["model"], row["method"]), []).append(row)
-    return groups
 
 
 def _levels(group):
@@ -243,7 +234,7 @@ def markdown(results, rows, plots):
               "after (mean over seeds). Seconds: fusing + fine-tuning. "
               f"Calibration: the first {settings['calibration_examples']} training examples; fine-tune: {tune}; "
               f"test examples: {settings['test_examples'] or 'all'}.")]
-    for key, group in _groups(rows).items():
+    for key, group in render.group_rows(rows, ("dataset", "model", "method")).items():
         lines += ["", f"## {key[0]} / {key[1]}: {key[2]}", ""]
         lines += [f"![{name}]({path})" for name, path in plots.get(key, {}).items()]
         lines += ["", ("| weights remaining (%) | fusion | ticket acc. | fused acc. | fine-tuned acc. | fused "
@@ -269,8 +260,8 @@ def write_report(results, output_dir):
     """
     rows = fusion_sweep.summarize(results)
     plots, written = {}, []
-    for key, group in _groups(rows).items():
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", "fusion-" + "-".join(key))
+    for key, group in render.group_rows(rows, ("dataset", "model", "method")).items():
+        stem = render.file_stem("fusion", *key)
         plots[key] = {"accuracy vs units removed": f"{stem}-units.png",
                       "accuracy vs multiply-adds": f"{stem}-multiply_adds.png"}
         for draw, name in ((units_figure, "accuracy vs units removed"),

@@ -14,7 +14,6 @@ line per level. Drawn on Agg canvases of their own, as `report.render` does.
 """
 
 import os
-import re
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -24,13 +23,6 @@ from keras_lottery.foundations import files
 from keras_lottery.report import render
 
 REPORT_FILE = "instability_report.md"
-
-
-def _groups(rows):
-    groups = {}
-    for row in rows:
-        groups.setdefault((row["dataset"], row["model"]), []).append(row)
-    return groups
 
 
 def level_label(row):
@@ -79,8 +71,8 @@ def markdown(results, summary, plots):
     for source in mismatches:
         lines += ["", f"Note: {source['run']}'s replay to iteration {source['replay_check']['k']} differs from its "
                       f"rewind snapshot by up to {source['replay_check']['max_abs_difference']:g}."]
-    paths = _groups(summary["ticket_to_dense"])
-    for key, rows in _groups(summary["cells"]).items():
+    paths = render.group_rows(summary["ticket_to_dense"])
+    for key, rows in render.group_rows(summary["cells"]).items():
         lines += ["", f"## {key[0]} / {key[1]}", ""]
         lines += [f"![{name}]({plots[key, name]})" for name in ("barrier", "paths", "ticket_to_dense")
                   if (key, name) in plots]
@@ -173,8 +165,8 @@ def write_report(results, output_dir):
     drawn = ((summary["cells"], "barrier", barrier_figure), (summary["cells"], "paths", paths_figure),
              (summary["ticket_to_dense"], "ticket_to_dense", ticket_to_dense_figure))
     for rows, name, draw in drawn:
-        for key, group in _groups(rows).items():
-            plots[key, name] = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"instability-{name}-{key[0]}-{key[1]}") + ".png"
+        for key, group in render.group_rows(rows).items():
+            plots[key, name] = render.file_stem("instability", name, *key) + ".png"
             render.save_figure(draw(group), os.path.join(output_dir, plots[key, name]))
     path = os.path.join(output_dir, REPORT_FILE)
     files.write_text(path, markdown(results, summary, plots))

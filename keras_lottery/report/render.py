@@ -6,6 +6,7 @@ as `report.write_report` aggregates it; `markdown(groups)` renders every group's
 
 import collections
 import io
+import re
 
 import numpy as np
 from matplotlib import ticker
@@ -19,6 +20,19 @@ PLOT_TITLES = {"accuracy": "test accuracy vs weights remaining",
                "iterations": "test accuracy vs training iterations spent",
                "flops": "test accuracy vs training FLOPs spent"}
 MAX_LEVEL_TICKS = 14  # labelled levels on the weights-remaining axis: what fits its width without overlap
+
+
+def file_stem(*parts):
+    """A file name stem from `parts` joined by '-', every run of other characters than [A-Za-z0-9_.-] as '_'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(str(part) for part in parts))
+
+
+def group_rows(rows, fields=("dataset", "model")):
+    """dict (row[field] for field in `fields`) -> the rows with those values, in order."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(tuple(row[field] for field in fields), []).append(row)
+    return groups
 
 
 def save_figure(figure_to_save, path):

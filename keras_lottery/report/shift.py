@@ -12,7 +12,6 @@ canvas of its own (`Figure` + `FigureCanvasAgg`), as `report.render` does: no py
 """
 
 import os
-import re
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -22,14 +21,6 @@ from keras_lottery.foundations import files
 from keras_lottery.report import render
 
 REPORT_FILE = "shift_report.md"
-
-
-def _groups(rows):
-    """dict (dataset, model) -> its rows, in order."""
-    groups = {}
-    for row in rows:
-        groups.setdefault((row["dataset"], row["model"]), []).append(row)
-    return groups
 
 
 def row_label(row):
@@ -52,7 +43,7 @@ def markdown(results, rows, plots):
              ("Test accuracy (%) on the runs' own test sets corrupted by keras_lottery.data.corruptions "
               f"(seed {settings['seed']}; severity 0 = clean): mean ± sample standard deviation over runs (their "
               "number). The plots show relative accuracy, acc(severity) / acc(0), averaged over runs.")]
-    for (dataset, model), group in _groups(rows).items():
+    for (dataset, model), group in render.group_rows(rows).items():
         lines += ["", f"## {dataset} / {model}", ""]
         if (dataset, model) in plots:
             lines += [f"![relative accuracy vs severity]({plots[dataset, model]})"]
@@ -105,8 +96,8 @@ def write_report(results, output_dir):
     """
     rows = shift.summarize(results)
     plots = {}
-    for key, group in _groups(rows).items():
-        plots[key] = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"shift-{key[0]}-{key[1]}") + ".png"
+    for key, group in render.group_rows(rows).items():
+        plots[key] = render.file_stem("shift", *key) + ".png"
         render.save_figure(figure(results, group), os.path.join(output_dir, plots[key]))
     path = os.path.join(output_dir, REPORT_FILE)
     files.write_text(path, markdown(results, rows, plots))
