@@ -18,6 +18,7 @@ from keras_lottery.experiments import imp
 from keras_lottery.experiments import run_models
 from keras_lottery.report import fusion_sweep as fusion_sweep_report
 from tests import processes
+from tests import spies
 
 pytestmark = pytest.mark.usefixtures("app_server")  # the app run forks from the app server (tests/processes.py)
 SETTINGS = dict(methods=("exact", "l1", "data_aware"), fractions=(0, 0.5), fine_tune_iterations=3,
@@ -189,23 +190,11 @@ def test_calibration_and_fine_tune_read_training_examples_and_the_score_the_test
     assert unit.measure(unit.ticket)["test_accuracy"] == accuracy and record["fine_tune"]["iterations"] == 1
 
 
-def _counting_loads(monkeypatch):
-    calls = []
-    original = run_models.load_run_model
-
-    def counted(*arguments, **keywords):
-        calls.append(arguments[:2])
-        return original(*arguments, **keywords)
-
-    monkeypatch.setattr(fusion_sweep.run_models, "load_run_model", counted)
-    return calls
-
-
 def test_a_second_call_recomputes_nothing(tiny_run, swept, tmp_path, monkeypatch):
     output, results = swept
     resumed = str(tmp_path / "resumed")
     shutil.copytree(output, resumed)
-    calls = _counting_loads(monkeypatch)
+    calls = spies.count_run_model_loads(monkeypatch)
     assert fusion_sweep.run(_config(tiny_run, resumed, rounds="1")) == results and calls == []
     assert json.load(open(os.path.join(output, fusion_sweep.FUSION_SWEEP_FILE))) == results
 
@@ -226,7 +215,7 @@ def test_an_interrupted_sweep_resumes_after_its_last_round(tiny_run, tmp_path, m
     written = json.load(open(output / fusion_sweep.FUSION_SWEEP_FILE))
     assert [entry["round"] for entry in written["entries"]] == [0]
     monkeypatch.undo()
-    calls = _counting_loads(monkeypatch)
+    calls = spies.count_run_model_loads(monkeypatch)
     again = fusion_sweep.run(_config(tiny_run, output, **settings))
     assert [call[1] for call in calls] == [1]  # only the round that was missing
     assert again["entries"][0] == written["entries"][0] and [e["round"] for e in again["entries"]] == [0, 1]
@@ -243,7 +232,7 @@ def test_other_settings_for_the_same_output_dir_are_refused(tiny_run, swept, tmp
     output, _ = swept
     resumed = str(tmp_path / "resumed")
     shutil.copytree(output, resumed)
-    calls = _counting_loads(monkeypatch)
+    calls = spies.count_run_model_loads(monkeypatch)
     with pytest.raises(fusion_sweep.FusionSweepError, match=named.replace("[", r"\[").replace("]", r"\]")):
         fusion_sweep.run(_config(tiny_run, resumed, **{"rounds": "1", **change}))
     assert calls == []
@@ -262,7 +251,7 @@ def test_other_settings_for_the_same_output_dir_are_refused(tiny_run, swept, tmp
     (dict(output_dir=""), "output_dir is required"),
 ])
 def test_bad_settings_are_refused_before_any_work(tiny_run, tmp_path, monkeypatch, change, words):
-    calls = _counting_loads(monkeypatch)
+    calls = spies.count_run_model_loads(monkeypatch)
     with pytest.raises(fusion_sweep.FusionSweepError, match=words):
         fusion_sweep.run(_config(tiny_run, **{"output_dir": tmp_path / "out", **change}))
     assert calls == [] and not (tmp_path / "out").exists()

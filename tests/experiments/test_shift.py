@@ -16,6 +16,7 @@ from keras_lottery.experiments import run_models
 from keras_lottery.experiments import shift
 from keras_lottery.report import shift as shift_report
 from tests import processes
+from tests import spies
 
 pytestmark = pytest.mark.usefixtures("app_server")  # the app runs fork from the app server (tests/processes.py)
 SETTINGS = dict(corruptions=("gaussian_noise", "rotation", "contrast", "gaussian_blur"), severities=(0, 1, 5), seed=0)
@@ -77,23 +78,11 @@ def test_entries_record_what_identifies_the_run(tiny_run, evaluated):
     assert json.load(open(os.path.join(output, shift.SHIFT_FILE))) == results  # what is written is returned
 
 
-def _counting_loads(monkeypatch):
-    calls = []
-    original = run_models.load_run_model
-
-    def counted(*arguments, **keywords):
-        calls.append(arguments[:2])
-        return original(*arguments, **keywords)
-
-    monkeypatch.setattr(shift.run_models, "load_run_model", counted)
-    return calls
-
-
 def test_a_second_call_recomputes_nothing(tiny_run, evaluated, tmp_path, monkeypatch):
     output, results = evaluated
     resumed = str(tmp_path / "resumed")
     shutil.copytree(output, resumed)
-    calls = _counting_loads(monkeypatch)
+    calls = spies.count_run_model_loads(monkeypatch)
     assert shift.evaluate([tiny_run[0]], resumed, **SETTINGS) == results and calls == []
 
 
@@ -112,7 +101,7 @@ def test_an_interrupted_evaluation_resumes_after_its_last_round(tiny_run, evalua
         shift.evaluate([tiny_run[0]], output, **SETTINGS)
     assert [entry["round"] for entry in json.load(open(os.path.join(output, shift.SHIFT_FILE)))["entries"]] == [0]
     monkeypatch.undo()
-    calls = _counting_loads(monkeypatch)
+    calls = spies.count_run_model_loads(monkeypatch)
     again = shift.evaluate([tiny_run[0]], output, **SETTINGS)
     assert [call[1] for call in calls] == [1]  # only the round that was missing
     assert again["entries"] == results["entries"]
@@ -128,7 +117,7 @@ def test_other_settings_for_the_same_output_dir_are_refused(tiny_run, evaluated,
     output, _ = evaluated
     resumed = str(tmp_path / "resumed")
     shutil.copytree(output, resumed)
-    calls = _counting_loads(monkeypatch)
+    calls = spies.count_run_model_loads(monkeypatch)
     with pytest.raises(shift.ShiftError, match=named.replace("[", r"\[").replace("]", r"\]")):
         shift.evaluate([tiny_run[0]], resumed, **{**SETTINGS, **change})
     assert calls == []
