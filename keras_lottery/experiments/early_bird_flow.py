@@ -216,7 +216,10 @@ def _run(config, folder):
     with strategy.scope(), training.precision.policy(config.mixed_precision):
         model = models.build(config.model, splits.input_shape, splits.num_classes, config.seed,
                              synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
-        early_bird.criterion_scores(model, config.criterion)  # e.g. 'bn_gamma' without BatchNorm: fail early
+        scored = early_bird.criterion_scores(model, config.criterion)  # e.g. 'bn_gamma' without BatchNorm: fail early
+        # A channel ticket takes units only where the narrow network can lose them: not a ResNet's
+        # convolutions that feed an Add (their channels must match the other members').
+        layers = fusion.removable_unit_layers(model, list(scored)) if channel else None
         if not channel:  # an unstructured ticket is a mask on the same network; a channel ticket a new one
             model = wrappers.prune_low_magnitude(model, pruning_schedule=schedules.OneShot(0.0),
                                                  strategy=config.strategy)
@@ -229,7 +232,8 @@ def _run(config, folder):
             epoch_steps, math.ceil(epoch_steps / config.checks_per_epoch)))
     rewind = callbacks.RewindCallback(0)
     detector = early_bird.EarlyBirdCallback(config.target_sparsity, config.criterion, config.strategy,
-                                            config.epsilon, config.queue_size, stop_training=config.stop_at_draw)
+                                            config.epsilon, config.queue_size, stop_training=config.stop_at_draw,
+                                            layers=layers)
     # The HParams session: the search run's curves are its metrics.
     summaries.write_hparams(folder.file("tensorboard", "search"), config_dict)
     search = _fit(model, config, splits, config.search_epochs, folder, "search", [rewind, detector],

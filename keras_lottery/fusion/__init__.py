@@ -24,13 +24,14 @@ from keras_lottery.fusion import merge as merge_lib
 from keras_lottery.fusion import rewrite
 from keras_lottery.fusion.graph import FusionError, Graph
 from keras_lottery.fusion.merge import METHODS, MergeBudget
-from keras_lottery.fusion.structured import remove_units
+from keras_lottery.fusion.structured import removable_unit_layers, remove_units
 from keras_lottery.fusion.report import NOTES_ATTRIBUTE, FusionReport, fusion_report, max_output_difference, model_outputs
 
 keras = compat.keras
 EXACT_TOLERANCE = 1e-4  # relative to the largest output: float32 rounding, far below any real change
 
-__all__ = ["FineTune", "FusionError", "FusionReport", "METHODS", "MergeBudget", "fuse_neurons", "fusion_report", "remove_units"]
+__all__ = ["FineTune", "FusionError", "FusionReport", "METHODS", "MergeBudget", "fuse_neurons", "fusion_report", "removable_unit_layers",
+           "remove_units"]
 
 
 @dataclasses.dataclass

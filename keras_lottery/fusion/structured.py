@@ -61,9 +61,39 @@ def _plan(graph, removed_units):
             fixed = rewrite.reach(graph, producer).fixed
             if fixed:
                 raise ValueError(f"the units of {producer!r} cannot be removed: {fixed}. Remove units of other "
-                                 "layers only (an early-bird channel ticket never names them).")
+                                 "layers only (`removable_unit_layers` names those that can go).")
             plan[producer] = indices
     return plan
+
+
+def removable_unit_layers(model, names):
+    """The layers of `names` whose units `remove_units` can take out, in the order given.
+
+    A unit stays where removing it would change an index that something else relies on:
+    a model output (the output layer's classes), or an Add/Multiply whose members must
+    keep matching channels (a ResNet's block outputs, its stem and its shortcut
+    convolutions). A channel criterion that scores every layer would pick such units;
+    pass it only these (`EarlyBirdCallback(layers=...)`).
+
+    Args:
+      model: a tf_keras model, pruned (wrapped) or not.
+      names: candidate layer names: Dense/Conv2D layers, or BatchNormalization layers
+        right after one (their channels are its units).
+
+    Returns:
+      The names (a list) whose units can be removed.
+
+    Raises:
+      ValueError: a name the model does not have, or one that names no units.
+    """
+    graph = Graph(model)
+    removable = []
+    for name in names:
+        if name not in graph.nodes:
+            raise ValueError(f"layer {name!r} is not in the model.")
+        if rewrite.reach(graph, _producer_of(graph, name)).fixed is None:
+            removable.append(name)
+    return removable
 
 
 def remove_units(model, removed_units):

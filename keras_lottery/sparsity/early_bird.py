@@ -99,13 +99,33 @@ def _kernel_layers(model):
     return found
 
 
-def criterion_scores(model, criterion):
+def criterion_scores(model, criterion, layers=None):
     """Scores per weight ('magnitude', 'sign_flip', 'hybrid') or per unit ('bn_gamma', 'l1'), by layer name.
 
+    Args:
+      model: the model being trained.
+      criterion: one of CRITERIA.
+      layers: optional names of the layers to score (BatchNormalization layers for
+        'bn_gamma', Dense/Conv2D layers otherwise); None: every layer the criterion scores.
+
     Raises:
-      ValueError: unknown criterion, 'bn_gamma' on a model without BatchNorm, or a
-        sign-flip criterion on a model not wrapped with `prune_low_sign_flip`.
+      ValueError: unknown criterion, 'bn_gamma' on a model without BatchNorm, a
+        sign-flip criterion on a model not wrapped with `prune_low_sign_flip`, or
+        `layers` naming a layer the criterion does not score.
     """
+    scores = _all_scores(model, criterion)
+    if layers is None:
+        return scores
+    layers = list(layers)
+    unknown = [name for name in layers if name not in scores]
+    if unknown or not layers:
+        raise ValueError(f"layers={layers} must name layers that criterion={criterion!r} scores: "
+                         f"{'none given' if not layers else f'{unknown} are not among them'}; it scores "
+                         f"{list(scores)}.")
+    return {name: scores[name] for name in layers}
+
+
+def _all_scores(model, criterion):
     if criterion not in CRITERIA:
         raise ValueError(f"unknown early-bird criterion {criterion!r}; choose one of {CRITERIA}.")
     if criterion in ("sign_flip", "hybrid"):
@@ -164,7 +184,7 @@ class EarlyBirdCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, target_sparsity=0.5, criterion="magnitude", strategy="layerwise", epsilon=0.1,
-                 queue_size=5, stop_training=False):
+                 queue_size=5, stop_training=False, layers=None):
         """Args:
           target_sparsity: one sparsity or a list (the paper runs 0.3, 0.5, 0.7 together).
           criterion: 'magnitude', 'bn_gamma', 'l1', 'sign_flip' or 'hybrid'.
@@ -173,6 +193,10 @@ class EarlyBirdCallback(keras.callbacks.Callback):
           queue_size: masks compared, >= 2.
           stop_training: stop `fit` once every target sparsity has its ticket (the
             search phase ends, like EarlyStopping).
+          layers: optional names of the layers whose weights or units the masks
+            cover (`criterion_scores`); None: all the criterion scores. For a channel
+            ticket of a network whose some units cannot go (a ResNet's convolutions
+            that feed an Add), `fusion.removable_unit_layers` gives the names.
 
         Raises:
           ValueError: any argument out of range, before training starts.
@@ -189,6 +213,7 @@ class EarlyBirdCallback(keras.callbacks.Callback):
         MaskQueue(queue_size, epsilon)  # validates
         self.sparsities = [float(value) for value in sparsities]
         self.criterion = criterion
+        self.layers = None if layers is None else list(layers)
         self.strategy = "global" if criterion == "bn_gamma" else strategy
         self.epsilon, self.queue_size, self.stop_training = float(epsilon), int(queue_size), stop_training
         self.queues = {s: MaskQueue(queue_size, epsilon) for s in self.sparsities}
@@ -204,11 +229,11 @@ class EarlyBirdCallback(keras.callbacks.Callback):
         return {s: int(v.numpy()) for s, v in self.drawn_step_variables.items() if v.numpy() >= 0}
 
     def on_train_begin(self, logs=None):
-        criterion_scores(self.model, self.criterion)  # fails now if the criterion cannot apply
+        criterion_scores(self.model, self.criterion, self.layers)  # fails now if the criterion cannot apply
 
     def compute_masks(self, sparsity):
         """The masks the criterion gives now at `sparsity`, not applied to the model."""
-        return masks_lib.compute(criterion_scores(self.model, self.criterion), sparsity, self.strategy)
+        return masks_lib.compute(criterion_scores(self.model, self.criterion, self.layers), sparsity, self.strategy)
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy()) if getattr(self.model, "optimizer", None) else 0

@@ -67,3 +67,21 @@ def test_bn_gamma_flow_retrains_a_narrower_network_and_counts_its_cheaper_iterat
     with pytest.raises(ValueError, match="needs BatchNormalization.*criterion='l1'"):
         early_bird_flow.run(no_batch_norm)
     assert not (tmp_path / "lenet" / "summary.json").exists() and not (tmp_path / "lenet" / "tensorboard").exists()
+
+
+def test_channel_tickets_of_a_resnet_take_units_only_where_the_network_can_lose_them(tmp_path):
+    # A ResNet's stem, second block convolutions and shortcuts feed Adds: a ticket scoring every BatchNorm
+    # picked some of their channels and the flow failed after the whole search, when it built the narrow network.
+    folder = write_idx_dataset(tmp_path / "data", train=100, test=50)
+    config = early_bird_flow.EarlyBirdConfig(
+        output_dir=str(tmp_path / "run"), data_dir=folder, model="resnet20", criterion="bn_gamma",
+        target_sparsity=0.5, queue_size=2, epsilon=0.99, search_epochs=2, retrain_epochs=1, batch_size=50,
+        validation_examples=50, verbose=0,
+    )
+    summary = early_bird_flow.run(config)
+    removed = summary["removed_units"]
+    assert sorted(removed) == sorted(f"stage{stage}_block{block}_bn1" for stage in (1, 2, 3) for block in (1, 2, 3))
+    # One global threshold over the 9 x (16, 32 or 64) channels of those layers.
+    assert sum(len(units) for units in removed.values()) == (3 * 16 + 3 * 32 + 3 * 64) // 2
+    assert summary["layers"]["stem_conv"] == 1.0 and summary["layers"]["stage1_block1_conv2"] < 1.0
+    assert summary["retrain"]["multiply_adds_per_example"] < summary["search"]["multiply_adds_per_example"]

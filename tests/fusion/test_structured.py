@@ -92,3 +92,22 @@ def test_bad_removals_are_refused_before_any_edit(removed, message):
 def test_removed_units_must_be_a_dict():
     with pytest.raises(TypeError, match="dict"):
         keras_lottery.remove_units(models.build("lenet_300_100", (28, 28), 10, seed=0), [0, 1])
+
+
+def test_removable_unit_layers_leaves_out_what_feeds_an_add_or_an_output():
+    model = models.build("resnet20", (8, 8, 1), 10, seed=0)
+    batch_norms = [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    removable = keras_lottery.fusion.removable_unit_layers(model, batch_norms)
+    # Only each block's first convolution (through its BN) can narrow: the others feed the blocks' Adds.
+    assert removable == [name for name in batch_norms if name.endswith("_bn1")] and len(removable) == 9
+    convolutions = [layer.name for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+    assert keras_lottery.fusion.removable_unit_layers(model, convolutions) == [
+        name for name in convolutions if name.endswith("_conv1")]
+    # What it keeps, remove_units takes; what it leaves out, remove_units refuses.
+    narrow = keras_lottery.remove_units(model, {name: [0] for name in removable})
+    assert narrow.get_layer("stage1_block1_conv1").filters == 15
+    left_out = sorted(set(batch_norms) - set(removable))[0]
+    with pytest.raises(ValueError, match="feeds Add.*removable_unit_layers"):
+        keras_lottery.remove_units(model, {left_out: [0]})
+    with pytest.raises(ValueError, match="'nope' is not in the model"):
+        keras_lottery.fusion.removable_unit_layers(model, ["nope"])

@@ -166,3 +166,22 @@ def test_sign_flip_criteria_need_the_sign_flip_wrapper_and_use_its_scores(tiny):
     for name, mask in detector.compute_masks(0.5).items():
         np.testing.assert_array_equal(mask, expected[name])
     assert detector.distances[0.5]  # distances were recorded each epoch
+
+
+def test_layers_limits_what_the_masks_cover(tiny):
+    model = tiny.build_dense()
+    assert set(early_bird.criterion_scores(model, "magnitude")) == {"fc1", "out"}
+    assert set(early_bird.criterion_scores(model, "magnitude", layers=["out"])) == {"out"}
+    detector = early_bird.EarlyBirdCallback(0.5, layers=["fc1"])
+    detector.set_model(model)
+    masks = detector.compute_masks(0.5)
+    assert set(masks) == {"fc1"} and int(masks["fc1"].sum()) == 512
+    # 'l1' never scores the output layer (its units are the classes): naming it is refused, as is nothing.
+    with pytest.raises(ValueError, match=r"\['out'\] are not among them.*\['fc1'\]"):
+        early_bird.criterion_scores(model, "l1", layers=["out"])
+    with pytest.raises(ValueError, match="none given"):
+        early_bird.criterion_scores(model, "l1", layers=[])
+    refused = early_bird.EarlyBirdCallback(0.5, layers=["nope"])
+    with pytest.raises(ValueError, match=r"\['nope'\]"):
+        _fit(tiny, model, [refused], epochs=1)
+    assert int(model.optimizer.iterations.numpy()) == 0
