@@ -49,15 +49,19 @@ def main():
     parser.add_argument("--train_examples", type=int, default=None)
     parser.add_argument("--validation_examples", type=int, default=5000)
     parser.add_argument("--checks_per_epoch", type=int, default=1)
+    parser.add_argument("--lr_milestones", default=None,
+                        help="the 'step' schedule's milestones, e.g. 8ep,12ep (a 160-epoch recipe's 80ep,120ep scaled "
+                             "to 16 epochs); default: the model's recipe")
     parser.add_argument("--output_dir", default="bench/out/early_bird")
     args = parser.parse_args()
 
     # LeNet/magnitude runs keep their original folder names, so earlier results are read back.
-    default = (args.model, args.criterion, args.train_examples, args.validation_examples, args.checks_per_epoch) == (
-        "lenet_300_100", "magnitude", None, 5000, 1)
+    default = (args.model, args.criterion, args.train_examples, args.validation_examples, args.checks_per_epoch,
+               args.lr_milestones) == ("lenet_300_100", "magnitude", None, 5000, 1, None)
     variant = "" if default else (f"_{args.model}_{args.criterion}_n{args.train_examples or 'all'}"
                                   f"_v{args.validation_examples}"
-                                  + (f"_c{args.checks_per_epoch}" if args.checks_per_epoch > 1 else ""))
+                                  + (f"_c{args.checks_per_epoch}" if args.checks_per_epoch > 1 else "")
+                                  + (f"_m{args.lr_milestones.replace(',', '-')}" if args.lr_milestones else ""))
     rows = []
     for seed in args.seeds:
         flows = {}
@@ -68,6 +72,7 @@ def main():
                 model=args.model, criterion=args.criterion, train_examples=args.train_examples,
                 validation_examples=args.validation_examples, checks_per_epoch=args.checks_per_epoch,
                 stop_at_draw=stop, seed=seed, verbose=0,
+                **({"lr_milestones": args.lr_milestones} if args.lr_milestones else {}),
             )
             flows[name] = early_bird_flow.run(config)
             print(f"seed {seed} {name}: drawn epoch {flows[name]['drawn_epoch']}, retrained test accuracy "
@@ -105,7 +110,8 @@ def main():
     extra = "" if not variant else (f" --model={args.model} --criterion={args.criterion}"
                                     + (f" --train_examples={args.train_examples}" if args.train_examples else "")
                                     + f" --validation_examples={args.validation_examples}"
-                                    + f" --checks_per_epoch={args.checks_per_epoch}")
+                                    + f" --checks_per_epoch={args.checks_per_epoch}"
+                                    + (f" --lr_milestones={args.lr_milestones}" if args.lr_milestones else ""))
     print(f"Reproduce: python -m bench.early_bird --target_sparsity={args.target_sparsity:g} "
           f"--epochs={args.epochs} --seeds={seeds}{extra}")
 

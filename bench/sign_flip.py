@@ -2,6 +2,7 @@ r"""Sign-flip pruning vs magnitude IMP: accuracy at 20/10/5/2/1% weights remaini
 
     python -m bench.sign_flip --iterations=6000 --seeds=0,1,2 [--shard=0/2]
     python -m bench.sign_flip --model=conv4 --targets=10,1,0.5 --iterations=6000 --seeds=0,1,2
+    python -m bench.sign_flip --iterations=2000 --targets=10,2,1,0.5 --rewind_steps=0,100
 
 LeNet-300-100 (or `--model`: conv2, conv4, conv6, ...) on Fashion-MNIST with the LTH
 settings (LeNet: Adam 1.2e-3, batch 60, Dense 20% / output 10% per round; Conv-n: conv
@@ -29,6 +30,10 @@ settings (LeNet: Adam 1.2e-3, batch 60, Dense 20% / output 10% per round; Conv-n
   updates): the flipped weights go first, then the smallest |w| / (1 + flips) down to
   that count, i.e. gradual pruning in which flipped weights go first. Its own run folders
   (`one_pass_on_flip_floor_...`), so the on_flip runs without the floor still resume.
+* with `--rewind_steps=0,k`, the IMP methods again with rewinding to iteration k
+  ("magnitude IMP, rewind to k", ...): each pruned round trains from the weights at k to the
+  round's end, and the sign-flip criteria count flips against the weights at k, not at
+  initialization (`reference='rewind'`), so flips of the first k steps never count.
 * random pruning: a random mask at that sparsity at initialization, trained for
   `--iterations` (LTH's random-pruning control).
 
@@ -125,12 +130,17 @@ def jobs(args):
                 one_pass_iterations=args.iterations, **_common(args, seed))))
     rounds = max(targets.values())
     for seed in args.seeds:
-        for criterion in IMP_METHODS:
-            folder = (os.path.join(args.reproduction_dir, f"ticket_seed{seed}")
-                      if criterion == "magnitude" and args.model == DEFAULT_MODEL
-                      else _folder(args, f"imp_{criterion}_seed{seed}"))
-            listed.append((f"{criterion} IMP", None, seed, imp.ImpConfig(
-                output_dir=folder, criterion=criterion, rounds=rounds, **_common(args, seed))))
+        for rewind_step in args.rewind_steps:
+            for criterion in IMP_METHODS:
+                if rewind_step:
+                    folder = _folder(args, f"imp_{criterion}_k{rewind_step}_seed{seed}")
+                elif criterion == "magnitude" and args.model == DEFAULT_MODEL:
+                    folder = os.path.join(args.reproduction_dir, f"ticket_seed{seed}")
+                else:
+                    folder = _folder(args, f"imp_{criterion}_seed{seed}")
+                listed.append((imp_method(criterion, rewind_step), None, seed, imp.ImpConfig(
+                    output_dir=folder, criterion=criterion, rounds=rounds, rewind_step=rewind_step,
+                    **_common(args, seed))))
     # One-pass at 10% first (the headline), then the IMP runs, then the rest.
     return sorted(listed, key=lambda job: (job[1] != HEADLINE, job[1] is not None))
 
@@ -190,13 +200,24 @@ METHODS = ("magnitude IMP", "sign_flip IMP", "hybrid IMP", "one-pass sign_flip",
 ONE_PASS = [method for method in METHODS if method.startswith("one-pass")]
 
 
+def imp_method(criterion, rewind_step=0):
+    """The name of an IMP method: "sign_flip IMP", or "sign_flip IMP, rewind to 100" for rewinding to k > 0."""
+    return f"{criterion} IMP" if rewind_step == 0 else f"{criterion} IMP, rewind to {rewind_step}"
+
+
+def all_methods(rewind_steps=(0,)):
+    """METHODS with the IMP methods of each rewind step k > 0 after those that rewind to 0."""
+    rewound = [imp_method(criterion, k) for k in rewind_steps if k for criterion in IMP_METHODS]
+    return METHODS[:len(IMP_METHODS)] + tuple(rewound) + METHODS[len(IMP_METHODS):]
+
+
 def report(args, results):
     targets = list(target_rounds(args.model, args.targets))
     print(f"\n{args.model} / Fashion-MNIST, {args.iterations} iterations per IMP round, seeds {args.seeds}: "
           "test accuracy % (mean ± std over seeds) and training iterations spent to get there\n")
     print("| method | " + " | ".join(f"{t} remaining: accuracy | iterations" for t in targets) + " |")
     print("|---|" + "---|---|" * len(targets))
-    for method in METHODS:
+    for method in all_methods(args.rewind_steps):
         cells = []
         for target in targets:
             rows = results.get((method, target), [])
@@ -229,7 +250,7 @@ def report(args, results):
                   f"iterations {cost:.2f}x IMP's (need <= 0.33): {'met' if met else 'NOT met'}")
 
 
-def plot(results, path, iterations, model, targets):
+def plot(results, path, iterations, model, targets, methods=METHODS):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -238,14 +259,17 @@ def plot(results, path, iterations, model, targets):
     from matplotlib import ticker
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for index, method in enumerate(METHODS):
+    for index, method in enumerate(methods):
         points = [(statistics.mean(r[0] for r in results[method, t]), statistics.mean(r[1] for r in results[method, t]))
                   for t in targets if results.get((method, t))]
         if not points:
             continue
         color = f"C{index}"
-        style = "o-" if "IMP" in method else ("v-." if "floor" in method else "d-." if "on_flip" in method
-                                              else ("s--" if "one-pass" in method else "x:"))
+        if "IMP" in method:
+            style = "o--" if "rewind to" in method else "o-"
+        else:
+            style = ("v-." if "floor" in method else "d-." if "on_flip" in method
+                     else "s--" if "one-pass" in method else "x:")
         left.plot([100 * p[0] for p in points], [100 * p[1] for p in points], style, color=color, label=method)
         rows = results.get((method, HEADLINE))
         if rows:  # the headline comparison: accuracy at the 10% target vs its cost
@@ -256,7 +280,7 @@ def plot(results, path, iterations, model, targets):
     left.set_xscale("log")
     left.invert_xaxis()
     # A tick at each target's weights remaining, as the runs measured it.
-    ticks = sorted({round(100 * results[m, t][0][0], 2) for t in targets for m in METHODS if results.get((m, t))})
+    ticks = sorted({round(100 * results[m, t][0][0], 2) for t in targets for m in methods if results.get((m, t))})
     if ticks:
         left.set_xticks(ticks, [f"{t:g}" for t in ticks])
     left.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -273,16 +297,17 @@ def plot(results, path, iterations, model, targets):
     figure.savefig(path, dpi=110)
 
 
-def selected_methods(text):
+def selected_methods(text, rewind_steps=(0,)):
     """The method names of `--methods`: split at each comma not followed by a space (names hold ', ').
 
     Raises:
       ValueError: a name that is no method, with the known ones.
     """
     names = [name.strip() for name in re.split(r",(?! )", text) if name.strip()]
-    unknown = [name for name in names if name not in METHODS]
+    known = all_methods(rewind_steps)
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}: choose among {list(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}: choose among {list(known)}")
     return names
 
 
@@ -294,6 +319,9 @@ def main():
                         help="%% weights remaining, comma-separated; each read at the nearest IMP round")
     parser.add_argument("--flip_check_every", type=int, default=100,
                         help="one-pass on_flip: iterations between two checks for flipped weights")
+    parser.add_argument("--rewind_steps", type=lambda text: [int(k) for k in text.split(",")], default=[0],
+                        help="IMP methods: rewind to each of these iterations (0: init); with k > 0 the sign-flip "
+                             "criteria count flips since the weights at k")
     parser.add_argument("--one_pass_factor", type=int, default=3, help="one-pass length in IMP rounds")
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1, 2])
     parser.add_argument("--data_dir", default=None)
@@ -308,9 +336,12 @@ def main():
     models.get(args.model)  # an unknown model fails here, with the known names
     if args.flip_check_every < 1:
         parser.error("--flip_check_every must be >= 1.")
+    if any(k < 0 or k >= args.iterations for k in args.rewind_steps):
+        parser.error(f"--rewind_steps must be in 0..{args.iterations - 1} (the iterations of a round); "
+                     f"got {args.rewind_steps}.")
 
     try:
-        methods = None if args.methods is None else selected_methods(args.methods)
+        methods = None if args.methods is None else selected_methods(args.methods, args.rewind_steps)
     except ValueError as error:
         parser.error(str(error))
 
@@ -329,12 +360,14 @@ def main():
             imp.run(config, on_round_end=progress)
     results = collect(args)
     report(args, results)
-    plot(results, args.plot, args.iterations, args.model, list(target_rounds(args.model, args.targets)))
+    plot(results, args.plot, args.iterations, args.model, list(target_rounds(args.model, args.targets)),
+         all_methods(args.rewind_steps))
     seeds = ",".join(str(s) for s in args.seeds)
     targets = ",".join(f"{t:g}" for t in args.targets)
     print(f"\nPlot: {args.plot}\nReproduce: python -m bench.sign_flip --model={args.model} --targets={targets} "
           f"--iterations={args.iterations} --one_pass_factor={args.one_pass_factor} "
-          f"--flip_check_every={args.flip_check_every} --seeds={seeds}")
+          f"--flip_check_every={args.flip_check_every} --seeds={seeds}"
+          + (f" --rewind_steps={','.join(str(k) for k in args.rewind_steps)}" if args.rewind_steps != [0] else ""))
 
 
 if __name__ == "__main__":
