@@ -30,6 +30,8 @@ settings (LeNet: Adam 1.2e-3, batch 60, Dense 20% / output 10% per round; Conv-n
   updates): the flipped weights go first, then the smallest |w| / (1 + flips) down to
   that count, i.e. gradual pruning in which flipped weights go first. Its own run folders
   (`one_pass_on_flip_floor_...`), so the on_flip runs without the floor still resume.
+* with `--alphas=1,0.5,2`, hybrid IMP and one-pass hybrid once per alpha ("one-pass hybrid
+  (alpha 0.5)", ...): |w| / (1 + flips) ** alpha, from magnitude (alpha 0) towards flips first.
 * with `--rewind_steps=0,k`, the IMP methods again with rewinding to iteration k
   ("magnitude IMP, rewind to k", ...): each pruned round trains from the weights at k to the
   round's end, and the sign-flip criteria count flips against the weights at k, not at
@@ -108,10 +110,10 @@ def jobs(args):
     targets = target_rounds(args.model, args.targets)
     for target, rounds in targets.items():
         for seed in args.seeds:
-            for criterion in ONE_PASS_METHODS:
-                listed.append((f"one-pass {criterion}", target, seed, imp.ImpConfig(
-                    output_dir=_folder(args, f"one_pass_{criterion}_r{rounds}_seed{seed}"),
-                    mode="one_pass", criterion=criterion, rounds=rounds,
+            for criterion, alpha in criterion_variants(ONE_PASS_METHODS, args.alphas):
+                listed.append((method_name("one-pass", criterion, alpha), target, seed, imp.ImpConfig(
+                    output_dir=_folder(args, f"one_pass_{criterion}{_alpha_tag(alpha)}_r{rounds}_seed{seed}"),
+                    mode="one_pass", criterion=criterion, alpha=alpha, rounds=rounds,
                     one_pass_iterations=args.one_pass_factor * args.iterations, **_common(args, seed))))
             for criterion in ON_FLIP_METHODS:
                 listed.append((f"one-pass on_flip {criterion}", target, seed, imp.ImpConfig(
@@ -131,15 +133,14 @@ def jobs(args):
     rounds = max(targets.values())
     for seed in args.seeds:
         for rewind_step in args.rewind_steps:
-            for criterion in IMP_METHODS:
-                if rewind_step:
-                    folder = _folder(args, f"imp_{criterion}_k{rewind_step}_seed{seed}")
-                elif criterion == "magnitude" and args.model == DEFAULT_MODEL:
+            for criterion, alpha in criterion_variants(IMP_METHODS, args.alphas):
+                tag = _alpha_tag(alpha) + (f"_k{rewind_step}" if rewind_step else "")
+                if criterion == "magnitude" and args.model == DEFAULT_MODEL and not rewind_step:
                     folder = os.path.join(args.reproduction_dir, f"ticket_seed{seed}")
                 else:
-                    folder = _folder(args, f"imp_{criterion}_seed{seed}")
-                listed.append((imp_method(criterion, rewind_step), None, seed, imp.ImpConfig(
-                    output_dir=folder, criterion=criterion, rounds=rounds, rewind_step=rewind_step,
+                    folder = _folder(args, f"imp_{criterion}{tag}_seed{seed}")
+                listed.append((imp_method(criterion, rewind_step, alpha), None, seed, imp.ImpConfig(
+                    output_dir=folder, criterion=criterion, alpha=alpha, rounds=rounds, rewind_step=rewind_step,
                     **_common(args, seed))))
     # One-pass at 10% first (the headline), then the IMP runs, then the rest.
     return sorted(listed, key=lambda job: (job[1] != HEADLINE, job[1] is not None))
@@ -200,15 +201,39 @@ METHODS = ("magnitude IMP", "sign_flip IMP", "hybrid IMP", "one-pass sign_flip",
 ONE_PASS = [method for method in METHODS if method.startswith("one-pass")]
 
 
-def imp_method(criterion, rewind_step=0):
-    """The name of an IMP method: "sign_flip IMP", or "sign_flip IMP, rewind to 100" for rewinding to k > 0."""
-    return f"{criterion} IMP" if rewind_step == 0 else f"{criterion} IMP, rewind to {rewind_step}"
+def criterion_variants(criteria, alphas=(1.0,)):
+    """(criterion, alpha) of each criterion; hybrid once per alpha of `alphas` (1 first: its plain name)."""
+    variants = [(criterion, 1.0) for criterion in criteria]
+    if "hybrid" in criteria:
+        variants += [("hybrid", float(alpha)) for alpha in alphas if alpha != 1]
+    return variants
 
 
-def all_methods(rewind_steps=(0,)):
-    """METHODS with the IMP methods of each rewind step k > 0 after those that rewind to 0."""
-    rewound = [imp_method(criterion, k) for k in rewind_steps if k for criterion in IMP_METHODS]
-    return METHODS[:len(IMP_METHODS)] + tuple(rewound) + METHODS[len(IMP_METHODS):]
+def _alpha_tag(alpha):
+    # alpha 1 keeps the folder names of runs made before --alphas.
+    return "" if alpha == 1 else f"_a{alpha:g}"
+
+
+def method_name(prefix, criterion, alpha=1.0):
+    """ "one-pass hybrid", or "one-pass hybrid (alpha 0.5)" for the hybrid criterion at another alpha than 1."""
+    return f"{prefix} {criterion}" + (f" (alpha {alpha:g})" if alpha != 1 else "")
+
+
+def imp_method(criterion, rewind_step=0, alpha=1.0):
+    """The name of an IMP method: "sign_flip IMP"; "..., rewind to 100" for rewinding to k > 0; hybrid's alpha."""
+    name = f"{criterion} IMP" + (f" (alpha {alpha:g})" if alpha != 1 else "")
+    return name if rewind_step == 0 else f"{name}, rewind to {rewind_step}"
+
+
+def all_methods(rewind_steps=(0,), alphas=(1.0,)):
+    """METHODS with hybrid at each other alpha after its alpha-1 row, and the IMP methods of each k > 0."""
+    extra_alphas = [alpha for alpha in alphas if alpha != 1]
+    imp_rows = [imp_method(criterion, k, alpha) for k in rewind_steps
+                for criterion, alpha in criterion_variants(IMP_METHODS, alphas)]
+    names = list(METHODS)
+    position = names.index("one-pass hybrid") + 1
+    names[position:position] = [method_name("one-pass", "hybrid", alpha) for alpha in extra_alphas]
+    return tuple(imp_rows) + tuple(names[len(IMP_METHODS):])
 
 
 def report(args, results):
@@ -217,7 +242,7 @@ def report(args, results):
           "test accuracy % (mean ± std over seeds) and training iterations spent to get there\n")
     print("| method | " + " | ".join(f"{t} remaining: accuracy | iterations" for t in targets) + " |")
     print("|---|" + "---|---|" * len(targets))
-    for method in all_methods(args.rewind_steps):
+    for method in all_methods(args.rewind_steps, args.alphas):
         cells = []
         for target in targets:
             rows = results.get((method, target), [])
@@ -297,14 +322,14 @@ def plot(results, path, iterations, model, targets, methods=METHODS):
     figure.savefig(path, dpi=110)
 
 
-def selected_methods(text, rewind_steps=(0,)):
+def selected_methods(text, rewind_steps=(0,), alphas=(1.0,)):
     """The method names of `--methods`: split at each comma not followed by a space (names hold ', ').
 
     Raises:
       ValueError: a name that is no method, with the known ones.
     """
     names = [name.strip() for name in re.split(r",(?! )", text) if name.strip()]
-    known = all_methods(rewind_steps)
+    known = all_methods(rewind_steps, alphas)
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}: choose among {list(known)}")
@@ -322,6 +347,9 @@ def main():
     parser.add_argument("--rewind_steps", type=lambda text: [int(k) for k in text.split(",")], default=[0],
                         help="IMP methods: rewind to each of these iterations (0: init); with k > 0 the sign-flip "
                              "criteria count flips since the weights at k")
+    parser.add_argument("--alphas", type=lambda text: [float(a) for a in text.split(",")], default=[1.0],
+                        help="the hybrid criterion's exponents, |w| / (1 + flips) ** alpha: its IMP and one-pass "
+                             "methods run once per alpha (1: the plain 'hybrid' rows)")
     parser.add_argument("--one_pass_factor", type=int, default=3, help="one-pass length in IMP rounds")
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1, 2])
     parser.add_argument("--data_dir", default=None)
@@ -341,7 +369,7 @@ def main():
                      f"got {args.rewind_steps}.")
 
     try:
-        methods = None if args.methods is None else selected_methods(args.methods, args.rewind_steps)
+        methods = None if args.methods is None else selected_methods(args.methods, args.rewind_steps, args.alphas)
     except ValueError as error:
         parser.error(str(error))
 
@@ -361,13 +389,14 @@ def main():
     results = collect(args)
     report(args, results)
     plot(results, args.plot, args.iterations, args.model, list(target_rounds(args.model, args.targets)),
-         all_methods(args.rewind_steps))
+         all_methods(args.rewind_steps, args.alphas))
     seeds = ",".join(str(s) for s in args.seeds)
     targets = ",".join(f"{t:g}" for t in args.targets)
     print(f"\nPlot: {args.plot}\nReproduce: python -m bench.sign_flip --model={args.model} --targets={targets} "
           f"--iterations={args.iterations} --one_pass_factor={args.one_pass_factor} "
           f"--flip_check_every={args.flip_check_every} --seeds={seeds}"
-          + (f" --rewind_steps={','.join(str(k) for k in args.rewind_steps)}" if args.rewind_steps != [0] else ""))
+          + (f" --rewind_steps={','.join(str(k) for k in args.rewind_steps)}" if args.rewind_steps != [0] else "")
+          + (f" --alphas={','.join(f'{a:g}' for a in args.alphas)}" if args.alphas != [1.0] else ""))
 
 
 if __name__ == "__main__":
