@@ -73,10 +73,13 @@ def _conv(x, filters, kernel_size, name, strides=1, use_bias=False):
     )(x)
 
 
-def _batch_norm(x, name):
+BATCHNORM_INITS = ("uniform", "fixed")  # OpenLTH's `batchnorm_init` choices: gamma ~ U[0, 1), or gamma = 1
+
+
+def _batch_norm(x, name, init="uniform"):
+    gamma = keras.initializers.RandomUniform(0.0, 1.0) if init == "uniform" else "ones"
     return keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, beta_initializer="zeros",
-        gamma_initializer=keras.initializers.RandomUniform(0.0, 1.0), name=name,
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, beta_initializer="zeros", gamma_initializer=gamma, name=name,
     )(x)
 
 
@@ -91,7 +94,7 @@ def _check_positive_int(value, what):
         raise ValueError(f"{what} must be a positive integer; got {value!r}.")
 
 
-def _residual_block(x, filters, strides, name):
+def _residual_block(x, filters, strides, name, batchnorm_init):
     """conv3x3-BN-ReLU-conv3x3-BN plus the shortcut, then ReLU (OpenLTH's `Block`).
 
     The shortcut is the identity, or a 1x1 conv + BN where the shape changes (OpenLTH's
@@ -99,18 +102,18 @@ def _residual_block(x, filters, strides, name):
     """
     shortcut = x
     out = _conv(x, filters, 3, f"{name}_conv1", strides=strides)
-    out = _batch_norm(out, f"{name}_bn1")
+    out = _batch_norm(out, f"{name}_bn1", batchnorm_init)
     out = keras.layers.ReLU(name=f"{name}_relu1")(out)
     out = _conv(out, filters, 3, f"{name}_conv2")
-    out = _batch_norm(out, f"{name}_bn2")
+    out = _batch_norm(out, f"{name}_bn2", batchnorm_init)
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(x, filters, 1, f"{name}_shortcut_conv", strides=strides)
-        shortcut = _batch_norm(shortcut, f"{name}_shortcut_bn")
+        shortcut = _batch_norm(shortcut, f"{name}_shortcut_bn", batchnorm_init)
     out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
     return keras.layers.ReLU(name=f"{name}_relu")(out)
 
 
-def resnet(depth, width=16):
+def resnet(depth, width=16, batchnorm_init="uniform"):
     """OpenLTH's CIFAR ResNet (`cifar_resnet_<depth>[_<width>]`, He et al. 2016, Section 4.2).
 
     A 3x3 conv of `width` filters + BN + ReLU ("stem_*"); three stages of n blocks with
@@ -126,34 +129,42 @@ def resnet(depth, width=16):
     Args:
       depth: number of weight layers, 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...).
       width: filters of the stem and the first stage (OpenLTH's W, default 16).
+      batchnorm_init: OpenLTH's `batchnorm_init`: 'uniform' (its default, gamma ~ U[0, 1))
+        or 'fixed' (gamma = 1). A ranking of channels by |gamma| (early-bird, network
+        slimming) starts from the draw under 'uniform' and from a tie under 'fixed'.
 
     Returns:
       build(input_shape, num_classes) -> an uncompiled functional tf_keras model named
-      "resnet<depth>" ("resnet<depth>_w<width>" for a width other than 16).
+      "resnet<depth>" ("resnet<depth>_w<width>" for a width other than 16; "_fixed_bn"
+      appended for batchnorm_init='fixed').
 
     Raises:
-      ValueError: a depth that is not 6n + 2 with n >= 1, or a width that is not a
-        positive integer.
+      ValueError: a depth that is not 6n + 2 with n >= 1, a width that is not a
+        positive integer, or another batchnorm_init.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"ResNet depth {depth!r} is invalid: it must be 6n+2 with n >= 1 (e.g. 20, 32, 44, 56, 110).")
     _check_positive_int(width, "ResNet width")
+    if batchnorm_init not in BATCHNORM_INITS:
+        raise ValueError(f"batchnorm_init must be one of {BATCHNORM_INITS}; got {batchnorm_init!r}.")
     blocks_per_stage = (depth - 2) // 6
-    name = f"resnet{depth}" if width == 16 else f"resnet{depth}_w{width}"
+    name = (f"resnet{depth}" if width == 16 else f"resnet{depth}_w{width}") + (
+        "_fixed_bn" if batchnorm_init == "fixed" else "")
 
     def build(input_shape, num_classes):
         inputs = keras.Input(shape=input_shape, name="image")
         x = _conv(inputs, width, 3, "stem_conv")
-        x = _batch_norm(x, "stem_bn")
+        x = _batch_norm(x, "stem_bn", batchnorm_init)
         x = keras.layers.ReLU(name="stem_relu")(x)
         for stage, filters in enumerate((width, 2 * width, 4 * width), start=1):
             for block in range(1, blocks_per_stage + 1):
                 strides = 2 if stage > 1 and block == 1 else 1
-                x = _residual_block(x, filters, strides, f"stage{stage}_block{block}")
+                x = _residual_block(x, filters, strides, f"stage{stage}_block{block}", batchnorm_init)
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         return keras.Model(inputs, _output(x, num_classes), name=name)
 
-    build.__doc__ = f"{name}: OpenLTH's cifar_resnet_{depth}_{width} ({blocks_per_stage} blocks per stage)."
+    build.__doc__ = (f"{name}: OpenLTH's cifar_resnet_{depth}_{width} ({blocks_per_stage} blocks per stage, "
+                     f"batchnorm_init='{batchnorm_init}').")
     return build
 
 

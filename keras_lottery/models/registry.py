@@ -64,6 +64,9 @@ MODELS = {
     # of them (OpenLTH has one per family): global pruning over every conv, the shortcuts and the output layer.
     **{f"resnet{depth}": ModelSpec(cifar.resnet(depth), **_OPENLTH_CIFAR) for depth in (20, 32, 44, 56, 110)},
     **{f"resnet20_w{width}": ModelSpec(cifar.resnet(20, width), **_OPENLTH_CIFAR) for width in (32, 64)},
+    # OpenLTH's batchnorm_init='fixed' (gamma = 1): channel rankings by |gamma| then come from training alone.
+    **{f"resnet{depth}_fixed_bn": ModelSpec(cifar.resnet(depth, batchnorm_init="fixed"), **_OPENLTH_CIFAR)
+       for depth in (20, 56)},
     # OpenLTH's CIFAR VGGs (cifar_vgg_<depth>), cifar_vgg.default_hparams: the same recipe, and the
     # output layer stays dense (pruning_layers_to_ignore='fc.weight').
     **{f"vgg{depth}": ModelSpec(cifar.vgg(depth), **_OPENLTH_CIFAR, layers_to_ignore=("output",))

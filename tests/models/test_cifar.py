@@ -15,7 +15,8 @@ from keras_lottery import models
 from keras_lottery.models import cifar
 from keras_lottery.sparsity import pruning, wrappers
 
-RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet20_w32", "resnet20_w64")
+RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet20_w32", "resnet20_w64",
+           "resnet20_fixed_bn", "resnet56_fixed_bn")
 VGGS = ("vgg11", "vgg13", "vgg16", "vgg19")
 
 
@@ -181,6 +182,18 @@ def test_batch_norm_is_openlth_uniform_with_pytorch_statistics(resnet20):
     assert 0.4 < gammas.mean() < 0.6  # U[0, 1): mean 1/2 over 1,568 values
     assert all(not np.any(layer.beta.numpy()) for layer in norms)
     assert {(layer.momentum, layer.epsilon) for layer in norms} == {(0.9, 1e-5)}
+
+
+def test_fixed_batch_norm_init_starts_every_gamma_at_one_and_changes_nothing_else(resnet20):
+    fixed = models.build("resnet20_fixed_bn", (32, 32, 3), 10, seed=0)
+    assert fixed.name == "resnet20_fixed_bn" and fixed.count_params() == resnet20.count_params()
+    for layer, reference in zip(fixed.layers, resnet20.layers):
+        assert layer.name == reference.name
+        if isinstance(layer, keras.layers.BatchNormalization):
+            np.testing.assert_array_equal(layer.gamma.numpy(), np.ones(layer.gamma.shape))
+            assert not np.any(layer.beta.numpy()) and (layer.momentum, layer.epsilon) == (0.9, 1e-5)
+    with pytest.raises(ValueError, match="batchnorm_init must be one of"):
+        cifar.resnet(20, batchnorm_init="ones")
 
 
 def test_registry_build_is_seeded():
