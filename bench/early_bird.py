@@ -39,6 +39,32 @@ def _ratio(early, full, key):
     return _cost(early, key) / _cost(full, key)
 
 
+def plot(rows, args, path):
+    """The detector's mask distance at each check of the full-training flow, one line per seed, draws marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for index, (seed, early, full) in enumerate(rows):
+        epochs = [(check + 1) / args.checks_per_epoch for check in range(len(full["distances"]))]
+        points = [(epoch, distance) for epoch, distance in zip(epochs, full["distances"]) if distance is not None]
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=2, color=f"C{index}",
+                  label=f"seed {seed}")
+        if early["drawn_epoch"] is not None:
+            axes.axvline(early["drawn_epoch"], color=f"C{index}", linestyle=":", linewidth=1)
+    axes.axhline(0.1, color="grey", linestyle="--", linewidth=1, label="epsilon 0.1 (drawn when the last 5 masks are all within it)")
+    axes.set_xlabel("epoch of full training (dotted: the early-bird draw)")
+    axes.set_ylabel("max mask distance over the queue")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    axes.set_title(f"{args.model} / Fashion-MNIST: early-bird mask distance ({args.criterion}, "
+                   f"{args.target_sparsity:g} sparsity)", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target_sparsity", type=float, default=0.8)
@@ -53,6 +79,7 @@ def main():
                         help="the 'step' schedule's milestones, e.g. 8ep,12ep (a 160-epoch recipe's 80ep,120ep scaled "
                              "to 16 epochs); default: the model's recipe")
     parser.add_argument("--output_dir", default="bench/out/early_bird")
+    parser.add_argument("--plot", default=None, help="also draw the mask distance per check to this PNG")
     args = parser.parse_args()
 
     # LeNet/magnitude runs keep their original folder names, so earlier results are read back.
@@ -112,6 +139,9 @@ def main():
                                     + f" --validation_examples={args.validation_examples}"
                                     + f" --checks_per_epoch={args.checks_per_epoch}"
                                     + (f" --lr_milestones={args.lr_milestones}" if args.lr_milestones else ""))
+    if args.plot:
+        plot(rows, args, args.plot)
+        print(f"Plot: {args.plot}")
     print(f"Reproduce: python -m bench.early_bird --target_sparsity={args.target_sparsity:g} "
           f"--epochs={args.epochs} --seeds={seeds}{extra}")
 
