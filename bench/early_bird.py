@@ -54,7 +54,8 @@ def plot(rows, args, path):
                   label=f"seed {seed}")
         if early["drawn_epoch"] is not None:
             axes.axvline(early["drawn_epoch"], color=f"C{index}", linestyle=":", linewidth=1)
-    axes.axhline(0.1, color="grey", linestyle="--", linewidth=1, label="epsilon 0.1 (drawn when the last 5 masks are all within it)")
+    axes.axhline(0.1, color="grey", linestyle="--", linewidth=1,
+                 label="epsilon 0.1 (drawn when the last 5 masks are all within it)")
     axes.set_xlabel("epoch of full training (dotted: the early-bird draw)")
     axes.set_ylabel("max mask distance over the queue")
     axes.grid(alpha=0.3)
