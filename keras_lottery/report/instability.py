@@ -130,7 +130,8 @@ def paths_figure(rows):
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="x-small")
     panels[0].set_ylabel("test error (%)")
-    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}: error on the path between the two copies")
+    # Two lines: one panel (a single level) is too narrow for the title on one.
+    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}:\nerror on the path between the two copies")
     plot.tight_layout()
     return plot
 
