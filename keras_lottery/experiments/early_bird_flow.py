@@ -220,6 +220,10 @@ def _run(config, folder):
         # A channel ticket takes units only where the narrow network can lose them: not a ResNet's
         # convolutions that feed an Add (their channels must match the other members').
         layers = fusion.removable_unit_layers(model, list(scored)) if channel else None
+        if channel and not layers:
+            raise ValueError(f"criterion={config.criterion!r} removes units, and no layer of model {config.model!r} "
+                             "can lose any (each feeds an Add or a model output): use criterion='magnitude' for an "
+                             "unstructured ticket.")
         if not channel:  # an unstructured ticket is a mask on the same network; a channel ticket a new one
             model = wrappers.prune_low_magnitude(model, pruning_schedule=schedules.OneShot(0.0),
                                                  strategy=config.strategy)

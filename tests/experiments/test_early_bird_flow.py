@@ -85,3 +85,22 @@ def test_channel_tickets_of_a_resnet_take_units_only_where_the_network_can_lose_
     assert sum(len(units) for units in removed.values()) == (3 * 16 + 3 * 32 + 3 * 64) // 2
     assert summary["layers"]["stem_conv"] == 1.0 and summary["layers"]["stage1_block1_conv2"] < 1.0
     assert summary["retrain"]["multiply_adds_per_example"] < summary["search"]["multiply_adds_per_example"]
+
+
+def test_a_channel_ticket_of_a_model_with_no_removable_units_is_refused_before_any_training(tmp_path, monkeypatch):
+    from keras_lottery import keras, models
+
+    def every_unit_feeds_an_add(name, input_shape, num_classes, seed, **kwargs):
+        inputs = keras.Input(input_shape)
+        flat = keras.layers.Flatten()(inputs)
+        added = keras.layers.Add()([keras.layers.Dense(num_classes, name="a")(flat),
+                                    keras.layers.Dense(num_classes, name="b")(flat)])
+        return keras.Model(inputs, keras.layers.Dense(num_classes, name="output")(added))
+
+    monkeypatch.setattr(models, "build", every_unit_feeds_an_add)
+    folder = write_idx_dataset(tmp_path / "data", train=100, test=50)
+    config = early_bird_flow.EarlyBirdConfig(output_dir=str(tmp_path / "run"), data_dir=folder, criterion="l1",
+                                             batch_size=50, validation_examples=50, verbose=0)
+    with pytest.raises(ValueError, match="no layer of model 'lenet_300_100' can lose any.*criterion='magnitude'"):
+        early_bird_flow.run(config)
+    assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "tensorboard").exists()
