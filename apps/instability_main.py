@@ -7,7 +7,8 @@ r"""Instability analysis (linear mode connectivity) of finished IMP runs, and it
 them at any depth; several may follow one --runs, or repeat it. For each level and rewind
 iteration k, two copies of the dense round 0 replayed to k (masked by the level's masks)
 train to the end with different data orders, and the test error along the line between
-them gives the error barrier (`keras_lottery.experiments.instability`). Results:
+them gives the error barrier (`keras_lottery.experiments.instability`); `--masks=random`
+gives the random-pruning control (as many weights per layer, at random positions). Results:
 <output_dir>/instability.json (rerunning the same command resumes it),
 instability_report.md (barrier tables) and the PNG plots.
 """
@@ -31,14 +32,18 @@ flags.DEFINE_string("rewind_iterations", instability.DEFAULT_REWIND_ITERATIONS,
                     "Comma-separated iterations k of the dense training the copies start from.")
 flags.DEFINE_integer("interpolation_points", 30, "Evenly spaced alphas in [0, 1], both ends included (the paper: 30).")
 flags.DEFINE_integer("test_examples", None, "Evaluate on the first this many test examples (default: all).")
+flags.DEFINE_enum("masks", "imp", list(instability.MASKS),
+                  "'imp': each level's IMP masks; 'random': the random-pruning control, as many weights per layer "
+                  "at random positions (its own --output_dir).")
 flags.DEFINE_string("data_dir", None, "Where the runs' datasets are, if not where the runs read them.")
 flags.mark_flag_as_required("output_dir")
 
 
 def _log_entry(kind, entry):
     where = f"k={entry['k']}" if kind == "cells" else "ticket to dense"
-    logging.info("%s level %d (%.3g%% weights), %s: error barrier %.4f (%s), loss barrier %.4f", entry["run"],
-                 entry["level"], 100 * entry["weights_remaining"], where, entry["error_barrier"],
+    logging.info("%s level %d (%.3g%% weights%s), %s: error barrier %.4f (%s), loss barrier %.4f", entry["run"],
+                 entry["level"], 100 * entry["weights_remaining"],
+                 ", random masks" if entry.get("masks") == "random" else "", where, entry["error_barrier"],
                  "stable" if entry["stable"] else "unstable", entry["loss_barrier"])
 
 
@@ -48,7 +53,7 @@ def main(argv):
     config = instability.InstabilityConfig(
         runs=folders, output_dir=FLAGS.output_dir, levels=FLAGS.levels, rewind_iterations=FLAGS.rewind_iterations,
         interpolation_points=FLAGS.interpolation_points, test_examples=FLAGS.test_examples, data_dir=FLAGS.data_dir,
-        verbose=0)  # the app logs each cell itself
+        masks=FLAGS.masks, verbose=0)  # the app logs each cell itself
     results = instability.run(config, on_cell_end=_log_entry)
     written = instability_report.write_report(results, FLAGS.output_dir)
     logging.info("instability of %s: %d cells in %s/%s, report %s, plots %s", ", ".join(folders),

@@ -21,7 +21,9 @@ and each k in `rewind_iterations` (a cell):
   (`imp.build_model`, the source's seed: its initial weights), trained k iterations with
   the source's recipe on round 0's data order (`splits.train_batches(batch, seed * 1000)`,
   the stream `rounds.train_round` used), then masked by the source's round-L masks (level
-  0: none). One replay per source, to the largest k, snapshots at each k. When the
+  0: none), or with `masks='random'` by the random-pruning control's: as many weights kept
+  in each layer, at random positions (`random_masks`), which tells whether a ticket's
+  stability comes from its IMP mask or from its sparsity alone. One replay per source, to the largest k, snapshots at each k. When the
   source's `rewind_step` is one of the k, the replayed state is compared with the source's
   saved rewind snapshot and the largest absolute difference recorded (`replay_check`; 0
   on CPU in our tests); a difference above REPLAY_TOLERANCE is logged as a warning.
@@ -82,10 +84,12 @@ from keras_lottery.experiments.instability_config import (  # noqa: F401  (this 
     DEFAULT_REWIND_ITERATIONS,
     STABLE_THRESHOLD,
     InstabilityConfig,
+    MASKS,
     InstabilityError,
     copy_seed,
     parse_levels,
     parse_rewind_iterations,
+    random_masks,
 )
 from keras_lottery.foundations import files
 from keras_lottery.sparsity import callbacks
@@ -223,7 +227,9 @@ class _Analysis:
         done = {(entry["level"], entry["k"]) for entry in self.results["cells"] if entry["source"] == source.key}
         cells = [(level, k) for level in source.levels for k in config.rewind_iterations if (level, k) not in done]
         done_paths = {entry["level"] for entry in self.results["ticket_to_dense"] if entry["source"] == source.key}
-        paths = [level for level in source.levels if level > 0 and level not in done_paths]
+        # A random mask has no trained ticket to draw a line to the dense network from.
+        paths = [level for level in source.levels
+                 if level > 0 and level not in done_paths and config.masks == "imp"]
         if not cells and not paths:
             return
         cfg, folder = source.config, run_folder.RunFolder(source.folder)
@@ -280,11 +286,16 @@ class _Analysis:
     def identity(self, source, level):
         record = source.summary["rounds"][[r["round"] for r in source.summary["rounds"]].index(level)]
         return {"run": source.folder, "source": source.key, "dataset": source.config.dataset,
-                "model": source.config.model, "seed": source.config.seed, "level": level,
+                "model": source.config.model, "seed": source.config.seed, "level": level, "masks": self.config.masks,
                 "weights_remaining": float(record["weights_remaining"])}
 
-    def cell(self, source, model, cfg, splits, level, k, state, test):
+    def level_masks(self, source, level):
+        """The masks the copies of `level` train with: the source's IMP masks, or the random control's."""
         masks = run_folder.RunFolder(source.folder).load_masks(level)
+        return masks if self.config.masks == "imp" else random_masks(masks, source.config.seed, level)
+
+    def cell(self, source, model, cfg, splits, level, k, state, test):
+        masks = self.level_masks(source, level)
         seeds = [copy_seed(cfg.seed, level, k, copy) for copy in (0, 1)]
         if self.config.same_data_order:
             seeds[1] = seeds[0]
@@ -359,6 +370,7 @@ def run(config, on_cell_end=None):
     settings = config.settings()
     if os.path.exists(path):
         results = analysis_results.read(path, ("settings", "sources", "cells", "ticket_to_dense"), InstabilityError)
+        results["settings"].setdefault("masks", "imp")  # written before `masks` existed: IMP masks only
         analysis_results.check_same_settings(results, settings, path, InstabilityError)
     else:
         results = {"settings": settings, "sources": {}, "cells": [], "ticket_to_dense": []}
@@ -397,6 +409,7 @@ def _aggregate(entries, key_of):
                      "error_barrier": error_barrier,
                      "loss_barrier": _statistics([entry["loss_barrier"] for entry in members]),
                      "stable": error_barrier["mean"] < STABLE_THRESHOLD,
+                     "masks": members[0].get("masks", "imp"),  # entries written before `masks`: IMP
                      "alphas": members[0]["alphas"],
                      "errors": np.mean([entry["errors"] for entry in members], axis=0).tolist(),
                      "seeds": [entry["seed"] for entry in members], "runs": [entry["run"] for entry in members]})

@@ -5,7 +5,8 @@
 
 Also the parsing of `levels` and `rewind_iterations`, and `copy_seed`: the data-order seed
 of each trained copy, a function of (source seed, level, k, copy) only, so that a rerun
-trains every copy on the stream it had.
+trains every copy on the stream it had; and `random_masks`, the random-pruning control's
+masks (`masks='random'`).
 """
 
 import dataclasses
@@ -16,10 +17,13 @@ import numpy as np
 from keras_lottery import training
 from keras_lottery.experiments import interpolation
 from keras_lottery.foundations.validation import check_int
+from keras_lottery.sparsity import masks as masks_lib
 
 STABLE_THRESHOLD = 0.02  # the paper's "stable": error barrier below 2%
 DEFAULT_REWIND_ITERATIONS = "0,25,100,500,2000"
 _SEED_TAG = 0x5EED1A  # keeps the copies' streams apart from other seed sequences of the same numbers
+_RANDOM_MASK_TAG = 0x4A5C  # and the random masks' positions apart from the copies' streams
+MASKS = ("imp", "random")
 
 
 class InstabilityError(ValueError):
@@ -70,6 +74,18 @@ def copy_seed(source_seed, level, k, copy):
     return int(state[0])
 
 
+def random_masks(imp_masks, source_seed, level):
+    """Random-pruning control of `imp_masks`: each layer keeps as many weights, at random positions.
+
+    Frankle et al.'s control keeps the layerwise sparsity of the IMP mask and draws which weights
+    survive at random; the draw is a function of the source's seed and the level only, so a resumed
+    analysis (and every k of one level) uses the same masks.
+    """
+    generator = np.random.default_rng(np.random.SeedSequence([int(source_seed), int(level), _RANDOM_MASK_TAG]))
+    return {name: masks_lib.top_k_mask(generator.random(np.shape(mask)), int(np.sum(mask)))
+            for name, mask in sorted(imp_masks.items())}
+
+
 @dataclasses.dataclass
 class InstabilityConfig:
     """The settings of an instability analysis (see the module docstring).
@@ -84,6 +100,9 @@ class InstabilityConfig:
       test_examples: evaluate on the first this many test examples; None: all of them.
       data_dir: where the runs' datasets are, if not where the runs read them.
       same_data_order: both copies read the same data order (the barrier is then 0: a check).
+      masks: 'imp' (each level's IMP masks) or 'random' (Frankle et al.'s random-pruning control:
+        masks with each layer's kept count of the level's IMP mask at random positions, seeded
+        by the source's seed and the level; no ticket-to-dense path, there is no trained ticket).
       keep_copies: keep the replayed states and the copies' weights (.npz) after their cells.
       verbose: 0: no log lines; 1: one per cell (INFO); 2: also one per copy trained.
     """
@@ -96,6 +115,7 @@ class InstabilityConfig:
     test_examples: int | None = None
     data_dir: str | None = None
     same_data_order: bool = False
+    masks: str = "imp"
     keep_copies: bool = False
     verbose: int = 1
 
@@ -118,6 +138,9 @@ class InstabilityConfig:
             training.check_verbose(self.verbose)
         except ValueError as error:
             raise InstabilityError(str(error)) from None
+        if self.masks not in MASKS:
+            raise InstabilityError(f"masks must be one of {MASKS} (the level's IMP masks, or random ones of the same "
+                                   f"per-layer sparsity); got {self.masks!r}.")
         for name in ("same_data_order", "keep_copies"):
             if not isinstance(getattr(self, name), bool):
                 raise InstabilityError(f"{name} must be True or False; got {getattr(self, name)!r}.")
@@ -127,4 +150,4 @@ class InstabilityConfig:
     def settings(self):
         """What a cell's numbers depend on besides its source: equal in every call on one output_dir."""
         return {"interpolation_points": self.interpolation_points, "test_examples": self.test_examples,
-                "same_data_order": self.same_data_order, "stable_threshold": STABLE_THRESHOLD}
+                "same_data_order": self.same_data_order, "masks": self.masks, "stable_threshold": STABLE_THRESHOLD}

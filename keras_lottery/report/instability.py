@@ -30,6 +30,11 @@ def level_label(row):
     return f"level {row['level']} ({100 * row['weights_remaining']:.3g}% weights)"
 
 
+def _masks_note(rows):
+    """' (random masks)' for the random-pruning control's rows, else ''."""
+    return " (random masks)" if rows[0].get("masks", "imp") == "random" else ""
+
+
 def cell(statistics, stable=None, percent=True):
     """'mean ± std (n)', in % (errors) or as is (losses, in nats), with 'stable' / 'unstable' when `stable` is given."""
     scale, digits = (100, 2) if percent else (1, 3)
@@ -61,7 +66,10 @@ def markdown(results, summary, plots):
     settings = results["settings"]
     lines = ["# Instability report", "",
              ("Linear mode connectivity (Frankle et al. 2020): two copies of the state at iteration k (the dense "
-              "round 0 replayed to k, masked by the level's IMP mask) trained to the end with different data orders"
+              "round 0 replayed to k, masked by the level's "
+              + ("IMP mask" if settings.get("masks", "imp") == "imp" else
+                 "random-pruning control: as many weights kept per layer as its IMP mask, at random positions")
+              + ") trained to the end with different data orders"
               + (" (here: the same data order, a check)" if settings["same_data_order"] else "") +
               f"; test error at {settings['interpolation_points']} points on the line between them. Barrier = max "
               "error on the line minus the mean of the endpoints' errors, in %: mean ± sample std over source seeds "
@@ -110,7 +118,7 @@ def barrier_figure(rows):
     axes.set_ylabel("error barrier (%)")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="x-small")
-    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}: instability vs k")
+    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}: instability vs k{_masks_note(rows)}")
     plot.tight_layout()
     return plot
 
@@ -131,7 +139,8 @@ def paths_figure(rows):
         axes.legend(fontsize="x-small")
     panels[0].set_ylabel("test error (%)")
     # Two lines: one panel (a single level) is too narrow for the title on one.
-    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}:\nerror on the path between the two copies")
+    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}{_masks_note(rows)}:\n"
+                  "error on the path between the two copies")
     plot.tight_layout()
     return plot
 

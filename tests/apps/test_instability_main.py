@@ -51,3 +51,15 @@ def test_the_app_ends_on_bad_input_with_one_line(source, tmp_path):
         lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and words in lines[0], result.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_app_runs_the_random_mask_control(source, tmp_path):
+    output = tmp_path / "random"
+    result = _app("--runs", source, f"--output_dir={output}", "--levels=1", "--rewind_iterations=10",
+                  "--interpolation_points=3", "--test_examples=100", "--masks=random")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.load(open(output / instability.INSTABILITY_FILE))
+    assert results["settings"]["masks"] == "random" and results["ticket_to_dense"] == []
+    assert "level 1 (80% weights, random masks), k=10: error barrier" in result.stderr
+    assert "random-pruning control" in (output / instability_report.REPORT_FILE).read_text()
+    assert len(list(output.glob("*.png"))) == 2  # barrier and paths: no ticket-to-dense line

@@ -256,6 +256,7 @@ def test_another_k_later_adds_only_its_cells(source, analysis, tmp_path, monkeyp
     (dict(interpolation_points=7), "interpolation_points 5 there, 7 now"),
     (dict(test_examples=50), "test_examples None there, 50 now"),
     (dict(same_data_order=True), "same_data_order False there, True now"),
+    (dict(masks="random"), "masks 'imp' there, 'random' now"),
 ])
 def test_other_settings_for_the_same_output_dir_are_refused(source, analysis, tmp_path, monkeypatch, change, named):
     output = str(tmp_path / "other")
@@ -264,6 +265,53 @@ def test_other_settings_for_the_same_output_dir_are_refused(source, analysis, tm
     with pytest.raises(instability.InstabilityError, match=named):
         instability.run(instability.InstabilityConfig(runs=[source], output_dir=output, **{**ANALYSIS, **change}))
     assert calls == []
+
+
+def test_results_written_before_the_masks_setting_resume_as_imp_masks(source, analysis, tmp_path, monkeypatch):
+    output = str(tmp_path / "older")
+    shutil.copytree(analysis[0], output)
+    path = os.path.join(output, instability.INSTABILITY_FILE)
+    older = json.load(open(path))
+    del older["settings"]["masks"]
+    json.dump(older, open(path, "w"))
+    calls = _counting_copies(monkeypatch)
+    results = instability.run(instability.InstabilityConfig(runs=[source], output_dir=output, **ANALYSIS))
+    assert calls == [] and results["cells"] == analysis[1]["cells"]
+    with pytest.raises(instability.InstabilityError, match="masks 'imp' there, 'random' now"):
+        instability.run(instability.InstabilityConfig(runs=[source], output_dir=output, masks="random", **ANALYSIS))
+
+
+def test_random_masks_keep_each_layers_count_at_other_positions(source):
+    imp_masks = run_folder.RunFolder(source).load_masks(1)
+    drawn = instability.random_masks(imp_masks, 0, 1)
+    assert sorted(drawn) == sorted(imp_masks)
+    for name, mask in imp_masks.items():
+        assert drawn[name].shape == mask.shape and set(np.unique(drawn[name])) <= {0.0, 1.0}
+        assert drawn[name].sum() == mask.sum()
+    assert not np.array_equal(drawn["fc1"], imp_masks["fc1"])
+    # Only about a random share (80%) of the kept weights coincide with the IMP mask's.
+    assert (drawn["fc1"] * imp_masks["fc1"]).sum() / imp_masks["fc1"].sum() == pytest.approx(0.8, abs=0.02)
+    again, other_seed = instability.random_masks(imp_masks, 0, 1), instability.random_masks(imp_masks, 1, 1)
+    assert all(np.array_equal(again[name], drawn[name]) for name in drawn)
+    assert not np.array_equal(other_seed["fc1"], drawn["fc1"])
+
+
+def test_the_random_mask_control_trains_the_copies_under_random_masks(source, analysis, tmp_path):
+    output = str(tmp_path / "random")
+    results = instability.run(instability.InstabilityConfig(
+        runs=[source], output_dir=output, masks="random", keep_copies=True, **{**ANALYSIS, "levels": "1",
+                                                                              "rewind_iterations": "10"}))
+    (cell,) = results["cells"]
+    assert results["settings"]["masks"] == "random" and cell["masks"] == "random"
+    assert results["ticket_to_dense"] == []  # no trained random ticket to draw a line from
+    drawn = instability.random_masks(run_folder.RunFolder(source).load_masks(1), results["cells"][0]["seed"], 1)
+    for copy in _copies(output, 1, 10):
+        for name, key in KERNELS.items():
+            assert np.all(copy[key][drawn[name] == 0] == 0) and np.all(copy[key][drawn[name] == 1] != 0)
+    imp_cell = next(entry for entry in analysis[1]["cells"] if (entry["level"], entry["k"]) == (1, 10))
+    assert cell["copy_seeds"] == imp_cell["copy_seeds"] and cell["losses"] != imp_cell["losses"]
+    written = instability_report.write_report(results, output)
+    assert "random-pruning control" in open(written["markdown"]).read()
 
 
 def _fake_run(folder, summary):
@@ -283,6 +331,7 @@ def _fake_run(folder, summary):
     (dict(levels="one"), "levels must be 'all' or comma-separated"),
     (dict(test_examples=0), "test_examples .* must be an integer >= 1"),
     (dict(same_data_order="yes"), "same_data_order must be True or False"),
+    (dict(masks="lottery"), r"masks must be one of \('imp', 'random'\)"),
     (dict(levels="3"), r"levels \[3\]: .* has finished rounds \[0, 1\]"),
     (dict(rewind_iterations="0,30"), r"rewind_iterations \[30\] are not before the end of .* \(30 iterations"),
     (dict(test_examples=500), "test_examples=500, but .* test set has 200"),
