@@ -275,7 +275,53 @@ def report(args, results):
                   f"iterations {cost:.2f}x IMP's (need <= 0.33): {'met' if met else 'NOT met'}")
 
 
+OFF_SCALE = 5.0  # points: a difference panel's axis stops here; methods beyond it are named "off scale"
+
+
+def _points(results, method, targets):
+    """[(mean weights remaining, mean accuracy, std accuracy)] of `method` at each target it reached."""
+    points = []
+    for target in targets:
+        rows = results.get((method, target))
+        if rows:
+            accuracies = [r[1] for r in rows]
+            points.append((statistics.mean(r[0] for r in rows), statistics.mean(accuracies),
+                           statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0, target))
+    return points
+
+
+def _style(method):
+    if "IMP" in method:
+        return "o--" if "rewind to" in method else "o-"
+    return ("v-." if "floor" in method else "d-." if "on_flip" in method
+            else "s--" if "one-pass" in method else "x:")
+
+
+def _difference_panel(axis, results, methods, reference, targets, colors):
+    """Accuracy minus `reference`'s at each target (points), mean ± std over seeds, for `methods`."""
+    base = {point[3]: point[1] for point in _points(results, reference, targets)}
+    drawn = []
+    for method in methods:
+        points = [p for p in _points(results, method, targets) if p[3] in base]
+        if not points or method == reference:
+            continue
+        differences = [100 * (p[1] - base[p[3]]) for p in points]
+        off = min(differences) < -OFF_SCALE or max(differences) > OFF_SCALE
+        axis.errorbar([100 * p[0] for p in points], differences, yerr=[100 * p[2] for p in points],
+                      fmt=_style(method), color=colors[method], capsize=2, markersize=4,
+                      label=method + (" (off scale)" if off else ""))
+        drawn += [d for d in differences if abs(d) <= OFF_SCALE]
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    if drawn:
+        axis.set_ylim(min(drawn + [0.0]) - 0.5, max(drawn + [0.0]) + 0.5)
+    axis.set_ylabel(f"accuracy minus {reference}'s (points)")
+    axis.set_title(f"vs {reference} (bars: std over seeds)", fontsize="medium")
+    axis.legend(loc="lower left", fontsize=7)
+
+
 def plot(results, path, iterations, model, targets, methods=METHODS):
+    """Accuracy vs weights remaining (every method); each family's difference from its magnitude control;
+    and, when the headline target was run, accuracy there vs the iterations spent."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,39 +329,45 @@ def plot(results, path, iterations, model, targets, methods=METHODS):
 
     from matplotlib import ticker
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for index, method in enumerate(methods):
-        points = [(statistics.mean(r[0] for r in results[method, t]), statistics.mean(r[1] for r in results[method, t]))
-                  for t in targets if results.get((method, t))]
-        if not points:
-            continue
-        color = f"C{index}"
-        if "IMP" in method:
-            style = "o--" if "rewind to" in method else "o-"
-        else:
-            style = ("v-." if "floor" in method else "d-." if "on_flip" in method
-                     else "s--" if "one-pass" in method else "x:")
-        left.plot([100 * p[0] for p in points], [100 * p[1] for p in points], style, color=color, label=method)
+    headline = any(results.get((method, HEADLINE)) for method in methods)
+    figure, axes = plt.subplots(2, 2, figsize=(14, 10)) if headline else plt.subplots(1, 3, figsize=(19, 5.5))
+    axes = list(axes.ravel())
+    overview, imp_panel, one_pass_panel = axes[0], axes[2 if headline else 1], axes[3 if headline else 2]
+    palette = plt.get_cmap("tab20")
+    colors = {method: palette(index % 20) for index, method in enumerate(methods)}  # 20 distinct before a repeat
+    for method in methods:
+        points = _points(results, method, targets)
+        if points:
+            overview.plot([100 * p[0] for p in points], [100 * p[1] for p in points], _style(method),
+                          color=colors[method], label=method, markersize=4)
         rows = results.get((method, HEADLINE))
-        if rows:  # the headline comparison: accuracy at the 10% target vs its cost
+        if headline and rows:  # the headline comparison: accuracy at the 10% target vs its cost
             accuracies = [100 * r[1] for r in rows]
-            right.errorbar([statistics.mean(r[2] for r in rows)], [statistics.mean(accuracies)],
-                           yerr=[[statistics.mean(accuracies) - min(accuracies)], [max(accuracies) - statistics.mean(accuracies)]],
-                           fmt=style[0], color=color, capsize=3, label=method)
-    left.set_xscale("log")
-    left.invert_xaxis()
+            axes[1].errorbar([statistics.mean(r[2] for r in rows)], [statistics.mean(accuracies)],
+                             yerr=[[statistics.mean(accuracies) - min(accuracies)],
+                                   [max(accuracies) - statistics.mean(accuracies)]],
+                             fmt=_style(method)[0], color=colors[method], capsize=3, label=method)
+    _difference_panel(imp_panel, results, [m for m in methods if "IMP" in m], "magnitude IMP", targets, colors)
+    _difference_panel(one_pass_panel, results, [m for m in methods if m.startswith("one-pass")],
+                      "one-pass magnitude", targets, colors)
     # A tick at each target's weights remaining, as the runs measured it.
     ticks = sorted({round(100 * results[m, t][0][0], 2) for t in targets for m in methods if results.get((m, t))})
-    if ticks:
-        left.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    left.xaxis.set_minor_formatter(ticker.NullFormatter())
-    left.set_xlabel("weights remaining (%)")
-    right.set_xscale("log")
-    right.set_xlabel(f"training iterations spent to reach the {HEADLINE} target (bars: min-max over seeds)")
-    for axis in (left, right):
-        axis.set_ylabel("test accuracy (%)")
+    for axis in (overview, imp_panel, one_pass_panel):
+        axis.set_xscale("log")
+        axis.invert_xaxis()
+        if ticks:
+            axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
+        axis.set_xlabel("weights remaining (%)")
         axis.grid(alpha=0.3)
-    left.legend(loc="lower left", fontsize=8)
+    overview.set_ylabel("test accuracy (%)")
+    overview.set_title("every method", fontsize="medium")
+    overview.legend(loc="lower left", fontsize=7)
+    if headline:
+        axes[1].set_xscale("log")
+        axes[1].set_xlabel(f"training iterations spent to reach the {HEADLINE} target (bars: min-max over seeds)")
+        axes[1].set_ylabel("test accuracy (%)")
+        axes[1].grid(alpha=0.3)
     figure.suptitle(f"Sign-flip vs magnitude pruning, {model} / Fashion-MNIST ({iterations} iterations per "
                     "IMP round; mean of seeds)")
     figure.tight_layout()
