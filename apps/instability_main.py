@@ -7,8 +7,8 @@ r"""Instability analysis (linear mode connectivity) of finished IMP runs, and it
 them at any depth; several may follow one --runs, or repeat it. For each level and rewind
 iteration k, two copies of the dense round 0 replayed to k (masked by the level's masks)
 train to the end with different data orders, and the test error along the line between
-them gives the error barrier (`keras_lottery.experiments.instability`); `--masks=random`
-gives the random-pruning control (as many weights per layer, at random positions). Results:
+them gives the error barrier (`keras_lottery.experiments.instability`); `--masks=imp,random`
+adds the random-pruning control (as many weights per layer, at random positions). Results:
 <output_dir>/instability.json (rerunning the same command resumes it),
 instability_report.md (barrier tables) and the PNG plots.
 """
@@ -32,9 +32,9 @@ flags.DEFINE_string("rewind_iterations", instability.DEFAULT_REWIND_ITERATIONS,
                     "Comma-separated iterations k of the dense training the copies start from.")
 flags.DEFINE_integer("interpolation_points", 30, "Evenly spaced alphas in [0, 1], both ends included (the paper: 30).")
 flags.DEFINE_integer("test_examples", None, "Evaluate on the first this many test examples (default: all).")
-flags.DEFINE_enum("masks", "imp", list(instability.MASKS),
-                  "'imp': each level's IMP masks; 'random': the random-pruning control, as many weights per layer "
-                  "at random positions (its own --output_dir).")
+flags.DEFINE_string("masks", "imp",
+                    "'imp': each level's IMP masks; 'random': the random-pruning control, as many weights per layer "
+                    "at random positions; 'imp,random': a cell of each.")
 flags.DEFINE_string("data_dir", None, "Where the runs' datasets are, if not where the runs read them.")
 flags.mark_flag_as_required("output_dir")
 

@@ -21,9 +21,10 @@ and each k in `rewind_iterations` (a cell):
   (`imp.build_model`, the source's seed: its initial weights), trained k iterations with
   the source's recipe on round 0's data order (`splits.train_batches(batch, seed * 1000)`,
   the stream `rounds.train_round` used), then masked by the source's round-L masks (level
-  0: none), or with `masks='random'` by the random-pruning control's: as many weights kept
-  in each layer, at random positions (`random_masks`), which tells whether a ticket's
-  stability comes from its IMP mask or from its sparsity alone. One replay per source, to the largest k, snapshots at each k. When the
+  0: none), or with `masks='random'` (or 'imp,random': a cell of each) by the random-pruning
+  control's: as many weights kept in each layer, at random positions (`random_masks`),
+  which tells whether a ticket's stability comes from its IMP mask or from its sparsity
+  alone. A cell is (level, k, masks); its entry records `masks`. One replay per source, to the largest k, snapshots at each k. When the
   source's `rewind_step` is one of the k, the replayed state is compared with the source's
   saved rewind snapshot and the largest absolute difference recorded (`replay_check`; 0
   on CPU in our tests); a difference above REPLAY_TOLERANCE is logged as a warning.
@@ -52,7 +53,7 @@ recipe from k; so do ours, but with a fresh optimizer state at k.
 
 Resumable: `<output_dir>/instability.json` (written atomically) holds the settings, each
 source's record, every finished cell and ticket-to-dense path; a rerun skips what is there
-and adds new runs, levels or k. The replayed states and each copy's trained weights are
+and adds new runs, levels, k or mask kinds. The replayed states and each copy's trained weights are
 kept as .npz under `<output_dir>/copies/` until the cells that need them are written (so
 a kill between copy A and copy B does not train A again), then removed (`keep_copies`
 keeps them). A rerun with other settings (interpolation points, test examples,
@@ -88,6 +89,7 @@ from keras_lottery.experiments.instability_config import (  # noqa: F401  (this 
     InstabilityError,
     copy_seed,
     parse_levels,
+    parse_masks,
     parse_rewind_iterations,
     random_masks,
 )
@@ -224,12 +226,15 @@ class _Analysis:
 
     def analyze(self, source):
         config = self.config
-        done = {(entry["level"], entry["k"]) for entry in self.results["cells"] if entry["source"] == source.key}
-        cells = [(level, k) for level in source.levels for k in config.rewind_iterations if (level, k) not in done]
+        done = {(entry["level"], entry["k"], entry.get("masks", "imp"))  # entries from before `masks`: IMP
+                for entry in self.results["cells"] if entry["source"] == source.key}
+        # Random masks at level 0 are masks of ones: the dense cells again.
+        cells = [(level, k, kind) for kind in config.masks for level in source.levels for k in config.rewind_iterations
+                 if (level, k, kind) not in done and (kind == "imp" or level > 0)]
         done_paths = {entry["level"] for entry in self.results["ticket_to_dense"] if entry["source"] == source.key}
         # A random mask has no trained ticket to draw a line to the dense network from.
         paths = [level for level in source.levels
-                 if level > 0 and level not in done_paths and config.masks == "imp"]
+                 if level > 0 and level not in done_paths and "imp" in config.masks]
         if not cells and not paths:
             return
         cfg, folder = source.config, run_folder.RunFolder(source.folder)
@@ -241,14 +246,14 @@ class _Analysis:
             raise InstabilityError(f"test_examples={examples}, but {source.folder}'s test set has "
                                    f"{len(splits.test_y)}: pass at most that many, or None for all.")
         test = (splits.test_x[:examples], splits.test_y[:examples])
-        ks = sorted({k for _, k in cells})
+        ks = sorted({k for _, k, _ in cells})
         model = imp.build_model(cfg, splits, source.iterations)  # seeded as the source: its initial weights
         wrappers.manage_masks(model)  # masks are set by hand: the source's
         steps = training.steps_per_execution(source.iterations, *ks, *[source.iterations - k for k in ks])
         rounds.compile_for_round(model, cfg, splits, source.iterations, steps)
         states = self.states(source, model, cfg, splits, ks) if cells else {}
-        for level, k in cells:
-            self.cell(source, model, cfg, splits, level, k, states[k], test)
+        for level, k, kind in cells:
+            self.cell(source, model, cfg, splits, level, k, kind, states[k], test)
         for level in paths:
             wrappers.set_masks(model, folder.load_masks(0))  # ones: the dense endpoint uses every weight
             record = _path_record(*interpolation.interpolate(
@@ -283,25 +288,26 @@ class _Analysis:
             self.save()
         return states
 
-    def identity(self, source, level):
+    def identity(self, source, level, kind="imp"):
         record = source.summary["rounds"][[r["round"] for r in source.summary["rounds"]].index(level)]
         return {"run": source.folder, "source": source.key, "dataset": source.config.dataset,
-                "model": source.config.model, "seed": source.config.seed, "level": level, "masks": self.config.masks,
+                "model": source.config.model, "seed": source.config.seed, "level": level, "masks": kind,
                 "weights_remaining": float(record["weights_remaining"])}
 
-    def level_masks(self, source, level):
-        """The masks the copies of `level` train with: the source's IMP masks, or the random control's."""
-        masks = run_folder.RunFolder(source.folder).load_masks(level)
-        return masks if self.config.masks == "imp" else random_masks(masks, source.config.seed, level)
+    def copy_path(self, source, level, k, kind, copy):
+        tag = "" if kind == "imp" else f"_{kind}"  # the IMP copies keep the names they had before `masks`
+        return os.path.join(self.copies_dir(source), f"level{level}_k{k}{tag}_copy{copy}.npz")
 
-    def cell(self, source, model, cfg, splits, level, k, state, test):
-        masks = self.level_masks(source, level)
+    def cell(self, source, model, cfg, splits, level, k, kind, state, test):
+        masks = run_folder.RunFolder(source.folder).load_masks(level)
+        if kind == "random":
+            masks = random_masks(masks, cfg.seed, level)
         seeds = [copy_seed(cfg.seed, level, k, copy) for copy in (0, 1)]
         if self.config.same_data_order:
             seeds[1] = seeds[0]
         copies = []
         for copy, seed in enumerate(seeds):
-            path = os.path.join(self.copies_dir(source), f"level{level}_k{k}_copy{copy}.npz")
+            path = self.copy_path(source, level, k, kind, copy)
             if os.path.exists(path):
                 copies.append(_as_list(run_folder.read_npz(path)))
                 continue
@@ -312,11 +318,11 @@ class _Analysis:
         wrappers.set_masks(model, masks)
         record = _path_record(*interpolation.interpolate(model, copies[0], copies[1],
                                                          self.config.interpolation_points, *test))
-        self.add("cells", {**self.identity(source, level), "k": k, "iterations": source.iterations - k,
+        self.add("cells", {**self.identity(source, level, kind), "k": k, "iterations": source.iterations - k,
                            "copy_seeds": seeds, **record})
         if not self.config.keep_copies:
             for copy in (0, 1):
-                path = os.path.join(self.copies_dir(source), f"level{level}_k{k}_copy{copy}.npz")
+                path = self.copy_path(source, level, k, kind, copy)
                 if os.path.exists(path):
                     os.remove(path)
 
@@ -343,7 +349,7 @@ def run(config, on_cell_end=None):
     Returns:
       {"settings": {...}, "sources": {real path: {"run", "dataset", "model", "seed", "rewind_step",
       "iterations", "levels", "replay_check" (None unless rewind_step is one of the k)}},
-      "cells": [{"run", "source", "dataset", "model", "seed", "level", "weights_remaining", "k",
+      "cells": [{"run", "source", "dataset", "model", "seed", "level", "masks", "weights_remaining", "k",
       "iterations" (per copy), "copy_seeds", "alphas", "errors", "losses", "error_barrier",
       "loss_barrier", "stable"}, ...], "ticket_to_dense": [the same without k, iterations and seeds]}.
 
@@ -370,7 +376,6 @@ def run(config, on_cell_end=None):
     settings = config.settings()
     if os.path.exists(path):
         results = analysis_results.read(path, ("settings", "sources", "cells", "ticket_to_dense"), InstabilityError)
-        results["settings"].setdefault("masks", "imp")  # written before `masks` existed: IMP masks only
         analysis_results.check_same_settings(results, settings, path, InstabilityError)
     else:
         results = {"settings": settings, "sources": {}, "cells": [], "ticket_to_dense": []}
@@ -405,40 +410,42 @@ def _aggregate(entries, key_of):
         error_barrier = _statistics([entry["error_barrier"] for entry in members])
         rows.append({"dataset": key[0], "model": key[1], "level": key[2],
                      "weights_remaining": float(np.mean([entry["weights_remaining"] for entry in members])),
-                     **({"k": key[4]} if len(key) > 4 else {}),
+                     "masks": key[4], **({"k": key[5]} if len(key) > 5 else {}),
                      "error_barrier": error_barrier,
                      "loss_barrier": _statistics([entry["loss_barrier"] for entry in members]),
                      "stable": error_barrier["mean"] < STABLE_THRESHOLD,
-                     "masks": members[0].get("masks", "imp"),  # entries written before `masks`: IMP
                      "alphas": members[0]["alphas"],
                      "errors": np.mean([entry["errors"] for entry in members], axis=0).tolist(),
                      "seeds": [entry["seed"] for entry in members], "runs": [entry["run"] for entry in members]})
     order = list(dict.fromkeys((row["dataset"], row["model"]) for row in rows))
     rows.sort(key=lambda row: (order.index((row["dataset"], row["model"])), row["level"], -row["weights_remaining"],
-                               row.get("k", 0)))
+                               MASKS.index(row["masks"]), row.get("k", 0)))
     return rows
 
 
 def summarize(results):
-    """Seeds aggregated: barrier statistics per (dataset, model, level, k), and per level of the ticket-to-dense path.
+    """Seeds aggregated: barrier statistics per (dataset, model, level, masks, k), and per level of the
+    ticket-to-dense path.
 
-    Cells group by (dataset, model, level, weights remaining, k): sources of other prune rates reach other
-    weights remaining at one level and stay apart. Each seed counts once per group.
+    Cells group by (dataset, model, level, weights remaining, masks, k): sources of other prune rates reach
+    other weights remaining at one level and stay apart, and so do the IMP and random masks of a level.
+    Each seed counts once per group.
 
     Args:
       results: what `run` returns (or instability.json holds).
 
     Returns:
-      {"cells": [{"dataset", "model", "level", "weights_remaining", "k", "error_barrier" and
+      {"cells": [{"dataset", "model", "level", "weights_remaining", "masks", "k", "error_barrier" and
       "loss_barrier": {"mean", "std" (sample; None for one seed), "n"}, "stable" (mean error barrier below
       STABLE_THRESHOLD), "alphas", "errors" (the mean error curve), "seeds", "runs"}, ...] sorted by
-      dataset/model, level and k, "ticket_to_dense": [the same rows without k]}.
+      dataset/model, level, masks ('imp' first) and k, "ticket_to_dense": [the same rows without k]}.
     """
-    def cell_key(entry):
-        return entry["dataset"], entry["model"], entry["level"], round(entry["weights_remaining"], 6), entry["k"]
+    def path_key(entry):  # entries written before `masks` existed are IMP's
+        return (entry["dataset"], entry["model"], entry["level"], round(entry["weights_remaining"], 6),
+                entry.get("masks", "imp"))
 
-    def path_key(entry):
-        return entry["dataset"], entry["model"], entry["level"], round(entry["weights_remaining"], 6)
+    def cell_key(entry):
+        return (*path_key(entry), entry["k"])
 
     return {"cells": _aggregate(results["cells"], cell_key),
             "ticket_to_dense": _aggregate(results["ticket_to_dense"], path_key)}

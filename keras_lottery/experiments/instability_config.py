@@ -50,6 +50,20 @@ def parse_levels(levels):
     return values
 
 
+def parse_masks(value):
+    """The mask kinds of "imp", "random" or "imp,random" (or a list), in MASKS' order.
+
+    Raises:
+      InstabilityError: empty, or a kind that is not in MASKS.
+    """
+    parts = [part.strip() for part in value.split(",")] if isinstance(value, str) else list(value or ())
+    parts = [part for part in parts if part]
+    if not parts or any(part not in MASKS for part in parts):
+        raise InstabilityError(f"masks must be 'imp' (the level's IMP masks), 'random' (as many weights per layer at "
+                               f"random positions) or 'imp,random'; got {value!r}.")
+    return [kind for kind in MASKS if kind in parts]
+
+
 def parse_rewind_iterations(value):
     """The sorted distinct iterations k of "0,25,100" (or a list of ints), each >= 0.
 
@@ -100,9 +114,10 @@ class InstabilityConfig:
       test_examples: evaluate on the first this many test examples; None: all of them.
       data_dir: where the runs' datasets are, if not where the runs read them.
       same_data_order: both copies read the same data order (the barrier is then 0: a check).
-      masks: 'imp' (each level's IMP masks) or 'random' (Frankle et al.'s random-pruning control:
-        masks with each layer's kept count of the level's IMP mask at random positions, seeded
-        by the source's seed and the level; no ticket-to-dense path, there is no trained ticket).
+      masks: which masks each level's copies train under, comma-separated: 'imp' (the level's
+        IMP masks), 'random' (Frankle et al.'s random-pruning control: each layer's kept count
+        of the level's IMP mask at random positions, seeded by the source's seed and the level;
+        no ticket-to-dense path, there is no trained ticket), or 'imp,random' (both, one cell each).
       keep_copies: keep the replayed states and the copies' weights (.npz) after their cells.
       verbose: 0: no log lines; 1: one per cell (INFO); 2: also one per copy trained.
     """
@@ -138,16 +153,18 @@ class InstabilityConfig:
             training.check_verbose(self.verbose)
         except ValueError as error:
             raise InstabilityError(str(error)) from None
-        if self.masks not in MASKS:
-            raise InstabilityError(f"masks must be one of {MASKS} (the level's IMP masks, or random ones of the same "
-                                   f"per-layer sparsity); got {self.masks!r}.")
         for name in ("same_data_order", "keep_copies"):
             if not isinstance(getattr(self, name), bool):
                 raise InstabilityError(f"{name} must be True or False; got {getattr(self, name)!r}.")
-        return dataclasses.replace(self, runs=[os.fspath(run) for run in runs], levels=parse_levels(self.levels),
-                                   rewind_iterations=parse_rewind_iterations(self.rewind_iterations))
+        levels, masks = parse_levels(self.levels), parse_masks(self.masks)
+        if masks == ["random"] and levels == [0]:
+            raise InstabilityError("masks='random' at level 0 alone has nothing to analyze: a random mask of the dense "
+                                   "network keeps every weight. Ask for pruned levels too, e.g. levels='0,4'.")
+        return dataclasses.replace(self, runs=[os.fspath(run) for run in runs], levels=levels,
+                                   rewind_iterations=parse_rewind_iterations(self.rewind_iterations),
+                                   masks=masks)
 
     def settings(self):
         """What a cell's numbers depend on besides its source: equal in every call on one output_dir."""
         return {"interpolation_points": self.interpolation_points, "test_examples": self.test_examples,
-                "same_data_order": self.same_data_order, "masks": self.masks, "stable_threshold": STABLE_THRESHOLD}
+                "same_data_order": self.same_data_order, "stable_threshold": STABLE_THRESHOLD}

@@ -26,13 +26,14 @@ REPORT_FILE = "instability_report.md"
 
 
 def level_label(row):
-    """'level <L> (<weights remaining>% weights)'."""
-    return f"level {row['level']} ({100 * row['weights_remaining']:.3g}% weights)"
+    """'level <L> (<weights remaining>% weights)', with ', random masks' for the random-pruning control."""
+    kind = ", random masks" if row.get("masks", "imp") == "random" else ""
+    return f"level {row['level']} ({100 * row['weights_remaining']:.3g}% weights{kind})"
 
 
-def _masks_note(rows):
-    """' (random masks)' for the random-pruning control's rows, else ''."""
-    return " (random masks)" if rows[0].get("masks", "imp") == "random" else ""
+def _group(row):
+    """What a table row, a plotted line or a panel stands for: (level, weights remaining, masks)."""
+    return row["level"], round(row["weights_remaining"], 6), row.get("masks", "imp")
 
 
 def cell(statistics, stable=None, percent=True):
@@ -44,17 +45,20 @@ def cell(statistics, stable=None, percent=True):
 
 
 def _levels(rows):
-    return list(dict.fromkeys((row["level"], round(row["weights_remaining"], 6)) for row in rows))
+    """{group: its rows sorted by k}, the groups in the order of `rows`."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(_group(row), []).append(row)
+    return {group: sorted(members, key=lambda row: row.get("k", 0)) for group, members in groups.items()}
 
 
 def _table(rows, key, stable):
     ks = sorted({row["k"] for row in rows})
-    by_point = {(row["level"], round(row["weights_remaining"], 6), row["k"]): row for row in rows}
     lines = ["| level (weights remaining) | " + " | ".join(f"k = {k}" for k in ks) + " |",
              "|---|" + "---:|" * len(ks)]
-    for level, weights in _levels(rows):
-        first = next(row for row in rows if (row["level"], round(row["weights_remaining"], 6)) == (level, weights))
-        cells = [by_point.get((level, weights, k)) for k in ks]
+    for members in _levels(rows).values():
+        first, by_k = members[0], {row["k"]: row for row in members}
+        cells = [by_k.get(k) for k in ks]
         lines.append(f"| {level_label(first)} | " + " | ".join(
             "—" if row is None else cell(row[key], row["stable"] if stable else None, percent=key == "error_barrier")
             for row in cells) + " |")
@@ -66,10 +70,9 @@ def markdown(results, summary, plots):
     settings = results["settings"]
     lines = ["# Instability report", "",
              ("Linear mode connectivity (Frankle et al. 2020): two copies of the state at iteration k (the dense "
-              "round 0 replayed to k, masked by the level's "
-              + ("IMP mask" if settings.get("masks", "imp") == "imp" else
-                 "random-pruning control: as many weights kept per layer as its IMP mask, at random positions")
-              + ") trained to the end with different data orders"
+              "round 0 replayed to k, masked by the level's IMP mask; rows marked 'random masks': the random-pruning "
+              "control, as many weights kept per layer as that mask, at random positions) trained to the end with "
+              "different data orders"
               + (" (here: the same data order, a check)" if settings["same_data_order"] else "") +
               f"; test error at {settings['interpolation_points']} points on the line between them. Barrier = max "
               "error on the line minus the mean of the endpoints' errors, in %: mean ± sample std over source seeds "
@@ -104,12 +107,12 @@ def barrier_figure(rows):
     """Error barrier (%) vs k + 1 (log axis), a line per level, error bars over seeds."""
     plot, (axes,) = _figure()
     ks = sorted({row["k"] for row in rows})
-    for index, (level, weights) in enumerate(_levels(rows)):
-        line = sorted((row for row in rows if (row["level"], round(row["weights_remaining"], 6)) == (level, weights)),
-                      key=lambda row: row["k"])
+    for index, line in enumerate(_levels(rows).values()):
+        random = line[0].get("masks", "imp") == "random"
         axes.errorbar([row["k"] + 1 for row in line], [100 * row["error_barrier"]["mean"] for row in line],
-                      yerr=[100 * (row["error_barrier"]["std"] or 0.0) for row in line], marker="o", markersize=3,
-                      capsize=3, color=f"C{index % 10}", label=level_label(line[0]))
+                      yerr=[100 * (row["error_barrier"]["std"] or 0.0) for row in line], marker="s" if random else "o",
+                      markersize=3, capsize=3, linestyle="--" if random else "-", color=f"C{index % 10}",
+                      label=level_label(line[0]))
     axes.set_xscale("log")
     axes.set_xticks([k + 1 for k in ks])
     axes.set_xticklabels([str(k) for k in ks])
@@ -118,7 +121,7 @@ def barrier_figure(rows):
     axes.set_ylabel("error barrier (%)")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="x-small")
-    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}: instability vs k{_masks_note(rows)}")
+    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}: instability vs k")
     plot.tight_layout()
     return plot
 
@@ -127,9 +130,7 @@ def paths_figure(rows):
     """Test error (%) along the line between the copies vs alpha: a panel per level, a line per k."""
     levels = _levels(rows)
     plot, panels = _figure(4.5, 4, len(levels))
-    for axes, (level, weights) in zip(panels, levels):
-        line = sorted((row for row in rows if (row["level"], round(row["weights_remaining"], 6)) == (level, weights)),
-                      key=lambda row: row["k"])
+    for axes, line in zip(panels, levels.values()):
         for index, row in enumerate(line):
             axes.plot(row["alphas"], [100 * error for error in row["errors"]], marker="o", markersize=2,
                       color=f"C{index % 10}", label=f"k = {row['k']}")
@@ -139,8 +140,7 @@ def paths_figure(rows):
         axes.legend(fontsize="x-small")
     panels[0].set_ylabel("test error (%)")
     # Two lines: one panel (a single level) is too narrow for the title on one.
-    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}{_masks_note(rows)}:\n"
-                  "error on the path between the two copies")
+    plot.suptitle(f"{rows[0]['dataset']} / {rows[0]['model']}:\nerror on the path between the two copies")
     plot.tight_layout()
     return plot
 

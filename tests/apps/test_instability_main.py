@@ -45,7 +45,8 @@ def test_the_app_analyzes_a_run_logs_each_cell_and_writes_the_report(source, tmp
 def test_the_app_ends_on_bad_input_with_one_line(source, tmp_path):
     for flags, words in ((["--rewind_iterations=0,-3"], "rewind_iterations must be comma-separated"),
                          (["--levels=7"], "levels [7]:"),
-                         (["--interpolation_points=1"], "interpolation_points")):
+                         (["--interpolation_points=1"], "interpolation_points"),
+                         (["--masks=randmo"], "masks must be 'imp'")):
         result = _app(f"--runs={source}", f"--output_dir={tmp_path / 'out'}", *flags)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -59,7 +60,7 @@ def test_the_app_runs_the_random_mask_control(source, tmp_path):
                   "--interpolation_points=3", "--test_examples=100", "--masks=random")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.load(open(output / instability.INSTABILITY_FILE))
-    assert results["settings"]["masks"] == "random" and results["ticket_to_dense"] == []
+    assert [cell["masks"] for cell in results["cells"]] == ["random"] and results["ticket_to_dense"] == []
     assert "level 1 (80% weights, random masks), k=10: error barrier" in result.stderr
-    assert "random-pruning control" in (output / instability_report.REPORT_FILE).read_text()
+    assert "level 1 (80% weights, random masks)" in (output / instability_report.REPORT_FILE).read_text()
     assert len(list(output.glob("*.png"))) == 2  # barrier and paths: no ticket-to-dense line

@@ -256,7 +256,6 @@ def test_another_k_later_adds_only_its_cells(source, analysis, tmp_path, monkeyp
     (dict(interpolation_points=7), "interpolation_points 5 there, 7 now"),
     (dict(test_examples=50), "test_examples None there, 50 now"),
     (dict(same_data_order=True), "same_data_order False there, True now"),
-    (dict(masks="random"), "masks 'imp' there, 'random' now"),
 ])
 def test_other_settings_for_the_same_output_dir_are_refused(source, analysis, tmp_path, monkeypatch, change, named):
     output = str(tmp_path / "other")
@@ -267,18 +266,19 @@ def test_other_settings_for_the_same_output_dir_are_refused(source, analysis, tm
     assert calls == []
 
 
-def test_results_written_before_the_masks_setting_resume_as_imp_masks(source, analysis, tmp_path, monkeypatch):
+def test_entries_written_before_the_masks_field_resume_as_imp_cells(source, analysis, tmp_path, monkeypatch):
     output = str(tmp_path / "older")
     shutil.copytree(analysis[0], output)
     path = os.path.join(output, instability.INSTABILITY_FILE)
     older = json.load(open(path))
-    del older["settings"]["masks"]
+    for entry in older["cells"] + older["ticket_to_dense"]:
+        del entry["masks"]
     json.dump(older, open(path, "w"))
     calls = _counting_copies(monkeypatch)
     results = instability.run(instability.InstabilityConfig(runs=[source], output_dir=output, **ANALYSIS))
-    assert calls == [] and results["cells"] == analysis[1]["cells"]
-    with pytest.raises(instability.InstabilityError, match="masks 'imp' there, 'random' now"):
-        instability.run(instability.InstabilityConfig(runs=[source], output_dir=output, masks="random", **ANALYSIS))
+    assert calls == [] and len(results["cells"]) == len(analysis[1]["cells"])
+    summary = instability.summarize(results)
+    assert summary == instability.summarize(analysis[1])  # grouped as IMP cells
 
 
 def test_random_masks_keep_each_layers_count_at_other_positions(source):
@@ -296,22 +296,28 @@ def test_random_masks_keep_each_layers_count_at_other_positions(source):
     assert not np.array_equal(other_seed["fc1"], drawn["fc1"])
 
 
-def test_the_random_mask_control_trains_the_copies_under_random_masks(source, analysis, tmp_path):
+def test_the_random_mask_control_trains_the_copies_under_random_masks(source, analysis, tmp_path, monkeypatch):
     output = str(tmp_path / "random")
+    shutil.copytree(analysis[0], output)  # the IMP cells of levels 0 and 1 are there: only random ones are new
+    calls = _counting_copies(monkeypatch)
     results = instability.run(instability.InstabilityConfig(
-        runs=[source], output_dir=output, masks="random", keep_copies=True, **{**ANALYSIS, "levels": "1",
-                                                                              "rewind_iterations": "10"}))
-    (cell,) = results["cells"]
-    assert results["settings"]["masks"] == "random" and cell["masks"] == "random"
-    assert results["ticket_to_dense"] == []  # no trained random ticket to draw a line from
-    drawn = instability.random_masks(run_folder.RunFolder(source).load_masks(1), results["cells"][0]["seed"], 1)
-    for copy in _copies(output, 1, 10):
+        runs=[source], output_dir=output, masks="imp,random", keep_copies=True,
+        **{**ANALYSIS, "rewind_iterations": "10"}))
+    assert [call[1] for call in calls] == [10, 10]  # level 1's two random copies; no level-0 random cell
+    (cell,) = [entry for entry in results["cells"] if entry["masks"] == "random"]
+    assert cell["level"] == 1 and len(results["ticket_to_dense"]) == 1  # no line from a random "ticket"
+    drawn = instability.random_masks(run_folder.RunFolder(source).load_masks(1), cell["seed"], 1)
+    folder = os.path.join(output, instability.COPIES_DIR, os.listdir(os.path.join(output, instability.COPIES_DIR))[0])
+    for copy in (0, 1):
+        weights = run_folder.read_npz(os.path.join(folder, f"level1_k10_random_copy{copy}.npz"))
         for name, key in KERNELS.items():
-            assert np.all(copy[key][drawn[name] == 0] == 0) and np.all(copy[key][drawn[name] == 1] != 0)
+            assert np.all(weights[key][drawn[name] == 0] == 0) and np.all(weights[key][drawn[name] == 1] != 0)
     imp_cell = next(entry for entry in analysis[1]["cells"] if (entry["level"], entry["k"]) == (1, 10))
     assert cell["copy_seeds"] == imp_cell["copy_seeds"] and cell["losses"] != imp_cell["losses"]
+    rows = [(row["level"], row["masks"], row["k"]) for row in instability.summarize(results)["cells"]]
+    assert rows == [(0, "imp", 0), (0, "imp", 10), (1, "imp", 0), (1, "imp", 10), (1, "random", 10)]
     written = instability_report.write_report(results, output)
-    assert "random-pruning control" in open(written["markdown"]).read()
+    assert "| level 1 (80% weights, random masks) | — |" in open(written["markdown"]).read()
 
 
 def _fake_run(folder, summary):
@@ -331,7 +337,9 @@ def _fake_run(folder, summary):
     (dict(levels="one"), "levels must be 'all' or comma-separated"),
     (dict(test_examples=0), "test_examples .* must be an integer >= 1"),
     (dict(same_data_order="yes"), "same_data_order must be True or False"),
-    (dict(masks="lottery"), r"masks must be one of \('imp', 'random'\)"),
+    (dict(masks="lottery"), "masks must be 'imp' .*, 'random' .* or 'imp,random'; got 'lottery'"),
+    (dict(masks=""), "masks must be 'imp'"),
+    (dict(masks="random", levels="0"), "masks='random' at level 0 alone has nothing to analyze"),
     (dict(levels="3"), r"levels \[3\]: .* has finished rounds \[0, 1\]"),
     (dict(rewind_iterations="0,30"), r"rewind_iterations \[30\] are not before the end of .* \(30 iterations"),
     (dict(test_examples=500), "test_examples=500, but .* test set has 200"),
