@@ -24,7 +24,9 @@ and each k in `rewind_iterations` (a cell):
   0: none), or with `masks='random'` (or 'imp,random': a cell of each) by the random-pruning
   control's: as many weights kept in each layer, at random positions (`random_masks`),
   which tells whether a ticket's stability comes from its IMP mask or from its sparsity
-  alone. A cell is (level, k, masks); its entry records `masks`. One replay per source, to the largest k, snapshots at each k. When the
+  alone. A cell is (level, k, masks), its entry records `masks`, and a random cell's copies
+  read the same two data orders as the IMP cell's. One replay per source, to the largest
+  k, snapshots at each k. When the
   source's `rewind_step` is one of the k, the replayed state is compared with the source's
   saved rewind snapshot and the largest absolute difference recorded (`replay_check`; 0
   on CPU in our tests); a difference above REPLAY_TOLERANCE is logged as a warning.
