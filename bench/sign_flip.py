@@ -162,7 +162,8 @@ def _flip_share(record):
 
 
 def collect(args):
-    """dict (method, target) -> list of (weights remaining, accuracy, iterations spent, flip share), one per seed.
+    """dict (method, target) -> list of (weights remaining, accuracy, iterations spent, flip share or None, seed),
+    one per seed.
 
     A run folder made with other settings than the ones printed (another --iterations, a
     changed default) is left out, and named with the fields that differ: mixing it in
@@ -184,7 +185,7 @@ def collect(args):
         if target is not None:
             record = summary["rounds"][0]
             results.setdefault((method, target), []).append(
-                (record["weights_remaining"], record["test_accuracy"], record["iterations"], _flip_share(record)))
+                (record["weights_remaining"], record["test_accuracy"], record["iterations"], _flip_share(record), seed))
             continue
         spent = 0
         for record in summary["rounds"]:
@@ -192,7 +193,7 @@ def collect(args):
             for name, rounds in targets.items():
                 if record["round"] == rounds:
                     results.setdefault((method, name), []).append(
-                        (record["weights_remaining"], record["test_accuracy"], spent))
+                        (record["weights_remaining"], record["test_accuracy"], spent, None, seed))
     return results
 
 
@@ -298,25 +299,34 @@ def _style(method):
 
 
 def _difference_panel(axis, results, methods, reference, targets, colors):
-    """Accuracy minus `reference`'s at each target (points), mean ± std over seeds, for `methods`."""
-    base = {point[3]: point[1] for point in _points(results, reference, targets)}
+    """Accuracy minus `reference`'s at each target (points), paired by seed (the same initialization and data
+    order): the mean and std over seeds of the per-seed differences, for `methods`."""
+    reference_by_seed = {target: {r[4]: r[1] for r in results.get((reference, target), [])} for target in targets}
     drawn = []
     for method in methods:
-        points = [p for p in _points(results, method, targets) if p[3] in base]
-        if not points or method == reference:
+        if method == reference:
             continue
-        differences = [100 * (p[1] - base[p[3]]) for p in points]
-        off = min(differences) < -OFF_SCALE or max(differences) > OFF_SCALE
-        axis.errorbar([100 * p[0] for p in points], differences, yerr=[100 * p[2] for p in points],
+        points = []
+        for target in targets:
+            rows = [r for r in results.get((method, target), []) if r[4] in reference_by_seed[target]]
+            if rows:
+                differences = [100 * (r[1] - reference_by_seed[target][r[4]]) for r in rows]
+                points.append((statistics.mean(r[0] for r in rows), statistics.mean(differences),
+                               statistics.stdev(differences) if len(differences) > 1 else 0.0))
+        if not points:
+            continue
+        means = [p[1] for p in points]
+        off = min(means) < -OFF_SCALE or max(means) > OFF_SCALE
+        axis.errorbar([100 * p[0] for p in points], means, yerr=[p[2] for p in points],
                       fmt=_style(method), color=colors[method], capsize=2, markersize=4,
                       label=method + (" (off scale)" if off else ""))
-        drawn += [d for d in differences if abs(d) <= OFF_SCALE]
+        drawn += [d for d in means if abs(d) <= OFF_SCALE]
     axis.axhline(0.0, color="black", linewidth=0.8)
     if drawn:
         axis.set_ylim(min(drawn + [0.0]) - 0.5, max(drawn + [0.0]) + 0.5)
     axis.set_ylabel(f"accuracy minus {reference}'s (points)")
-    axis.set_title(f"vs {reference} (bars: std over seeds)", fontsize="medium")
-    axis.legend(loc="lower left", fontsize=7)
+    axis.set_title(f"vs {reference}, paired by seed (bars: std of the differences)", fontsize="medium")
+    axis.legend(loc="upper left", fontsize=7)
 
 
 def plot(results, path, iterations, model, targets, methods=METHODS):
