@@ -49,7 +49,9 @@ from keras_lottery.experiments import imp_config
 from keras_lottery.experiments import run_folder
 from keras_lottery.experiments import run_models
 from keras_lottery.experiments import sparse_config
+from keras_lottery.experiments import instability_config
 from keras_lottery.foundations import files
+from keras_lottery.foundations.validation import check_int
 
 SHIFT_FILE = "shift.json"
 DEFAULT_SEVERITIES = (0, 1, 3, 5)
@@ -66,12 +68,13 @@ class ShiftError(ValueError):
     """Bad shift-evaluation input: no runs, a bad setting, or a shift.json made with other settings."""
 
 
-def check_settings(corruptions=corruption_lib.CORRUPTIONS, severities=DEFAULT_SEVERITIES, seed=0):
-    """The evaluation's settings, checked: {"corruptions": [...], "severities": [...], "seed": int}.
+def check_settings(corruptions=corruption_lib.CORRUPTIONS, severities=DEFAULT_SEVERITIES, seed=0, test_examples=None):
+    """The evaluation's settings, checked: {"corruptions": [...], "severities": [...], "seed": int,
+    "test_examples": int or None (every test example)}.
 
     Raises:
       ShiftError: an empty list, a repeated entry, an unknown corruption, a severity outside
-        0..5 or a negative seed; the message names the choices.
+        0..5, a negative seed or test_examples below 1; the message names the choices.
     """
     if isinstance(corruptions, str):
         corruptions = [corruptions]
@@ -83,9 +86,11 @@ def check_settings(corruptions=corruption_lib.CORRUPTIONS, severities=DEFAULT_SE
         corruptions = [corruption_lib.check_corruption(name) for name in corruptions]
         severities = sorted(corruption_lib.check_severity(severity) for severity in severities)
         corruption_lib.rng(corruptions[0], 0, seed)  # checks the seed
+        if test_examples is not None:
+            check_int(test_examples, "test_examples (None: every test example)", 1)
     except ValueError as error:
         raise ShiftError(str(error)) from error
-    return {"corruptions": corruptions, "severities": severities, "seed": int(seed)}
+    return {"corruptions": corruptions, "severities": severities, "seed": int(seed), "test_examples": test_examples}
 
 
 def find_run_folders(paths):
@@ -168,21 +173,30 @@ class TestSets:
         self.computed = 0  # corrupted sets made so far (a test counts them)
 
     def for_run(self, loaded):
-        """dict (corruption, severity) -> Evaluator on `loaded`'s test set shifted so (made on first use)."""
+        """dict (corruption, severity) -> Evaluator on `loaded`'s test set shifted so (made on first use).
+
+        Raises:
+          ShiftError: the settings' test_examples are more than the run's test set holds.
+        """
         splits, dataset = loaded.splits, loaded.config["dataset"]
         key = (dataset, repr(getattr(splits, "file_hashes", None)), splits.test_x.shape)
         if key != self.key:  # the runs come grouped by dataset: one dataset's sets are held at a time
             self.key, self.evaluators = key, {}
+        examples = self.settings["test_examples"] or len(splits.test_y)
+        if examples > len(splits.test_y):
+            raise ShiftError(f"test_examples={examples}, but {dataset}'s test set has {len(splits.test_y)}: pass at "
+                             "most that many, or None for all.")
+        test_x, test_y = splits.test_x[:examples], splits.test_y[:examples]
         normalize = run_models.input_normalization(loaded)
         evaluators = {}
         for corruption in self.settings["corruptions"]:
             for severity in self.settings["severities"]:
                 shared = (corruption if severity else None, severity)  # severity 0 is the clean set of all
                 if shared not in self.evaluators:
-                    images = corruption_lib.corrupt(splits.test_x, corruption, severity, self.settings["seed"])
+                    images = corruption_lib.corrupt(test_x, corruption, severity, self.settings["seed"])
                     if normalize is not None:
                         images = streaming.normalized(images, *normalize)
-                    self.evaluators[shared] = training.Evaluator(images, splits.test_y)
+                    self.evaluators[shared] = training.Evaluator(images, test_y)
                     self.computed += 1
                 evaluators[corruption, severity] = self.evaluators[shared]
         return evaluators
@@ -206,7 +220,7 @@ def _level(kind, config, round_index):
 
 
 def evaluate(run_dirs, output_dir, corruptions=corruption_lib.CORRUPTIONS, severities=DEFAULT_SEVERITIES, seed=0,
-             data_dir=None):
+             data_dir=None, test_examples=None, levels="all"):
     """Test accuracy of every finished round of every run under every (corruption, severity).
 
     Args:
@@ -216,6 +230,10 @@ def evaluate(run_dirs, output_dir, corruptions=corruption_lib.CORRUPTIONS, sever
       severities: ints 0..5 (0 = the clean test set; needed for relative accuracy).
       seed: seeds the corruptions' random draws (the same for every model).
       data_dir: where the runs' datasets are, if not where the runs read them.
+      test_examples: score on the first this many test examples (a setting: kept in shift.json);
+        None: all of them.
+      levels: 'all', or the IMP rounds to evaluate ("0,4,8" or a list): the other rounds of IMP runs
+        are left out (each run must have finished them); runs of one round are evaluated whatever it.
 
     Returns:
       The results, as written to shift.json: {"settings": {...}, "entries": [{"run", "kind",
@@ -228,31 +246,42 @@ def evaluate(run_dirs, output_dir, corruptions=corruption_lib.CORRUPTIONS, sever
       run_models.RunFolderError: an unreadable summary or an incomplete run folder.
       ValueError, data.DataUnavailableError: a run's dataset cannot be loaded.
     """
-    settings = check_settings(corruptions, severities, seed)
+    settings = check_settings(corruptions, severities, seed, test_examples)
+    try:
+        levels = instability_config.parse_levels(levels)
+    except instability_config.InstabilityError as error:
+        raise ShiftError(str(error)) from None
     if not output_dir:
         raise ShiftError("output_dir is required: the folder where shift.json goes.")
     runs = []
     for folder in find_run_folders(run_dirs):  # every summary read before any work
         summary = run_models.read_summary(folder)
         kind = run_kind(summary)
+        if kind == "imp" and levels != "all":
+            missing = sorted(set(levels) - {record["round"] for record in summary["rounds"]})
+            if missing:
+                raise ShiftError(f"levels {missing}: {folder} has finished rounds "
+                                 f"{[record['round'] for record in summary['rounds']]}.")
         runs.append((folder, kind, config_with_defaults(kind, summary["config"]), summary))
     path = os.path.join(output_dir, SHIFT_FILE)
     results = {"settings": settings, "entries": []}
     if os.path.exists(path):
         results = analysis_results.read(path, ("settings", "entries"), ShiftError)
+        results["settings"].setdefault("test_examples", None)  # written before the setting: every example
         analysis_results.check_same_settings(results, settings, path, ShiftError,
-                                             "corruptions, severities and seed")
+                                             "corruptions, severities, seed and test_examples")
     done = {(os.path.realpath(entry["run"]), entry["round"]) for entry in results["entries"]}
     test_sets = TestSets(settings)
     runs.sort(key=lambda run: (run[2]["dataset"], str(data_dir or run[2].get("data_dir"))))  # stable: found order
     for folder, kind, config, summary in runs:
-        rounds = [r for r in rounds_to_evaluate(kind, summary) if (os.path.realpath(folder), r) not in done]
+        asked = [r for r in rounds_to_evaluate(kind, summary) if kind != "imp" or levels == "all" or r in levels]
+        rounds = [r for r in asked if (os.path.realpath(folder), r) not in done]
         for round_index in rounds:
             loaded = run_models.load_run_model(folder, round_index, data_dir)
             results["entries"].append(_entry(folder, kind, config, loaded, test_sets.for_run(loaded), settings))
             files.write_json(path, results)
         _LOG.info("shift: %s (%s): %d round(s) evaluated, %d already in %s", folder, method_label(kind, config),
-                  len(rounds), len(rounds_to_evaluate(kind, summary)) - len(rounds), path)
+                  len(rounds), len(asked) - len(rounds), path)
     if not os.path.exists(path):  # nothing to evaluate (runs without a finished round): still a result
         files.write_json(path, results)
     return results

@@ -111,6 +111,7 @@ def test_an_interrupted_evaluation_resumes_after_its_last_round(tiny_run, evalua
     (dict(severities=(0, 2)), "severities [0, 1, 5] there, [0, 2] now"),
     (dict(seed=3), "seed 0 there, 3 now"),
     (dict(corruptions=("rotation",)), "corruptions"),
+    (dict(test_examples=50), "test_examples None there, 50 now"),
 ])
 def test_other_settings_for_the_same_output_dir_are_refused(tiny_run, evaluated, tmp_path, monkeypatch, change,
                                                             named):
@@ -121,6 +122,48 @@ def test_other_settings_for_the_same_output_dir_are_refused(tiny_run, evaluated,
     with pytest.raises(shift.ShiftError, match=named.replace("[", r"\[").replace("]", r"\]")):
         shift.evaluate([tiny_run[0]], resumed, **{**SETTINGS, **change})
     assert calls == []
+
+
+def test_levels_and_test_examples_evaluate_those_rounds_on_the_first_examples(tiny_run, evaluated, tmp_path):
+    run_dir, _ = tiny_run
+    results = shift.evaluate([run_dir], str(tmp_path), **SETTINGS, test_examples=50, levels="1")
+    (entry,) = results["entries"]
+    assert entry["round"] == 1 and results["settings"]["test_examples"] == 50
+    loaded = run_models.load_run_model(run_dir, 1)
+    images = corruptions.corrupt(loaded.splits.test_x[:50], "rotation", 5, seed=0)
+    predicted = np.argmax(loaded.model.predict(images, verbose=0), axis=1)
+    assert entry["accuracy"]["rotation"]["5"] == pytest.approx(float(np.mean(predicted == loaded.splits.test_y[:50])))
+    assert entry["loss"]["rotation"]["5"] != _entry(evaluated[1], 1)["loss"]["rotation"]["5"]  # not all 200
+    # Adding level 0 later evaluates only it, on the same 50 examples.
+    again = shift.evaluate([run_dir], str(tmp_path), **SETTINGS, test_examples=50, levels="0,1")
+    assert [entry["round"] for entry in again["entries"]] == [1, 0]
+
+
+def test_results_written_before_test_examples_resume_as_every_example(tiny_run, evaluated, tmp_path, monkeypatch):
+    output, results = evaluated
+    older = str(tmp_path / "older")
+    shutil.copytree(output, older)
+    path = os.path.join(older, shift.SHIFT_FILE)
+    written = json.load(open(path))
+    del written["settings"]["test_examples"]
+    json.dump(written, open(path, "w"))
+    calls = spies.count_run_model_loads(monkeypatch)
+    assert shift.evaluate([tiny_run[0]], older, **SETTINGS)["entries"] == results["entries"] and calls == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(levels="3"), r"levels \[3\]: .* has finished rounds \[0, 1\]"),
+    (dict(levels="one"), "levels must be 'all' or comma-separated"),
+    (dict(test_examples=0), "test_examples .* must be an integer >= 1"),
+    (dict(test_examples=500), "test_examples=500, but fashion_mnist's test set has 200"),
+])
+def test_bad_levels_and_test_examples_are_refused_before_any_evaluation(tiny_run, tmp_path, monkeypatch, change,
+                                                                        message):
+    made = []
+    monkeypatch.setattr(shift.corruption_lib, "corrupt", lambda *arguments: made.append(arguments))
+    with pytest.raises(shift.ShiftError, match=message):
+        shift.evaluate([tiny_run[0]], str(tmp_path / "out"), **{**SETTINGS, **change})
+    assert made == []
 
 
 def test_each_corrupted_test_set_is_computed_once_for_every_model(tiny_run, tmp_path, monkeypatch):
@@ -226,10 +269,23 @@ def test_the_app_evaluates_and_reports_a_run(tiny_run, tmp_path):
                   "--corruptions=contrast,rotation", "--severities=0,5", "--seed=2")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.load(open(output / shift.SHIFT_FILE))
-    assert results["settings"] == {"corruptions": ["contrast", "rotation"], "severities": [0, 5], "seed": 2}
+    assert results["settings"] == {"corruptions": ["contrast", "rotation"], "severities": [0, 5], "seed": 2,
+                                   "test_examples": None}
     assert sorted((entry["run"], entry["round"]) for entry in results["entries"]) == sorted(
         [(copy, 0), (copy, 1), (tiny_run[0], 0), (tiny_run[0], 1)])
     assert "### rotation" in (output / shift_report.REPORT_FILE).read_text()
+
+
+def test_the_app_passes_levels_and_test_examples(tiny_run, tmp_path):
+    output = tmp_path / "some"
+    result = _app(f"--runs={tiny_run[0]}", f"--output_dir={output}", "--corruptions=contrast", "--severities=0,5",
+                  "--levels=1", "--test_examples=100")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.load(open(output / shift.SHIFT_FILE))
+    assert results["settings"]["test_examples"] == 100 and [entry["round"] for entry in results["entries"]] == [1]
+    bad = _app(f"--runs={tiny_run[0]}", f"--output_dir={tmp_path / 'bad'}", "--levels=9")
+    lines = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert bad.returncode == 1 and len(lines) == 1 and "levels [9]" in lines[0], bad.stderr[-2000:]
 
 
 def test_the_app_ends_on_a_missing_folder_with_one_line_and_on_a_bad_flag_with_usage(tmp_path):
