@@ -34,8 +34,8 @@ flags.DEFINE_list("severities", [str(severity) for severity in shift.DEFAULT_SEV
 flags.DEFINE_integer("seed", 0, "Seed of the corruptions' random draws (noise, angles).", lower_bound=0)
 flags.DEFINE_integer("test_examples", None, "Score on the first this many test examples (default: all).",
                      lower_bound=1)
-flags.DEFINE_string("levels", "all", "'all', or comma-separated IMP rounds to evaluate, e.g. 0,4,8 (runs of one "
-                                     "round are evaluated whatever it).")
+flags.DEFINE_string("levels", "all", "'all', or comma-separated IMP rounds to evaluate, e.g. 0,4,8 (a run may lack "
+                                     "some; runs of one round are evaluated whatever it).")
 flags.DEFINE_string("data_dir", None, "Where the runs' datasets are, if not where the runs read them.")
 flags.mark_flag_as_required("output_dir")
 flags.register_validator("corruptions", lambda names: bool(names) and all(n in corruptions.CORRUPTIONS for n in names),

@@ -152,7 +152,7 @@ def test_results_written_before_test_examples_resume_as_every_example(tiny_run, 
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(levels="3"), r"levels \[3\]: .* has finished rounds \[0, 1\]"),
+    (dict(levels="1,3"), r"levels \[3\]: no IMP run given has finished them; their finished rounds are \[0, 1\]"),
     (dict(levels="one"), "levels must be 'all' or comma-separated"),
     (dict(test_examples=0), "test_examples .* must be an integer >= 1"),
     (dict(test_examples=500), "test_examples=500, but fashion_mnist's test set has 200"),
