@@ -26,7 +26,7 @@ Choices of ours:
 * `<output_dir>/shift.json` is rewritten (atomically) after each round evaluated, so an
   interrupted evaluation resumes where it stopped: a (run folder, round) already there is
   not recomputed, and new runs or rounds found later are added. It holds its settings
-  (corruptions, severities, seed); a call with other settings for the same output_dir
+  (corruptions, severities, seed, test_examples); a call with other settings for the same output_dir
   raises ShiftError naming the difference (its numbers would not be comparable): use
   another output_dir.
 * `summarize` averages over every run of one method label, dataset and model at one level
@@ -46,10 +46,10 @@ from keras_lottery.data import streaming
 from keras_lottery.experiments import analysis_results
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp_config
+from keras_lottery.experiments import instability_config
 from keras_lottery.experiments import run_folder
 from keras_lottery.experiments import run_models
 from keras_lottery.experiments import sparse_config
-from keras_lottery.experiments import instability_config
 from keras_lottery.foundations import files
 from keras_lottery.foundations.validation import check_int
 
