@@ -8,6 +8,8 @@ settings for the same folder is refused, naming each difference.
 
 import json
 
+from keras_lottery.foundations.validation import check_int
+
 
 def read(path, keys, error_class):
     """The results at `path`, which must hold every top-level key in `keys`.
@@ -39,3 +41,22 @@ def check_same_settings(results, settings, path, error_class, what="settings"):
     if differences:
         raise error_class(f"{path} was made with other settings ({'; '.join(differences)}): pass the same "
                           f"{what} to resume it, or another --output_dir.")
+
+
+def parse_levels(levels, error_class):
+    """'all', or the sorted distinct IMP rounds of "0,3,6" (or a list of ints): which rounds an analysis reads.
+
+    Raises:
+      error_class: anything else.
+    """
+    if levels == "all":
+        return "all"
+    try:
+        parts = str(levels).split(",") if isinstance(levels, str) else list(levels)
+        values = sorted({check_int(int(part) if isinstance(part, str) else part, "level", 0)
+                         for part in parts if str(part).strip()})
+    except (TypeError, ValueError):
+        values = []
+    if not values:
+        raise error_class(f"levels must be 'all' or comma-separated IMP rounds >= 0 such as '0,3,6'; got {levels!r}.")
+    return values

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from keras_lottery import training
+from keras_lottery.experiments import analysis_results
 from keras_lottery.experiments import interpolation
 from keras_lottery.foundations.validation import check_int
 from keras_lottery.sparsity import masks as masks_lib
@@ -36,18 +37,7 @@ def parse_levels(levels):
     Raises:
       InstabilityError: anything else.
     """
-    if levels == "all":
-        return "all"
-    try:
-        parts = str(levels).split(",") if isinstance(levels, str) else list(levels)
-        values = sorted({check_int(int(part) if isinstance(part, str) else part, "level", 0)
-                         for part in parts if str(part).strip()})
-    except (TypeError, ValueError):
-        values = []
-    if not values:
-        raise InstabilityError(f"levels must be 'all' or comma-separated IMP rounds >= 0 such as '0,3,6'; got "
-                               f"{levels!r}.")
-    return values
+    return analysis_results.parse_levels(levels, InstabilityError)
 
 
 def parse_masks(value):

@@ -46,7 +46,6 @@ from keras_lottery.data import streaming
 from keras_lottery.experiments import analysis_results
 from keras_lottery.experiments import early_bird_flow
 from keras_lottery.experiments import imp_config
-from keras_lottery.experiments import instability_config
 from keras_lottery.experiments import run_folder
 from keras_lottery.experiments import run_models
 from keras_lottery.experiments import sparse_config
@@ -248,10 +247,7 @@ def evaluate(run_dirs, output_dir, corruptions=corruption_lib.CORRUPTIONS, sever
       ValueError, data.DataUnavailableError: a run's dataset cannot be loaded.
     """
     settings = check_settings(corruptions, severities, seed, test_examples)
-    try:
-        levels = instability_config.parse_levels(levels)
-    except instability_config.InstabilityError as error:
-        raise ShiftError(str(error)) from None
+    levels = analysis_results.parse_levels(levels, ShiftError)
     if not output_dir:
         raise ShiftError("output_dir is required: the folder where shift.json goes.")
     runs, finished = [], set()
