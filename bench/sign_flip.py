@@ -280,15 +280,9 @@ OFF_SCALE = 5.0  # points: a difference panel's axis stops here; methods beyond 
 
 
 def _points(results, method, targets):
-    """[(mean weights remaining, mean accuracy, std accuracy)] of `method` at each target it reached."""
-    points = []
-    for target in targets:
-        rows = results.get((method, target))
-        if rows:
-            accuracies = [r[1] for r in rows]
-            points.append((statistics.mean(r[0] for r in rows), statistics.mean(accuracies),
-                           statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0, target))
-    return points
+    """[(mean weights remaining, mean accuracy)] of `method` at each target it reached."""
+    return [(statistics.mean(r[0] for r in rows), statistics.mean(r[1] for r in rows))
+            for rows in (results.get((method, target)) for target in targets) if rows]
 
 
 def _style(method):
